@@ -1,0 +1,309 @@
+package fakes
+
+import (
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// BillingOptions configures the fake billing service.
+type BillingOptions struct {
+	ServerOptions
+	// KeyTTL is how long an idempotency key (and its stored response) is
+	// kept after the first request finished; zero: DefaultTTL.
+	KeyTTL time.Duration
+}
+
+// MaxAmount caps a charge's amount (400 above it).
+const MaxAmount = 1_000_000_000_00
+
+// BillingServer is the fake Stripe-like billing service. Endpoints (JSON,
+// header Idempotency-Key on POSTs): POST /charges (CreateCharge), POST
+// /charges/{id}/refund (Refund), GET /charges?owner= (ListCharges).
+//
+// Idempotency follows Stripe: once a request with a key began executing, its
+// status and body are stored (a 4xx from the handler and a fail-after 500
+// too) and replayed for the same key and parameters, with header
+// Idempotent-Replayed: true; other parameters (or another endpoint) get 400
+// idempotency_error; a request while another with the key is in flight gets
+// 409 idempotency_key_in_use. Validation errors, conflicts and fail-before
+// faults store nothing. Keys expire KeyTTL after they were stored.
+type BillingServer struct {
+	*server
+
+	mu      sync.Mutex
+	ttl     time.Duration
+	charges []*Charge // creation order
+	byID    map[string]*Charge
+	keys    map[string]*idemEntry
+}
+
+type idemEntry struct {
+	fingerprint string
+	inFlight    bool
+	status      int
+	body        []byte
+	expires     time.Time
+}
+
+// NewBillingServer starts a fake billing service on loopback.
+func NewBillingServer(opts BillingOptions) (*BillingServer, error) {
+	srv, err := newServer("billing", opts.ServerOptions)
+	if err != nil {
+		return nil, err
+	}
+	s := &BillingServer{
+		server: srv,
+		ttl:    opts.KeyTTL,
+		byID:   make(map[string]*Charge),
+		keys:   make(map[string]*idemEntry),
+	}
+	if s.ttl <= 0 {
+		s.ttl = DefaultTTL
+	}
+	m := srv.mux
+	m.HandleFunc("POST /charges", srv.handle("CreateCharge", true, s.create))
+	m.HandleFunc("POST /charges/{id}/refund", srv.handle("Refund", true, s.refund))
+	m.HandleFunc("GET /charges", srv.handle("ListCharges", false, s.list))
+	if err := srv.start(opts.Addr); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Service returns "billing".
+func (s *BillingServer) Service() string { return "billing" }
+
+// Snapshot returns every charge (refunded ones too) and the request ledger.
+func (s *BillingServer) Snapshot() Snapshot {
+	s.mu.Lock()
+	chs := make([]Charge, len(s.charges))
+	for i, ch := range s.charges {
+		chs[i] = *ch
+	}
+	s.mu.Unlock()
+	return Snapshot{Charges: chs, Requests: s.requests()}
+}
+
+// claim looks a key up before the request executes. It answers (and returns
+// nil, false) on a conflict or mismatch; returns the stored entry and false
+// for a replay; returns a fresh in-flight entry and true when the request
+// may execute.
+func (s *BillingServer) claim(c *rctx, key, fingerprint string) (*idemEntry, bool) {
+	now := s.now()
+	s.mu.Lock()
+	e := s.keys[key]
+	if e != nil && !e.inFlight && !now.Before(e.expires) {
+		e = nil // expired: the key is free again
+	}
+	switch {
+	case e == nil:
+		e = &idemEntry{fingerprint: fingerprint, inFlight: true}
+		s.keys[key] = e
+		s.mu.Unlock()
+		return e, true
+	case e.inFlight:
+		s.mu.Unlock()
+		c.reject(http.StatusConflict, CodeIdempotencyKeyInUse,
+			"another request with this idempotency key is in progress")
+		return nil, false
+	case e.fingerprint != fingerprint:
+		s.mu.Unlock()
+		c.reject(http.StatusBadRequest, CodeIdempotencyError,
+			"keys for idempotent requests can only be used with the same parameters they were first used with")
+		return nil, false
+	}
+	cp := *e
+	s.mu.Unlock()
+	return &cp, false
+}
+
+// release frees a claimed key that stored nothing (a fail-before fault).
+func (s *BillingServer) release(key string, e *idemEntry) {
+	s.mu.Lock()
+	if s.keys[key] == e {
+		delete(s.keys, key)
+	}
+	s.mu.Unlock()
+}
+
+// storeLocked saves the answer the client will get: the handler's, or the
+// fail-after fault's status answer that replaces it.
+func (s *BillingServer) storeLocked(c *rctx, e *idemEntry, status int, body []byte) {
+	if e == nil {
+		return
+	}
+	if st, b, ok := c.afterAnswer(); ok {
+		status, body = st, b
+	}
+	e.status, e.body, e.inFlight = status, body, false
+	e.expires = s.now().Add(s.ttl)
+}
+
+// replay answers from a stored entry (after the faults before the effect).
+func (s *BillingServer) replay(c *rctx, e *idemEntry) {
+	if !c.begin() {
+		return
+	}
+	c.rec.Replayed = true
+	c.w.Header().Set(HeaderReplayed, "true")
+	errText := ""
+	if e.status >= 400 {
+		var eb errorBody
+		if strictUnmarshal(e.body, &eb) == nil {
+			errText = eb.Error.Code + ": " + eb.Error.Message
+		}
+	}
+	c.reply(e.status, e.body, false, errText)
+}
+
+func (s *BillingServer) create(c *rctx) {
+	var req ChargeRequest
+	if !c.decode(&req) {
+		return
+	}
+	req.IdempotencyKey = c.r.Header.Get(HeaderIdempotencyKey)
+	c.rec.Owner, c.rec.Key = req.Owner, req.IdempotencyKey
+	c.params(req)
+	if err := firstErr(checkField("customer", req.Customer), checkField("owner", req.Owner),
+		checkField("event", req.Event), checkKey("Idempotency-Key", req.IdempotencyKey)); err != nil {
+		c.reject(http.StatusBadRequest, CodeInvalidRequest, err.Error())
+		return
+	}
+	if req.Amount <= 0 || req.Amount > MaxAmount {
+		c.reject(http.StatusBadRequest, CodeInvalidRequest, fmt.Sprintf("amount %d outside 1..%d", req.Amount, int64(MaxAmount)))
+		return
+	}
+	var e *idemEntry
+	if req.IdempotencyKey != "" {
+		var fresh bool
+		e, fresh = s.claim(c, req.IdempotencyKey, "CreateCharge\x00"+string(c.rec.Params))
+		if e == nil {
+			return
+		}
+		if !fresh {
+			s.replay(c, e)
+			return
+		}
+	}
+	if !c.begin() {
+		if e != nil {
+			s.release(req.IdempotencyKey, e)
+		}
+		return
+	}
+	now := s.now()
+	s.mu.Lock()
+	ch := Charge{
+		ID:        fmt.Sprintf("ch_%014d", len(s.charges)+1),
+		Customer:  req.Customer,
+		Owner:     req.Owner,
+		Amount:    req.Amount,
+		Event:     req.Event,
+		CreatedAt: now,
+	}
+	stored := ch
+	s.charges = append(s.charges, &stored)
+	s.byID[ch.ID] = &stored
+	s.mu.Unlock()
+	// The key stays in flight (409 to a concurrent request) until stored.
+	body := mustJSON(ch)
+	if e != nil {
+		s.mu.Lock()
+		s.storeLocked(c, e, http.StatusOK, body)
+		s.mu.Unlock()
+	}
+	c.reply(http.StatusOK, body, true, "")
+}
+
+type refundParams struct {
+	Charge string `json:"charge"`
+}
+
+func (s *BillingServer) refund(c *rctx) {
+	id := c.r.PathValue("id")
+	key := c.r.Header.Get(HeaderIdempotencyKey)
+	c.rec.Key = key
+	c.params(refundParams{Charge: id})
+	if !c.drain() {
+		return
+	}
+	if err := checkKey("Idempotency-Key", key); err != nil {
+		c.reject(http.StatusBadRequest, CodeInvalidRequest, err.Error())
+		return
+	}
+	s.mu.Lock()
+	if ch := s.byID[id]; ch != nil {
+		c.rec.Owner = ch.Owner
+	}
+	s.mu.Unlock()
+	var e *idemEntry
+	if key != "" {
+		var fresh bool
+		e, fresh = s.claim(c, key, "Refund\x00"+string(c.rec.Params))
+		if e == nil {
+			return
+		}
+		if !fresh {
+			s.replay(c, e)
+			return
+		}
+	}
+	if !c.begin() {
+		if e != nil {
+			s.release(key, e)
+		}
+		return
+	}
+	s.mu.Lock()
+	ch := s.byID[id]
+	var status int
+	var body []byte
+	var errText string
+	effect := false
+	switch {
+	case ch == nil:
+		status, errText = http.StatusNotFound, fmt.Sprintf("no such charge: %q", id)
+		body = errorJSON(CodeResourceMissing, errText)
+		errText = CodeResourceMissing + ": " + errText
+	case ch.Refunded:
+		status, errText = http.StatusBadRequest, fmt.Sprintf("charge %s has already been refunded", id)
+		body = errorJSON(CodeChargeAlreadyRefunded, errText)
+		errText = CodeChargeAlreadyRefunded + ": " + errText
+	default:
+		ch.Refunded = true
+		effect = true
+		status, body = http.StatusOK, mustJSON(ch)
+	}
+	s.storeLocked(c, e, status, body)
+	s.mu.Unlock()
+	c.reply(status, body, effect, errText)
+}
+
+func (s *BillingServer) list(c *rctx) {
+	owner := c.r.URL.Query().Get("owner")
+	c.rec.Owner = owner
+	c.params(ownerParams{Owner: owner})
+	if !c.drain() {
+		return
+	}
+	if owner != "" {
+		if err := checkField("owner", owner); err != nil {
+			c.reject(http.StatusBadRequest, CodeInvalidRequest, err.Error())
+			return
+		}
+	}
+	if !c.begin() {
+		return
+	}
+	l := chargeList{Charges: []Charge{}}
+	s.mu.Lock()
+	for _, ch := range s.charges {
+		if owner == "" || ch.Owner == owner {
+			l.Charges = append(l.Charges, *ch)
+		}
+	}
+	s.mu.Unlock()
+	c.ok(l, false)
+}

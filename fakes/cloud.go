@@ -1,0 +1,345 @@
+package fakes
+
+import (
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// DefaultTTL is how long a terminated VM keeps its client token bound, and
+// how long billing keeps an idempotency key, unless configured.
+const DefaultTTL = 24 * time.Hour
+
+// CloudOptions configures the fake cloud.
+type CloudOptions struct {
+	ServerOptions
+	// TokenTTL is how long a client token stays bound after its VM was
+	// terminated (a running VM keeps it forever); zero: DefaultTTL.
+	TokenTTL time.Duration
+	// Lag keeps a new VM invisible to DescribeVM, ListVMs and FindByToken
+	// for this long on the clock (EC2's eventual consistency); CreateVM
+	// replays, ResizeVM and TerminateVM see it at once. Zero: no lag.
+	Lag time.Duration
+}
+
+// CloudServer is the fake EC2-like cloud: a loopback HTTP server recording
+// every request. Endpoints (JSON): POST /vms (CreateVM), GET /vms/{id}
+// (DescribeVM), GET /vms?owner= (ListVMs), GET /tokens?token= (FindByToken),
+// POST /vms/{id}/resize (ResizeVM), POST /vms/{id}/terminate (TerminateVM).
+type CloudServer struct {
+	*server
+
+	mu     sync.Mutex
+	ttl    time.Duration
+	lag    time.Duration
+	vms    []*vmState // creation order
+	byID   map[string]*vmState
+	tokens map[string]*tokenBinding
+}
+
+type vmState struct {
+	vm        VM
+	visibleAt time.Time
+}
+
+type tokenBinding struct {
+	st  *vmState
+	req CreateVMRequest // as first asked: a later resize does not change it
+}
+
+// NewCloudServer starts a fake cloud on loopback.
+func NewCloudServer(opts CloudOptions) (*CloudServer, error) {
+	srv, err := newServer("cloud", opts.ServerOptions)
+	if err != nil {
+		return nil, err
+	}
+	s := &CloudServer{
+		server: srv,
+		ttl:    opts.TokenTTL,
+		lag:    opts.Lag,
+		byID:   make(map[string]*vmState),
+		tokens: make(map[string]*tokenBinding),
+	}
+	if s.ttl <= 0 {
+		s.ttl = DefaultTTL
+	}
+	m := srv.mux
+	m.HandleFunc("POST /vms", srv.handle("CreateVM", true, s.create))
+	m.HandleFunc("GET /vms/{id}", srv.handle("DescribeVM", false, s.describe))
+	m.HandleFunc("GET /vms", srv.handle("ListVMs", false, s.list))
+	m.HandleFunc("GET /tokens", srv.handle("FindByToken", false, s.findByToken))
+	m.HandleFunc("POST /vms/{id}/resize", srv.handle("ResizeVM", true, s.resize))
+	m.HandleFunc("POST /vms/{id}/terminate", srv.handle("TerminateVM", true, s.terminate))
+	if err := srv.start(opts.Addr); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Service returns "cloud".
+func (s *CloudServer) Service() string { return "cloud" }
+
+// SetLag changes the read-after-write lag of VMs created from now on.
+func (s *CloudServer) SetLag(d time.Duration) {
+	s.mu.Lock()
+	s.lag = max(d, 0)
+	s.mu.Unlock()
+}
+
+// Snapshot returns every VM ever created (terminated and still invisible
+// ones too) and the request ledger.
+func (s *CloudServer) Snapshot() Snapshot {
+	s.mu.Lock()
+	vms := make([]VM, len(s.vms))
+	for i, st := range s.vms {
+		vms[i] = st.vm
+	}
+	s.mu.Unlock()
+	return Snapshot{VMs: vms, Requests: s.requests()}
+}
+
+// boundLocked returns the live binding of a token, forgetting an expired one.
+func (s *CloudServer) boundLocked(token string, now time.Time) *tokenBinding {
+	b := s.tokens[token]
+	if b == nil {
+		return nil
+	}
+	if b.st.vm.State == "terminated" && !now.Before(b.st.vm.TerminatedAt.Add(s.ttl)) {
+		delete(s.tokens, token)
+		return nil
+	}
+	return b
+}
+
+func (s *CloudServer) create(c *rctx) {
+	var req CreateVMRequest
+	if !c.decode(&req) {
+		return
+	}
+	c.rec.Owner, c.rec.Key = req.Owner, req.ClientToken
+	c.params(req)
+	if err := firstErr(checkField("owner", req.Owner), checkField("size", req.Size),
+		checkField("region", req.Region), checkKey("client_token", req.ClientToken)); err != nil {
+		c.reject(http.StatusBadRequest, CodeInvalidRequest, err.Error())
+		return
+	}
+	if !c.begin() {
+		return
+	}
+	now := s.now()
+	s.mu.Lock()
+	if req.ClientToken != "" {
+		if b := s.boundLocked(req.ClientToken, now); b != nil {
+			if b.req != req {
+				s.mu.Unlock()
+				c.fail(http.StatusBadRequest, CodeIdempotentParameterMismatch,
+					"client token already used with different parameters")
+				return
+			}
+			vm := b.st.vm
+			s.mu.Unlock()
+			c.rec.Replayed = true
+			c.ok(vm, false)
+			return
+		}
+	}
+	st := &vmState{
+		vm: VM{
+			ID:          fmt.Sprintf("i-%017x", len(s.vms)+1),
+			Owner:       req.Owner,
+			Size:        req.Size,
+			Region:      req.Region,
+			ClientToken: req.ClientToken,
+			State:       "running",
+			CreatedAt:   now,
+		},
+		visibleAt: now.Add(s.lag),
+	}
+	s.vms = append(s.vms, st)
+	s.byID[st.vm.ID] = st
+	if req.ClientToken != "" {
+		s.tokens[req.ClientToken] = &tokenBinding{st: st, req: req}
+	}
+	vm := st.vm
+	s.mu.Unlock()
+	c.ok(vm, true)
+}
+
+type idParams struct {
+	ID   string `json:"id"`
+	Size string `json:"size,omitempty"`
+}
+
+// lookupOwner names the VM's owner in the record before faults are drawn, so
+// that owner-scoped faults and overlap queries see it.
+func (s *CloudServer) lookupOwner(c *rctx, id string) {
+	s.mu.Lock()
+	if st := s.byID[id]; st != nil {
+		c.rec.Owner = st.vm.Owner
+	}
+	s.mu.Unlock()
+}
+
+func (s *CloudServer) describe(c *rctx) {
+	id := c.r.PathValue("id")
+	c.params(idParams{ID: id})
+	if !c.drain() {
+		return
+	}
+	s.lookupOwner(c, id)
+	if !c.begin() {
+		return
+	}
+	now := s.now()
+	s.mu.Lock()
+	st := s.byID[id]
+	if st == nil || now.Before(st.visibleAt) {
+		s.mu.Unlock()
+		c.fail(http.StatusNotFound, CodeInstanceNotFound, fmt.Sprintf("instance %q does not exist", id))
+		return
+	}
+	vm := st.vm
+	s.mu.Unlock()
+	c.ok(vm, false)
+}
+
+type ownerParams struct {
+	Owner string `json:"owner,omitempty"`
+}
+
+func (s *CloudServer) list(c *rctx) {
+	owner := c.r.URL.Query().Get("owner")
+	c.rec.Owner = owner
+	c.params(ownerParams{Owner: owner})
+	if !c.drain() {
+		return
+	}
+	if owner != "" {
+		if err := checkField("owner", owner); err != nil {
+			c.reject(http.StatusBadRequest, CodeInvalidRequest, err.Error())
+			return
+		}
+	}
+	if !c.begin() {
+		return
+	}
+	now := s.now()
+	l := vmList{VMs: []VM{}}
+	s.mu.Lock()
+	for _, st := range s.vms {
+		if (owner == "" || st.vm.Owner == owner) && !now.Before(st.visibleAt) {
+			l.VMs = append(l.VMs, st.vm)
+		}
+	}
+	s.mu.Unlock()
+	c.ok(l, false)
+}
+
+type tokenParams struct {
+	Token string `json:"token"`
+}
+
+func (s *CloudServer) findByToken(c *rctx) {
+	token := c.r.URL.Query().Get("token")
+	c.rec.Key = token
+	c.params(tokenParams{Token: token})
+	if !c.drain() {
+		return
+	}
+	if err := firstErr(checkField("token", token), checkKey("token", token)); err != nil {
+		c.reject(http.StatusBadRequest, CodeInvalidRequest, err.Error())
+		return
+	}
+	now := s.now()
+	s.mu.Lock()
+	if b := s.boundLocked(token, now); b != nil {
+		c.rec.Owner = b.st.vm.Owner
+	}
+	s.mu.Unlock()
+	if !c.begin() {
+		return
+	}
+	now = s.now()
+	s.mu.Lock()
+	b := s.boundLocked(token, now)
+	if b == nil || now.Before(b.st.visibleAt) {
+		s.mu.Unlock()
+		c.fail(http.StatusNotFound, CodeInstanceNotFound, fmt.Sprintf("no instance with client token %q", token))
+		return
+	}
+	vm := b.st.vm
+	s.mu.Unlock()
+	c.ok(vm, false)
+}
+
+func (s *CloudServer) resize(c *rctx) {
+	id := c.r.PathValue("id")
+	var body resizeBody
+	if !c.decode(&body) {
+		return
+	}
+	c.params(idParams{ID: id, Size: body.Size})
+	if err := checkField("size", body.Size); err != nil {
+		c.reject(http.StatusBadRequest, CodeInvalidRequest, err.Error())
+		return
+	}
+	s.lookupOwner(c, id)
+	if !c.begin() {
+		return
+	}
+	s.mu.Lock()
+	st := s.byID[id]
+	switch {
+	case st == nil:
+		s.mu.Unlock()
+		c.fail(http.StatusNotFound, CodeInstanceNotFound, fmt.Sprintf("instance %q does not exist", id))
+		return
+	case st.vm.State == "terminated":
+		s.mu.Unlock()
+		c.fail(http.StatusConflict, CodeIncorrectInstanceState, fmt.Sprintf("instance %q is terminated", id))
+		return
+	}
+	effect := st.vm.Size != body.Size
+	st.vm.Size = body.Size
+	vm := st.vm
+	s.mu.Unlock()
+	c.ok(vm, effect)
+}
+
+func (s *CloudServer) terminate(c *rctx) {
+	id := c.r.PathValue("id")
+	c.params(idParams{ID: id})
+	if !c.drain() {
+		return
+	}
+	s.lookupOwner(c, id)
+	if !c.begin() {
+		return
+	}
+	now := s.now()
+	s.mu.Lock()
+	st := s.byID[id]
+	if st == nil {
+		s.mu.Unlock()
+		c.fail(http.StatusNotFound, CodeInstanceNotFound, fmt.Sprintf("instance %q does not exist", id))
+		return
+	}
+	effect := st.vm.State != "terminated"
+	if effect {
+		st.vm.State = "terminated"
+		st.vm.TerminatedAt = now
+	}
+	vm := st.vm
+	s.mu.Unlock()
+	c.ok(vm, effect)
+}
+
+func firstErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,81 @@
+package fakes
+
+import (
+	"fmt"
+	"net/http"
+	"sync"
+)
+
+// EmailOptions configures the fake email service.
+type EmailOptions struct {
+	ServerOptions
+}
+
+// maxSubject caps EmailRequest.Subject.
+const maxSubject = 4 * MaxKeyLen
+
+// EmailServer is the fake email service: POST /emails (Send). It has no
+// idempotency: every request that reaches it sends an email, also when a
+// fault then loses the answer.
+type EmailServer struct {
+	*server
+
+	mu     sync.Mutex
+	emails []Email
+}
+
+// NewEmailServer starts a fake email service on loopback.
+func NewEmailServer(opts EmailOptions) (*EmailServer, error) {
+	srv, err := newServer("email", opts.ServerOptions)
+	if err != nil {
+		return nil, err
+	}
+	s := &EmailServer{server: srv}
+	srv.mux.HandleFunc("POST /emails", srv.handle("Send", true, s.send))
+	if err := srv.start(opts.Addr); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Service returns "email".
+func (s *EmailServer) Service() string { return "email" }
+
+// Snapshot returns every email sent and the request ledger.
+func (s *EmailServer) Snapshot() Snapshot {
+	s.mu.Lock()
+	es := append([]Email(nil), s.emails...)
+	s.mu.Unlock()
+	return Snapshot{Emails: es, Requests: s.requests()}
+}
+
+func (s *EmailServer) send(c *rctx) {
+	var req EmailRequest
+	if !c.decode(&req) {
+		return
+	}
+	c.rec.Owner = req.Owner
+	c.params(req)
+	err := firstErr(checkField("to", req.To), checkField("owner", req.Owner), checkField("event", req.Event))
+	if err == nil && len(req.Subject) > maxSubject {
+		err = fmt.Errorf("subject longer than %d bytes", maxSubject)
+	}
+	if err != nil {
+		c.reject(http.StatusBadRequest, CodeInvalidRequest, err.Error())
+		return
+	}
+	if !c.begin() {
+		return
+	}
+	s.mu.Lock()
+	e := Email{
+		ID:     fmt.Sprintf("em_%014d", len(s.emails)+1),
+		To:     req.To,
+		Owner:  req.Owner,
+		Event:  req.Event,
+		SentAt: s.now(),
+	}
+	s.emails = append(s.emails, e)
+	s.mu.Unlock()
+	c.ok(e, true)
+}

@@ -1,0 +1,212 @@
+package kvx
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/workproof/workproof/contract"
+	"github.com/workproof/workproof/work"
+)
+
+// Options assembles a System. The zero value is the reference kvx.
+type Options struct {
+	// Steps are the worker's parts; each nil field is the reference part.
+	Steps Steps
+	// Accept records an accepted create, resize or delete (desired state,
+	// generation, has_active_work and the work row, in one transaction) or
+	// refuses it; it gets requests already validated. Zero: Accept.
+	Accept func(ctx context.Context, db *pgxpool.Pool, req contract.Request) (contract.Response, error)
+	// Budget bounds time; each zero field is its default.
+	Budget Budget
+	// Runner adjusts the worker's runner options after kvx has set them;
+	// zero: no adjustment.
+	Runner func(*work.RunnerOptions)
+}
+
+// Budget is kvx's time budget. The one rule that matters: a claiming
+// transaction is never idle longer than Handler, because every provider call
+// happens inside the handler, so Handler must stay below IdleInTx with
+// margin. Otherwise Postgres would end the session (and free the claim)
+// while the worker still acts on the item: two live executions.
+//
+// Defaults, and why: a provider call gets 2s (the fakes' own client
+// default); a handler makes at most a handful of calls, the slow ones
+// bounded by 2s each, and gets 5s in all; the session's
+// idle_in_transaction_session_timeout is 8s, 3s above the handler's bound;
+// statements get 2s and any database call 3s, short enough that a
+// blackholed link costs a test seconds, not minutes.
+type Budget struct {
+	Provider  time.Duration // each provider call; zero: 2s
+	Handler   time.Duration // one work item's handler, all calls included; zero: 5s
+	IdleInTx  time.Duration // the worker sessions' idle_in_transaction_session_timeout; zero: 8s
+	Statement time.Duration // the worker sessions' statement_timeout; zero: 2s
+	DB        time.Duration // each runner database call, and each Serve and Inspect; zero: 3s
+	Poll      time.Duration // polling fallback when no notification arrives; zero: 250ms
+	// Backoff of transient errors: min(MaxBackoff, MinBackoff·2^attempts),
+	// jittered; zero: 25ms and 1s, so a test converges soon after its faults
+	// stop.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+func (b Budget) withDefaults() Budget {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&b.Provider, 2*time.Second)
+	def(&b.Handler, 5*time.Second)
+	def(&b.IdleInTx, 8*time.Second)
+	def(&b.Statement, 2*time.Second)
+	def(&b.DB, 3*time.Second)
+	def(&b.Poll, 250*time.Millisecond)
+	def(&b.MinBackoff, 25*time.Millisecond)
+	def(&b.MaxBackoff, time.Second)
+	return b
+}
+
+// System is kvx as a contract.System.
+type System struct {
+	steps  Steps
+	accept func(ctx context.Context, db *pgxpool.Pool, req contract.Request) (contract.Response, error)
+	budget Budget
+	runner func(*work.RunnerOptions)
+}
+
+var _ contract.System = (*System)(nil)
+
+// New assembles a System from opts.
+func New(opts Options) *System {
+	s := &System{
+		steps:  opts.Steps.withDefaults(),
+		accept: opts.Accept,
+		budget: opts.Budget.withDefaults(),
+		runner: opts.Runner,
+	}
+	if s.accept == nil {
+		s.accept = Accept
+	}
+	return s
+}
+
+// Budget is the system's time budget, defaults filled in.
+func (s *System) Budget() Budget { return s.budget }
+
+// Migrate creates the work table and the instances table.
+func (s *System) Migrate(ctx context.Context, db *pgxpool.Pool) error { return Migrate(ctx, db) }
+
+// Work runs one worker (a work.Runner with one worker goroutine) until ctx
+// ends.
+func (s *System) Work(ctx context.Context, db *pgxpool.Pool, deps contract.Deps) error {
+	logger := deps.Logger.With("worker", deps.Worker)
+	handlers := make(map[string]work.Handler, 4)
+	for _, kind := range []string{KindProvision, KindResize, KindDelete, KindEmail} {
+		handlers[kind] = s.handler(db, deps, logger, kind)
+	}
+	opts := work.RunnerOptions{
+		Handlers:         handlers,
+		Workers:          1,
+		PollInterval:     s.budget.Poll,
+		DBTimeout:        s.budget.DB,
+		IdleInTxTimeout:  s.budget.IdleInTx,
+		StatementTimeout: s.budget.Statement,
+		MinBackoff:       s.budget.MinBackoff,
+		MaxBackoff:       s.budget.MaxBackoff,
+		Clock:            deps.Clock,
+		// deps.Rand belongs to the steps (a variant may draw from it); the
+		// runner's jitter gets its own stream split from it, so the two
+		// never share a source across goroutines.
+		Rand:     rand.New(rand.NewPCG(deps.Rand.Uint64(), deps.Rand.Uint64())),
+		Logger:   logger,
+		Observer: observer{deps.Observer},
+	}
+	if s.runner != nil {
+		s.runner(&opts)
+	}
+	if err := work.NewRunner(db, opts).Run(ctx); err != nil {
+		return fmt.Errorf("kvx: worker %s: %w", deps.Worker, err)
+	}
+	return nil
+}
+
+// handler adapts the step for kind to a work.Handler.
+func (s *System) handler(db *pgxpool.Pool, deps contract.Deps, logger *slog.Logger, kind string) work.Handler {
+	return func(ctx context.Context, tx *work.Tx, it work.Item) error {
+		var c Change
+		if err := json.Unmarshal(it.Spec, &c); err != nil {
+			return work.Intransient(fmt.Sprintf("%s item %d: bad spec", kind, it.ID), err)
+		}
+		ctx, cancel := context.WithTimeout(ctx, s.budget.Handler)
+		defer cancel()
+		e := &Env{
+			DB:     db,
+			Tx:     tx,
+			Item:   it,
+			Deps:   deps,
+			Logger: logger.With("item", it.ID, "kind", kind, "instance", c.ID, "generation", c.Generation),
+			Steps:  &s.steps,
+			Budget: s.budget,
+		}
+		return s.steps.handler(kind)(ctx, e, c)
+	}
+}
+
+// ObserveKey is the key kvx reports to the harness's observer for an item:
+// the instance id for the work that holds has_active_work (provision, resize,
+// delete), and "email:<id>" for the welcome email, which changes nothing of
+// the instance and may run beside the instance's next change.
+func ObserveKey(it work.Item) string {
+	if it.Kind == KindEmail {
+		return "email:" + it.Key
+	}
+	return it.Key
+}
+
+// observer adapts a contract.Observer to a work.Observer.
+type observer struct{ o contract.Observer }
+
+func (o observer) Begin(it work.Item) func(work.Outcome) {
+	end := o.o.Begin(strconv.FormatInt(it.ID, 10), ObserveKey(it))
+	return func(out work.Outcome) { end(string(out)) }
+}
+
+// Inspect reports every instance row and every pending work row.
+func (s *System) Inspect(ctx context.Context, db *pgxpool.Pool) (contract.Snapshot, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.budget.DB)
+	defer cancel()
+	rows, err := db.Query(ctx, `SELECT `+instanceColumns+` FROM instances ORDER BY id`)
+	if err != nil {
+		return contract.Snapshot{}, fmt.Errorf("kvx: inspect instances: %w", err)
+	}
+	ins, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (contract.Instance, error) {
+		in, err := scanInstance(r)
+		return in.Instance, err
+	})
+	if err != nil {
+		return contract.Snapshot{}, fmt.Errorf("kvx: inspect instances: %w", err)
+	}
+	wrows, err := work.List(ctx, db)
+	if err != nil {
+		return contract.Snapshot{}, fmt.Errorf("kvx: inspect work: %w", err)
+	}
+	snap := contract.Snapshot{Instances: ins}
+	for _, r := range wrows {
+		snap.Work = append(snap.Work, contract.WorkItem{
+			ID:       strconv.FormatInt(r.ID, 10),
+			Kind:     r.Kind,
+			Key:      r.Key,
+			Attempts: r.Attempts,
+			Parked:   r.Parked,
+			Reason:   r.LastError,
+		})
+	}
+	return snap, nil
+}

@@ -1,0 +1,362 @@
+package scenarios
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/workproof/workproof/contract"
+	"github.com/workproof/workproof/fakes"
+	"github.com/workproof/workproof/sim"
+	"github.com/workproof/workproof/sim/crash"
+	"github.com/workproof/workproof/sim/netfault"
+)
+
+// Named is a deterministic scenario: a short script of requests and faults
+// aimed at one failure mode. After Run the harness converges and checks
+// every invariant. Every bug the harness reproduces becomes one of these.
+type Named struct {
+	Name string
+	// Doc says what the scenario does and which bug class it is aimed at.
+	Doc string
+	// Workers is how many worker slots run; zero: 2.
+	Workers int
+	// Lag is the fake cloud's read-after-write lag; zero: none.
+	Lag time.Duration
+	// Run drives the environment. An error means the scenario itself could
+	// not do what it says (a step timed out), not that an invariant failed.
+	Run func(ctx context.Context, e *sim.Env) error
+}
+
+// ErrNotReached is returned (wrapped) by a scenario whose fault never fired:
+// the run proves nothing about what it is aimed at.
+var ErrNotReached = errors.New("scenarios: fault path not reached")
+
+const step = 10 * time.Second // bound of each wait inside a scenario
+
+func serve(ctx context.Context, e *sim.Env, req contract.Request) (contract.Response, error) {
+	return e.Serve(ctx, "user", req)
+}
+
+func create(ctx context.Context, e *sim.Env, id, size string) error {
+	_, err := serve(ctx, e, contract.Request{Op: contract.OpCreate, Instance: id, Size: size})
+	if err != nil {
+		return fmt.Errorf("create %s: %w", id, err)
+	}
+	return nil
+}
+
+// idle waits until the instance has no active work.
+func idle(ctx context.Context, e *sim.Env, id string) error {
+	ok := sim.Await(ctx, step, func() bool {
+		r, err := serve(ctx, e, contract.Request{Op: contract.OpGet, Instance: id})
+		return err == nil && !r.HasActiveWork
+	})
+	if !ok {
+		return fmt.Errorf("instance %s still has active work after %v", id, step)
+	}
+	return nil
+}
+
+// crashed waits until some worker crashed.
+func crashed(ctx context.Context, e *sim.Env, what string) error {
+	if !sim.Await(ctx, step, func() bool { return len(e.Gate().Hits()) > 0 }) {
+		return fmt.Errorf("%w: no worker crashed %s", ErrNotReached, what)
+	}
+	return nil
+}
+
+// armAll arms the same crash rule on every worker: whichever claims the
+// item crashes, so the scenario does not depend on which worker wins.
+func armAll(e *sim.Env, r crash.Rule) error {
+	for _, w := range e.Workers() {
+		if err := e.Crash(w, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// onAll runs f (once, for the first worker to get there) at rule's point.
+func onAll(e *sim.Env, r crash.Rule, f func(worker string)) (fired func() bool, err error) {
+	var once sync.Once
+	var mu sync.Mutex
+	done := false
+	for _, w := range e.Workers() {
+		if err := e.OnPoint(w, r, func() {
+			once.Do(func() {
+				f(w)
+				mu.Lock()
+				done = true
+				mu.Unlock()
+			})
+		}); err != nil {
+			return nil, err
+		}
+	}
+	return func() bool { mu.Lock(); defer mu.Unlock(); return done }, nil
+}
+
+func awaitFired(ctx context.Context, fired func() bool, what string) error {
+	if !sim.Await(ctx, step, fired) {
+		return fmt.Errorf("%w: %s", ErrNotReached, what)
+	}
+	return nil
+}
+
+// rendezvous returns a func that blocks until n callers are in it, or for at
+// most max (a correct system may never send the second one there).
+func rendezvous(n int, max time.Duration) func() {
+	var mu sync.Mutex
+	arrived := 0
+	all := make(chan struct{})
+	return func() {
+		mu.Lock()
+		arrived++
+		if arrived == n {
+			close(all)
+		}
+		mu.Unlock()
+		select {
+		case <-all:
+		case <-time.After(max):
+		}
+	}
+}
+
+// NamedScenarios returns the regression scenarios, in a fixed order.
+func NamedScenarios() []Named {
+	return []Named{
+		{
+			Name: "crash-after-vm-before-commit",
+			Doc:  "a worker crashes after the cloud created the VM and before its transaction commits; the redo must find the same VM (client token), not create a second",
+			Run: func(ctx context.Context, e *sim.Env) error {
+				if err := armAll(e, crash.Rule{After: "cloud:POST /vms:done", At: "sql:commit"}); err != nil {
+					return err
+				}
+				if err := create(ctx, e, "i1", "small"); err != nil {
+					return err
+				}
+				return crashed(ctx, e, "after CreateVM")
+			},
+		},
+		{
+			Name: "billing-response-lost",
+			Doc:  "the billing service charges, then the connection drops before the answer; the retry must not charge twice",
+			Run: func(ctx context.Context, e *sim.Env) error {
+				if err := e.ProviderFault(fakes.Fault{Service: "billing", Endpoint: "CreateCharge", Mode: fakes.ModeFailAfter, Drop: true, Times: 1}); err != nil {
+					return err
+				}
+				if err := create(ctx, e, "i1", "medium"); err != nil {
+					return err
+				}
+				return idle(ctx, e, "i1")
+			},
+		},
+		{
+			Name: "billing-500-after-charge",
+			Doc:  "the billing service charges, then answers 500, and replays that 500 for the key (as Stripe does); the worker must settle it without a second charge",
+			Run: func(ctx context.Context, e *sim.Env) error {
+				if err := e.ProviderFault(fakes.Fault{Service: "billing", Endpoint: "CreateCharge", Mode: fakes.ModeFailAfter, Times: 1}); err != nil {
+					return err
+				}
+				if err := create(ctx, e, "i1", "small"); err != nil {
+					return err
+				}
+				return idle(ctx, e, "i1")
+			},
+		},
+		{
+			Name: "commit-cut-mid-flight",
+			Doc:  "the worker's database link is cut right after COMMIT is sent (limit_data on the answer): the commit happened but the worker cannot know; nothing may run twice",
+			Run: func(ctx context.Context, e *sim.Env) error {
+				fired, err := onAll(e, crash.Rule{After: "billing:POST /charges:done", At: "sql:commit"}, func(w string) {
+					_ = e.LinkFault(w, sim.Postgres, netfault.CutAfter{Bytes: 0, Dir: netfault.Downstream})
+				})
+				if err != nil {
+					return err
+				}
+				if err := create(ctx, e, "i1", "small"); err != nil {
+					return err
+				}
+				return awaitFired(ctx, fired, "COMMIT never reached")
+			},
+		},
+		{
+			Name: "terminate-worker-backend",
+			Doc:  "pg_terminate_backend of the worker's session in the middle of an item: the claim rolls back and the item is redone",
+			Run: func(ctx context.Context, e *sim.Env) error {
+				fired, err := onAll(e, crash.Rule{At: "kube:PATCH /deployments/*:done"}, func(w string) {
+					_, _ = e.TerminateBackends(ctx, w, sim.WorkerBackends)
+				})
+				if err != nil {
+					return err
+				}
+				if err := create(ctx, e, "i1", "large"); err != nil {
+					return err
+				}
+				return awaitFired(ctx, fired, "deployment never applied")
+			},
+		},
+		{
+			Name: "listener-killed",
+			Doc:  "every worker's LISTEN session is terminated before work arrives: polling must still pick it up",
+			Run: func(ctx context.Context, e *sim.Env) error {
+				n := 0
+				ok := sim.Await(ctx, step, func() bool {
+					for _, w := range e.Workers() {
+						k, _ := e.TerminateBackends(ctx, w, sim.ListenerBackends)
+						n += k
+					}
+					return n > 0
+				})
+				if !ok {
+					return fmt.Errorf("%w: no LISTEN session found", ErrNotReached)
+				}
+				for _, id := range []string{"i1", "i2"} {
+					if err := create(ctx, e, id, "small"); err != nil {
+						return err
+					}
+				}
+				return nil
+			},
+		},
+		{
+			Name: "intransient-then-fix",
+			Doc:  "a bug is deployed in the cloud (CreateVM answers 422): the work must park with a reason, make no further attempts, and finish once the fix is deployed",
+			Run: func(ctx context.Context, e *sim.Env) error {
+				if err := e.DeployBug("cloud-422", "cloud", "CreateVM"); err != nil {
+					return err
+				}
+				if err := create(ctx, e, "i1", "small"); err != nil {
+					return err
+				}
+				parked := sim.Await(ctx, step, func() bool {
+					s, err := e.Inspect(ctx)
+					if err != nil {
+						return false
+					}
+					for _, w := range s.Work {
+						if w.Parked && w.Reason != "" {
+							return true
+						}
+					}
+					return false
+				})
+				if !parked {
+					return fmt.Errorf("%w: work never parked", ErrNotReached)
+				}
+				return e.DeployFix(ctx, "cloud-422")
+			},
+		},
+		{
+			Name: "transient-storm",
+			Doc:  "every provider answers 503 or 429 to its first requests: the work retries with backoff and completes",
+			Run: func(ctx context.Context, e *sim.Env) error {
+				for _, svc := range []string{"cloud", "billing", "kube"} {
+					if err := e.ProviderFault(fakes.Fault{Service: svc, Mode: fakes.ModeFailBefore, Status: 503, Times: 3}); err != nil {
+						return err
+					}
+				}
+				if err := e.ProviderFault(fakes.Fault{Service: "cloud", Mode: fakes.ModeFailBefore, Status: 429, Times: 2}); err != nil {
+					return err
+				}
+				for _, id := range []string{"i1", "i2", "i3"} {
+					if err := create(ctx, e, id, "small"); err != nil {
+						return err
+					}
+				}
+				return nil
+			},
+		},
+		{
+			Name: "concurrent-resizes",
+			Doc:  "two users resize one ready instance at once: exactly one is accepted, the other is told busy, and the instance ends at the accepted size",
+			Run: func(ctx context.Context, e *sim.Env) error {
+				if err := create(ctx, e, "i1", "small"); err != nil {
+					return err
+				}
+				if err := idle(ctx, e, "i1"); err != nil {
+					return err
+				}
+				// Both requests meet right before their first write, so a
+				// check made by a read before it is stale for both.
+				meet := rendezvous(2, time.Second)
+				for _, c := range []string{"user1", "user2"} {
+					e.Gate().OnPoint(sim.APIActor(c), crash.Rule{At: "sql:update"}, meet)
+				}
+				var wg sync.WaitGroup
+				for i, size := range []string{"medium", "large"} {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						_, _ = e.Serve(ctx, fmt.Sprintf("user%d", i+1), contract.Request{Op: contract.OpResize, Instance: "i1", Size: size})
+					}()
+				}
+				wg.Wait()
+				return nil
+			},
+		},
+		{
+			Name: "crash-mid-delete",
+			Doc:  "a worker crashes after terminating the VM and before its delete commits: the redo must finish the delete, leaving no VM, deployment or row behind",
+			Run: func(ctx context.Context, e *sim.Env) error {
+				if err := create(ctx, e, "i1", "small"); err != nil {
+					return err
+				}
+				if err := idle(ctx, e, "i1"); err != nil {
+					return err
+				}
+				if err := armAll(e, crash.Rule{At: "cloud:POST /vms/*/terminate:done"}); err != nil {
+					return err
+				}
+				if _, err := serve(ctx, e, contract.Request{Op: contract.OpDelete, Instance: "i1"}); err != nil {
+					return fmt.Errorf("delete i1: %w", err)
+				}
+				return crashed(ctx, e, "after TerminateVM")
+			},
+		},
+		{
+			Name: "crash-after-email-before-commit",
+			Doc:  "a worker crashes after sending the welcome email and before its transaction commits: a system that sends inside the transaction sends it twice",
+			Run: func(ctx context.Context, e *sim.Env) error {
+				if err := armAll(e, crash.Rule{After: "email:POST /emails:done", At: "sql:"}); err != nil {
+					return err
+				}
+				if err := create(ctx, e, "i1", "small"); err != nil {
+					return err
+				}
+				// The reference sends after its commit: the crash then hits
+				// the next statement, which is harmless. Either way the
+				// email must have been sent at most once.
+				return idle(ctx, e, "i1")
+			},
+		},
+	}
+}
+
+// RunNamed runs one named scenario on a fresh environment: run, converge,
+// check. The environment is closed before it returns.
+func RunNamed(ctx context.Context, sc Named, opts sim.Options) (sim.Result, error) {
+	if sc.Workers > 0 {
+		opts.Workers = sc.Workers
+	}
+	if sc.Lag > 0 {
+		opts.Lag = sc.Lag
+	}
+	e, err := sim.New(ctx, opts)
+	if err != nil {
+		return sim.Result{}, err
+	}
+	defer e.Close()
+	if err := sc.Run(ctx, e); err != nil {
+		return sim.Result{}, fmt.Errorf("scenario %s: %w", sc.Name, err)
+	}
+	converged, err := e.Converge(ctx, sim.ConvergeOptions{})
+	if err != nil {
+		return sim.Result{}, fmt.Errorf("scenario %s: converge: %w", sc.Name, err)
+	}
+	return e.Check(ctx, converged)
+}

@@ -1,0 +1,149 @@
+package check
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/workproof/workproof/contract"
+	"github.com/workproof/workproof/fakes"
+	"github.com/workproof/workproof/sim/history"
+)
+
+// DoubleBilling checks that every billable event is charged at most once and
+// only for instances that were provisioned. Refunded charges are ignored:
+// a refund is how a duplicate is put right. Rules:
+//
+//   - "duplicate-charge": two or more non-refunded charges with the same
+//     (non-empty) Charge.Event;
+//   - "charge-never-created": a non-refunded charge whose owner has no
+//     create request in the history that may have happened (OK, Info or
+//     pending);
+//   - "charge-never-provisioned" (only when in.Converged): a non-refunded
+//     charge whose owner never had a VM in the ledger, running or
+//     terminated.
+//
+// Each charge is shown with the idempotency key and caller of the ledger
+// request that created it (an effectful billing request of the same owner
+// and event in flight at the charge's CreatedAt; "?" when none matches).
+// Ops are the owner's change requests that may have happened, narrowed to
+// those answered with generation N when the event names "gN".
+func DoubleBilling(in Input) []Violation { return newView(in).doubleBilling() }
+
+func (v *view) doubleBilling() []Violation {
+	in := v.in
+	var live []fakes.Charge
+	for _, ch := range in.Ledger.Charges {
+		if !ch.Refunded {
+			live = append(live, ch)
+		}
+	}
+	slices.SortFunc(live, func(a, b fakes.Charge) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	var out []Violation
+
+	byEvent := map[string][]fakes.Charge{}
+	for _, ch := range live {
+		if ch.Event != "" {
+			byEvent[ch.Event] = append(byEvent[ch.Event], ch)
+		}
+	}
+	for _, ev := range sortedKeys(byEvent) {
+		chs := byEvent[ev]
+		if len(chs) < 2 {
+			continue
+		}
+		var descs, keys []string
+		var ops []int
+		owners := map[string]bool{}
+		for _, ch := range chs {
+			d, k := v.describeCharge(ch)
+			descs, keys = append(descs, d), append(keys, k...)
+			owners[ch.Owner] = true
+		}
+		for _, o := range sortedKeys(owners) {
+			ops = append(ops, v.opsForEvent(o, ev)...)
+		}
+		out = append(out, Violation{
+			Invariant: InvDoubleBilling, Rule: "duplicate-charge", Instance: chs[0].Owner,
+			Keys: keys, Ops: ops,
+			Message: fmt.Sprintf("%d charges for event %s (%s)", len(chs), ev, strings.Join(descs, ", ")),
+		})
+	}
+
+	everVM := map[string]bool{}
+	for _, vm := range in.Ledger.VMs {
+		everVM[vm.Owner] = true
+	}
+	for _, ch := range live {
+		created := slices.ContainsFunc(v.ops[ch.Owner], func(o history.Op) bool {
+			return o.Request.Op == contract.OpCreate && mayHaveHappened(o)
+		})
+		d, k := v.describeCharge(ch)
+		switch {
+		case !created:
+			out = append(out, Violation{
+				Invariant: InvDoubleBilling, Rule: "charge-never-created", Instance: ch.Owner, Keys: k,
+				Message: fmt.Sprintf("charge %s for event %s, but no create of the instance may have happened", d, ch.Event),
+			})
+		case in.Converged && !everVM[ch.Owner]:
+			out = append(out, Violation{
+				Invariant: InvDoubleBilling, Rule: "charge-never-provisioned", Instance: ch.Owner, Keys: k,
+				Ops:     v.opsForEvent(ch.Owner, ch.Event),
+				Message: fmt.Sprintf("charge %s for event %s, but no VM ever existed for the instance", d, ch.Event),
+			})
+		}
+	}
+	return sortViolations(out)
+}
+
+// describeCharge is "ch_7 key=K by w1.1" with the creating request's key.
+func (v *view) describeCharge(ch fakes.Charge) (string, []string) {
+	r, ok := v.creator("billing", "CreateCharge", ch.Owner, ch.CreatedAt, func(r fakes.Record) bool {
+		e := paramString(r, "event")
+		return e == "" || e == ch.Event
+	})
+	if !ok {
+		// Tolerate an endpoint named otherwise.
+		r, ok = v.creator("billing", "", ch.Owner, ch.CreatedAt, func(r fakes.Record) bool {
+			return paramString(r, "event") == ch.Event && ch.Event != ""
+		})
+	}
+	if !ok {
+		return ch.ID + " key=? by ?", nil
+	}
+	var keys []string
+	if r.Key != "" {
+		keys = []string{r.Key}
+	}
+	return fmt.Sprintf("%s key=%s by %s", ch.ID, orQ(r.Key), r.Caller), keys
+}
+
+func orQ(s string) string {
+	if s == "" {
+		return "?"
+	}
+	return s
+}
+
+// opsForEvent: the owner's change ops that may have happened, narrowed to
+// the generation the event names when one matches.
+func (v *view) opsForEvent(owner, event string) []int {
+	ops := v.changeOps(owner)
+	if g := generationOf(event); g != 0 {
+		var hit []history.Op
+		for _, o := range ops {
+			if o.Response.Generation == g {
+				hit = append(hit, o)
+			}
+		}
+		if len(hit) > 0 {
+			ops = hit
+		}
+	}
+	return indexes(ops)
+}

@@ -1,0 +1,130 @@
+package check
+
+import (
+	"fmt"
+
+	"github.com/workproof/workproof/contract"
+	"github.com/workproof/workproof/fakes"
+	"github.com/workproof/workproof/sim/history"
+)
+
+// LostWork checks, once the run converged, that every accepted change took
+// effect. It runs only when in.Converged. "Later" means a higher op index
+// (invoke order). A delete "may have happened" when it is OK, or Info or
+// pending and the instance is absent or a create was invoked after it (a
+// re-created instance does not prove an Info delete away, but does not
+// prove it happened either, so it is given the benefit of the doubt).
+// Rules:
+//
+//   - "change-not-applied": an OK create or resize with generation g and no
+//     later delete that may have happened, whose instance exists with
+//     ObservedGen < g, or an OK resize whose instance is missing;
+//   - "create-lost": an OK create with no later delete that may have
+//     happened, whose instance is missing;
+//   - "delete-not-done": an OK delete with no later create that may have
+//     happened (OK, Info or pending), whose instance still exists;
+//   - "unknown-create-lost": an Info (or pending) create whose instance is
+//     missing although the ledger shows it happened (a VM created for it at
+//     or after the request's invoke), with no later delete that may have
+//     happened.
+//
+// An Info create whose instance exists must be complete like any other;
+// that is checked by Convergence and Orphans, which see every instance in
+// State. An Info create that did not happen must have left nothing behind,
+// which Orphans and DoubleBilling check.
+func LostWork(in Input) []Violation { return newView(in).lostWork() }
+
+func (v *view) lostWork() []Violation {
+	in := v.in
+	if !in.Converged {
+		return nil
+	}
+	var out []Violation
+	for _, id := range sortedKeys(v.ops) {
+		ops := v.ops[id]
+		inst, exists := v.inst[id]
+		laterDelete := func(i int) bool {
+			for _, d := range ops[i+1:] {
+				if d.Request.Op != contract.OpDelete || !mayHaveHappened(d) {
+					continue
+				}
+				if d.Outcome == history.OK || !exists || v.createAfter(id, d.Index) {
+					return true
+				}
+			}
+			return false
+		}
+		laterCreate := func(i int) bool {
+			for _, c := range ops[i+1:] {
+				if c.Request.Op == contract.OpCreate && mayHaveHappened(c) {
+					return true
+				}
+			}
+			return false
+		}
+		for i, o := range ops {
+			add := func(rule, format string, args ...any) {
+				out = append(out, Violation{Invariant: InvLostWork, Rule: rule, Instance: id,
+					Ops: []int{o.Index}, Message: fmt.Sprintf(format, args...)})
+			}
+			switch {
+			case o.Outcome == history.OK && (o.Request.Op == contract.OpCreate || o.Request.Op == contract.OpResize):
+				if laterDelete(i) {
+					continue
+				}
+				if !exists {
+					rule := "create-lost"
+					if o.Request.Op == contract.OpResize {
+						rule = "change-not-applied"
+					}
+					add(rule, "accepted %s (generation %d) but the instance does not exist", describeOp(o), o.Response.Generation)
+					continue
+				}
+				if inst.ObservedGen < o.Response.Generation {
+					add("change-not-applied", "accepted %s (generation %d) never took effect: observed generation %d",
+						describeOp(o), o.Response.Generation, inst.ObservedGen)
+				}
+			case o.Outcome == history.OK && o.Request.Op == contract.OpDelete:
+				if exists && !laterCreate(i) {
+					add("delete-not-done", "accepted %s but the instance still exists (state %s, deleting=%t)",
+						describeOp(o), inst.State, inst.Deleting)
+				}
+			case o.Request.Op == contract.OpCreate && outcome(o) == history.Info:
+				if exists || laterDelete(i) {
+					continue
+				}
+				if vm, ok := v.vmSince(id, o); ok {
+					add("unknown-create-lost", "%s had an unknown outcome and happened (VM %s created at %s) but the instance does not exist",
+						describeOp(o), vmName(vm), clock(vm.CreatedAt))
+					out[len(out)-1].Keys = tokens(vm)
+				}
+			}
+		}
+	}
+	return sortViolations(out)
+}
+
+func (v *view) createAfter(instance string, index int) bool {
+	for _, c := range v.ops[instance] {
+		if c.Index > index && c.Request.Op == contract.OpCreate && mayHaveHappened(c) {
+			return true
+		}
+	}
+	return false
+}
+
+// vmSince returns the first VM (by creation) of instance created at or after
+// the op was invoked.
+func (v *view) vmSince(instance string, o history.Op) (fakes.VM, bool) {
+	var best fakes.VM
+	found := false
+	for _, vm := range v.in.Ledger.VMs {
+		if vm.Owner != instance || vm.CreatedAt.Before(o.Invoke) {
+			continue
+		}
+		if !found || vm.CreatedAt.Before(best.CreatedAt) || (vm.CreatedAt.Equal(best.CreatedAt) && vm.ID < best.ID) {
+			best, found = vm, true
+		}
+	}
+	return best, found
+}

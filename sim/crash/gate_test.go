@@ -1,0 +1,184 @@
+package crash_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/workproof/workproof/sim/crash"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestStatementPoint(t *testing.T) {
+	for sql, want := range map[string]string{
+		"begin":                                  "sql:begin",
+		"COMMIT":                                 "sql:commit",
+		"  -- claim\nDELETE FROM work WHERE id":  "sql:delete work",
+		"insert into instances (id) values ($1)": "sql:insert instances",
+		"UPDATE \"instances\" SET x=1":           "sql:update instances",
+		"/* c */ select 1":                       "sql:select",
+		"":                                       "sql:",
+	} {
+		if got := crash.StatementPoint(sql); got != want {
+			t.Errorf("StatementPoint(%q) = %q, want %q", sql, got, want)
+		}
+	}
+}
+
+func TestCallPoint(t *testing.T) {
+	for path, want := range map[string]string{
+		"/vms":                 "cloud:POST /vms",
+		"/vms/vm-12/terminate": "cloud:POST /vms/*/terminate",
+		"/deployments/kvx-i1":  "cloud:POST /deployments/*",
+	} {
+		req := httptest.NewRequest("POST", path, nil)
+		if got := crash.CallPoint("cloud", req); got != want {
+			t.Errorf("CallPoint(%q) = %q, want %q", path, got, want)
+		}
+	}
+}
+
+// The rule fires at the first At after After, not before, and only once;
+// the crashed worker stays frozen until Close, and OnCrash ran first.
+func TestArmFreezesAtRuleUntilClose(t *testing.T) {
+	var mu sync.Mutex
+	var severed []string
+	g := crash.New(nil, crash.Options{OnCrash: func(w, p string) {
+		mu.Lock()
+		severed = append(severed, w+"@"+p)
+		mu.Unlock()
+	}})
+	g.Arm("w1", crash.Rule{After: "cloud:POST /vms", At: "sql:commit"})
+	ctx := context.Background()
+
+	for _, p := range []string{"sql:begin", "sql:commit", "cloud:POST /vms", "cloud:POST /vms:done", "sql:update instances"} {
+		if err := g.Point(ctx, "w1", p); err != nil {
+			t.Fatalf("point %s: %v", p, err)
+		}
+	}
+	if err := g.Point(ctx, "w2", "sql:commit"); err != nil {
+		t.Fatalf("other worker: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- g.Point(ctx, "w1", "sql:commit") }()
+	select {
+	case err := <-done:
+		t.Fatalf("crashed worker returned before Close: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if !g.Crashed("w1") || g.Crashed("w2") {
+		t.Fatalf("Crashed: w1=%v w2=%v", g.Crashed("w1"), g.Crashed("w2"))
+	}
+	mu.Lock()
+	if len(severed) != 1 || severed[0] != "w1@sql:commit" {
+		t.Errorf("OnCrash calls = %v", severed)
+	}
+	mu.Unlock()
+	g.Close()
+	if err := <-done; !errors.Is(err, crash.ErrCrashed) {
+		t.Fatalf("after Close: %v, want ErrCrashed", err)
+	}
+	if err := g.Point(ctx, "w1", "sql:rollback"); !errors.Is(err, crash.ErrCrashed) {
+		t.Fatalf("later point of crashed worker: %v", err)
+	}
+	if h := g.Hits(); len(h) != 1 || h[0].Point != "sql:commit" {
+		t.Errorf("Hits = %+v", h)
+	}
+}
+
+func TestScheduledReleasesOneAtATime(t *testing.T) {
+	g := crash.New(nil, crash.Options{Scheduled: true})
+	t.Cleanup(g.Close)
+	ctx := context.Background()
+	var order []string
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, w := range []string{"w2", "w1"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, p := range []string{"sql:begin", "sql:commit"} {
+				if err := g.Point(ctx, w, p); err != nil {
+					return
+				}
+				mu.Lock()
+				order = append(order, w+" "+p)
+				mu.Unlock()
+			}
+		}()
+	}
+	// Release in the order the "scenario" chooses: w1, w1, w2, w2.
+	for _, w := range []string{"w1", "w1", "w2", "w2"} {
+		for {
+			ps := g.Parked(ctx, 20*time.Millisecond)
+			found := false
+			for _, p := range ps {
+				found = found || p.Worker == w
+			}
+			if found {
+				break
+			}
+		}
+		if !g.Release(w) {
+			t.Fatalf("release %s: not parked", w)
+		}
+	}
+	wg.Wait()
+	want := []string{"w1 sql:begin", "w1 sql:commit", "w2 sql:begin", "w2 sql:commit"}
+	if len(order) != len(want) {
+		t.Fatalf("order = %v", order)
+	}
+	for i := range want {
+		if order[i] != want[i] {
+			t.Fatalf("order = %v, want %v", order, want)
+		}
+	}
+}
+
+func TestTransportPoints(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	t.Cleanup(srv.Close)
+	g := crash.New(nil, crash.Options{})
+	t.Cleanup(g.Close)
+	tr := g.Transport("w1", "cloud", nil)
+	c := &http.Client{Transport: tr}
+	t.Cleanup(c.CloseIdleConnections)
+	resp, err := c.Post(srv.URL+"/vms", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	r := g.Reached()
+	if r["cloud:POST /vms"] != 1 || r["cloud:POST /vms:done"] != 1 {
+		t.Fatalf("Reached = %v", r)
+	}
+}
+
+func TestOnPointRunsOnceThenProceeds(t *testing.T) {
+	g := crash.New(nil, crash.Options{})
+	t.Cleanup(g.Close)
+	n := 0
+	g.OnPoint("w1", crash.Rule{After: "cloud:", At: "sql:commit"}, func() { n++ })
+	ctx := context.Background()
+	for _, p := range []string{"sql:commit", "cloud:POST /vms", "sql:commit", "sql:commit"} {
+		if err := g.Point(ctx, "w1", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n != 1 {
+		t.Fatalf("action ran %d times, want 1", n)
+	}
+	if g.Crashed("w1") {
+		t.Fatal("an action must not crash the worker")
+	}
+	if c := g.Reached()["sql:commit"]; c != 3 {
+		t.Fatalf("sql:commit reached %d times, want 3", c)
+	}
+}

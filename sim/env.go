@@ -1,0 +1,510 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/workproof/workproof/contract"
+	"github.com/workproof/workproof/fakes"
+	"github.com/workproof/workproof/sim/check"
+	"github.com/workproof/workproof/sim/crash"
+	"github.com/workproof/workproof/sim/history"
+	"github.com/workproof/workproof/sim/netfault"
+	"github.com/workproof/workproof/sim/pgenv"
+)
+
+// Upstreams a worker reaches, each through its own link.
+const (
+	Postgres = "postgres"
+	Cloud    = "cloud"
+	Billing  = "billing"
+	Kube     = "kube"
+	Email    = "email"
+)
+
+// Upstreams lists every upstream, in a fixed order.
+func Upstreams() []string { return []string{Postgres, Cloud, Billing, Kube, Email} }
+
+// Options configures an Env.
+type Options struct {
+	// System is the system under test; required.
+	System contract.System
+	// Server holds the run's database; required (see pgenv.Start).
+	Server *pgenv.Server
+	// Template names the system's migrated template on Server, shared by
+	// runs of systems with the same schema; zero: the System's Go type.
+	Template string
+	// Workers is how many worker slots run; zero: 2.
+	Workers int
+	// Seed is the root of every seeded stream of the run (per-incarnation
+	// rand, the scheduler's picks). Zero is a seed like any other.
+	Seed uint64
+	// Logger receives the run's log; zero: discard.
+	Logger *slog.Logger
+	// Scheduled starts in scheduled mode: workers park at every crash point
+	// until Step lets one go. Zero: free-running.
+	Scheduled bool
+	// Lag is the fake cloud's read-after-write lag; zero: none.
+	Lag time.Duration
+	// PoolSize caps each worker's connections; zero: 4.
+	PoolSize int32
+	// ServeTimeout bounds each Serve; zero: 5s.
+	ServeTimeout time.Duration
+	// ProviderTimeout is the provider clients' per-call timeout; zero: 2s.
+	ProviderTimeout time.Duration
+}
+
+// Env is one run of a system under test. Its methods are safe for
+// concurrent use, but a scenario normally drives it from one goroutine.
+type Env struct {
+	opts  Options
+	sys   contract.System
+	log   *slog.Logger
+	clock *fakes.OffsetClock
+	db    *pgenv.Database
+	admin *pgxpool.Pool // the harness's own: Inspect, resume, terminate
+	api   *pgxpool.Pool // Serve's: its statements are points of actor "api:<client>"
+	net   *netfault.Network
+	world *fakes.World
+	gate  *crash.Gate
+	rec   *history.Recorder
+
+	mu      sync.Mutex
+	slots   map[string]*slot
+	incs    map[string]*incarnation // by incarnation name
+	sched   *rand.Rand
+	faults  map[string]bool // active link faults "w1.2/postgres latency(…)"; for reporting
+	wg      sync.WaitGroup
+	closing bool
+	bugs    map[string]fakes.Fault // deployed bugs by name
+}
+
+type slot struct {
+	name string
+	n    int // incarnations started
+	cur  *incarnation
+}
+
+type incarnation struct {
+	name       string
+	slot       string
+	links      map[string]*netfault.Link
+	pool       *pgxpool.Pool
+	transports []*http.Transport
+	cancel     context.CancelFunc
+	done       chan struct{}
+	err        error // Work's return, once done is closed
+	severed    bool
+}
+
+// New starts a run: a fresh database cloned from the system's migrated
+// template, the four fakes, the network and the workers.
+func New(ctx context.Context, opts Options) (_ *Env, err error) {
+	if opts.System == nil {
+		return nil, errors.New("sim: Options.System is required")
+	}
+	if opts.Server == nil {
+		return nil, errors.New("sim: Options.Server is required")
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 2
+	}
+	if opts.Template == "" {
+		opts.Template = templateName(opts.System)
+	}
+	if opts.PoolSize <= 0 {
+		opts.PoolSize = 4
+	}
+	if opts.ServeTimeout <= 0 {
+		opts.ServeTimeout = 5 * time.Second
+	}
+	if opts.ProviderTimeout <= 0 {
+		opts.ProviderTimeout = 2 * time.Second
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	e := &Env{
+		opts:   opts,
+		sys:    opts.System,
+		log:    log,
+		clock:  fakes.NewOffsetClock(),
+		slots:  map[string]*slot{},
+		incs:   map[string]*incarnation{},
+		sched:  rand.New(rand.NewPCG(opts.Seed, stream("scheduler"))),
+		faults: map[string]bool{},
+		bugs:   map[string]fakes.Fault{},
+	}
+	defer func() {
+		if err != nil {
+			e.Close()
+		}
+	}()
+	e.rec = history.New(history.Options{Clock: e.clock})
+	e.gate = crash.New(e.clock.Now, crash.Options{OnCrash: e.onCrash, Scheduled: opts.Scheduled})
+
+	tpl, err := opts.Server.Template(ctx, opts.Template, opts.System.Migrate)
+	if err != nil {
+		return nil, fmt.Errorf("sim: template %q: %w", opts.Template, err)
+	}
+	if e.db, err = opts.Server.CreateDatabase(ctx, tpl); err != nil {
+		return nil, fmt.Errorf("sim: database: %w", err)
+	}
+	if e.admin, err = e.newPool(ctx, e.db.DSN(), "workproof-harness", nil); err != nil {
+		return nil, fmt.Errorf("sim: connect: %w", err)
+	}
+	if e.api, err = e.newPool(ctx, e.db.DSN(), "workproof-api", e.gate.ActorTracer("api")); err != nil {
+		return nil, fmt.Errorf("sim: connect: %w", err)
+	}
+	if e.world, err = fakes.Start(fakes.Options{Clock: e.clock, Logger: log, Lag: opts.Lag}); err != nil {
+		return nil, fmt.Errorf("sim: fakes: %w", err)
+	}
+	if e.net, err = netfault.New(netfault.Options{Logger: log}); err != nil {
+		return nil, fmt.Errorf("sim: network: %w", err)
+	}
+	for i := 1; i <= opts.Workers; i++ {
+		name := fmt.Sprintf("w%d", i)
+		e.slots[name] = &slot{name: name}
+		if err := e.start(ctx, name); err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+func templateName(sys contract.System) string {
+	h := fnv.New32a()
+	fmt.Fprintf(h, "%T", sys)
+	return fmt.Sprintf("sut_%08x", h.Sum32())
+}
+
+// stream derives a seeded stream's second PCG word from its name, so every
+// component draws from its own stream of the one root seed.
+func stream(name string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return h.Sum64()
+}
+
+func (e *Env) newPool(ctx context.Context, dsn, app string, tracer pgx.QueryTracer) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	cfg.MaxConns = e.opts.PoolSize
+	cfg.ConnConfig.RuntimeParams["application_name"] = app
+	cfg.ConnConfig.ConnectTimeout = 2 * time.Second
+	cfg.ConnConfig.Tracer = tracer
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	p, err := pgxpool.NewWithConfig(cctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if tracer == nil { // a worker's pool may start behind a fault; the harness's must work
+		if err := p.Ping(cctx); err != nil {
+			p.Close()
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// start begins a new incarnation of slot: new links, a new pool, new clients.
+func (e *Env) start(ctx context.Context, slotName string) error {
+	e.mu.Lock()
+	s := e.slots[slotName]
+	if s == nil {
+		e.mu.Unlock()
+		return fmt.Errorf("sim: no worker %q", slotName)
+	}
+	if e.closing {
+		e.mu.Unlock()
+		return errors.New("sim: closing")
+	}
+	s.n++
+	inc := &incarnation{name: fmt.Sprintf("%s.%d", slotName, s.n), slot: slotName, links: map[string]*netfault.Link{}, done: make(chan struct{})}
+	e.mu.Unlock()
+
+	upstream := map[string]string{
+		Postgres: e.opts.Server.HostPort(),
+		Cloud:    e.world.Cloud.Addr(),
+		Billing:  e.world.Billing.Addr(),
+		Kube:     e.world.Kube.Addr(),
+		Email:    e.world.Email.Addr(),
+	}
+	for _, up := range Upstreams() {
+		l, err := e.net.Link(inc.name+"/"+up, upstream[up])
+		if err != nil {
+			e.closeLinks(inc)
+			return fmt.Errorf("sim: link %s/%s: %w", inc.name, up, err)
+		}
+		inc.links[up] = l
+	}
+	pool, err := e.newPool(ctx, e.db.DSNVia(inc.links[Postgres].Addr()), inc.name, e.gate.Tracer(inc.name))
+	if err != nil {
+		e.closeLinks(inc)
+		return fmt.Errorf("sim: worker %s pool: %w", inc.name, err)
+	}
+	inc.pool = pool
+	client := func(svc string) fakes.ClientOptions {
+		tr := &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: 30 * time.Second}
+		inc.transports = append(inc.transports, tr)
+		return fakes.ClientOptions{
+			HTTPClient: &http.Client{Transport: e.gate.Transport(inc.name, svc, tr)},
+			Caller:     inc.name,
+			Timeout:    e.opts.ProviderTimeout,
+		}
+	}
+	url := func(up string) string { return "http://" + inc.links[up].Addr() }
+	deps := contract.Deps{
+		Worker:   inc.name,
+		Cloud:    fakes.NewCloudClient(url(Cloud), client(Cloud)),
+		Billing:  fakes.NewBillingClient(url(Billing), client(Billing)),
+		Kube:     fakes.NewKubeClient(url(Kube), client(Kube)),
+		Email:    fakes.NewEmailClient(url(Email), client(Email)),
+		Logger:   e.log.With("worker", inc.name),
+		Clock:    e.clock,
+		Rand:     rand.New(rand.NewPCG(e.opts.Seed, stream("worker/"+inc.name))),
+		Observer: e.rec.Observer(inc.name),
+	}
+	// The worker's ctx outlives a crash on purpose: a crashed worker must not
+	// observe anything (no ctx.Done, no deferred code) until Close.
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	inc.cancel = cancel
+
+	e.mu.Lock()
+	if e.closing {
+		e.mu.Unlock()
+		cancel()
+		pool.Close()
+		e.closeLinks(inc)
+		return errors.New("sim: closing")
+	}
+	s.cur = inc
+	e.incs[inc.name] = inc
+	e.wg.Add(1)
+	e.mu.Unlock()
+	go func() {
+		defer e.wg.Done()
+		defer close(inc.done)
+		inc.err = e.sys.Work(wctx, pool, deps)
+		if inc.err != nil && wctx.Err() == nil && !e.gate.Crashed(inc.name) {
+			e.log.Warn("sim: worker returned early", "worker", inc.name, "err", inc.err)
+		}
+	}()
+	return nil
+}
+
+func (e *Env) closeLinks(inc *incarnation) {
+	for _, l := range inc.links {
+		_ = l.Close()
+	}
+}
+
+// onCrash runs on the crashing worker's goroutine, before it freezes.
+func (e *Env) onCrash(worker, point string) {
+	e.sever(worker, point)
+}
+
+func (e *Env) sever(worker, point string) {
+	e.mu.Lock()
+	inc := e.incs[worker]
+	already := inc == nil || inc.severed
+	if inc != nil {
+		inc.severed = true
+	}
+	e.mu.Unlock()
+	if already {
+		return
+	}
+	e.rec.Crash(worker, point)
+	for _, up := range Upstreams() {
+		if err := inc.links[up].Sever(); err != nil {
+			e.log.Warn("sim: sever", "link", inc.links[up].Name(), "err", err)
+		}
+	}
+	for _, tr := range inc.transports {
+		tr.CloseIdleConnections()
+	}
+}
+
+// Workers returns the worker slot names, sorted ("w1", "w2", …).
+func (e *Env) Workers() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	names := make([]string, 0, len(e.slots))
+	for n := range e.slots {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Incarnation returns the name of slot's current incarnation ("w1.3").
+func (e *Env) Incarnation(slotName string) (string, error) {
+	inc, err := e.current(slotName)
+	if err != nil {
+		return "", err
+	}
+	return inc.name, nil
+}
+
+func (e *Env) current(slotName string) (*incarnation, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.slots[slotName]
+	if s == nil || s.cur == nil {
+		return nil, fmt.Errorf("sim: no worker %q", slotName)
+	}
+	return s.cur, nil
+}
+
+// Recorder returns the run's history recorder.
+func (e *Env) Recorder() *history.Recorder { return e.rec }
+
+// Providers returns the run's fakes (for their ledgers and fault plans).
+func (e *Env) Providers() *fakes.World { return e.world }
+
+// Gate returns the run's crash gate.
+func (e *Env) Gate() *crash.Gate { return e.gate }
+
+// Clock returns the run's clock, shared by the fakes, the recorder and the
+// workers. Advance it to expire idempotency keys and tokens.
+func (e *Env) Clock() *fakes.OffsetClock { return e.clock }
+
+// Database returns the run's database.
+func (e *Env) Database() *pgenv.Database { return e.db }
+
+// Serve sends one request to the system, recorded in the history as client's.
+func (e *Env) Serve(ctx context.Context, client string, req contract.Request) (contract.Response, error) {
+	return e.rec.Do(client, req, func(r contract.Request) (contract.Response, error) {
+		ctx, cancel := context.WithTimeout(crash.WithActor(ctx, APIActor(client)), e.opts.ServeTimeout)
+		defer cancel()
+		return e.sys.Serve(ctx, e.api, r)
+	})
+}
+
+// APIActor is the crash-point actor of client's requests: Gate().OnPoint
+// on it runs an action at a point of a request (see Serve).
+func APIActor(client string) string { return "api:" + client }
+
+// Inspect asks the system for its own state.
+func (e *Env) Inspect(ctx context.Context) (contract.Snapshot, error) {
+	ctx, cancel := context.WithTimeout(ctx, e.opts.ServeTimeout)
+	defer cancel()
+	return e.sys.Inspect(ctx, e.admin)
+}
+
+// Close stops every worker (crashed ones are let go with their links long
+// dead), closes the links, the fakes and the pools, and drops the database.
+func (e *Env) Close() error {
+	e.mu.Lock()
+	if e.closing {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closing = true
+	incs := make([]*incarnation, 0, len(e.incs))
+	for _, inc := range e.incs {
+		incs = append(incs, inc)
+	}
+	e.mu.Unlock()
+
+	// Crashed workers first get dead links, then are let go; live ones are
+	// cancelled and shut down gracefully.
+	for _, inc := range incs {
+		if e.gate != nil && e.gate.Crashed(inc.name) {
+			e.sever(inc.name, "close")
+		}
+		inc.cancel()
+	}
+	var errs []error
+	if e.gate != nil {
+		e.gate.Close()
+	}
+	done := make(chan struct{})
+	go func() { e.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		var stuck []string
+		for _, inc := range incs {
+			select {
+			case <-inc.done:
+			default:
+				stuck = append(stuck, inc.name)
+			}
+		}
+		errs = append(errs, fmt.Errorf("sim: workers did not stop within 30s: %v", stuck))
+		// Severing makes every blocked call of theirs fail.
+		for _, inc := range incs {
+			e.sever(inc.name, "close")
+		}
+		<-done
+	}
+	for _, inc := range incs {
+		inc.pool.Close()
+		for _, tr := range inc.transports {
+			tr.CloseIdleConnections()
+		}
+		e.closeLinks(inc)
+	}
+	if e.net != nil {
+		errs = append(errs, e.net.Close())
+	}
+	if e.world != nil {
+		errs = append(errs, e.world.Close())
+	}
+	if e.admin != nil {
+		e.admin.Close()
+	}
+	if e.api != nil {
+		e.api.Close()
+	}
+	if e.db != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		errs = append(errs, e.db.Drop(ctx))
+		cancel()
+	}
+	return errors.Join(errs...)
+}
+
+// Result is what a run's Check found, with the evidence it read.
+type Result struct {
+	check.Result
+	Input   check.Input
+	Crashes []crash.Hit
+	// Points counts how often each crash point was passed.
+	Points map[string]int
+}
+
+// Check reads the three sources of truth (history, the fakes' ledgers, the
+// system's own state) and runs every invariant checker. converged says
+// whether Converge succeeded; without it the state checks are skipped and
+// the verdict is at best Unknown.
+func (e *Env) Check(ctx context.Context, converged bool) (Result, error) {
+	state, err := e.Inspect(ctx)
+	if err != nil {
+		return Result{}, fmt.Errorf("sim: inspect: %w", err)
+	}
+	in := check.Input{
+		History:   e.rec.Snapshot(),
+		Ledger:    e.world.Snapshot(),
+		State:     state,
+		Converged: converged,
+	}
+	return Result{Result: check.Check(in), Input: in, Crashes: e.gate.Hits(), Points: e.gate.Reached()}, nil
+}

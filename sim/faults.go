@@ -1,0 +1,404 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/workproof/workproof/contract"
+	"github.com/workproof/workproof/fakes"
+	"github.com/workproof/workproof/sim/crash"
+	"github.com/workproof/workproof/sim/netfault"
+)
+
+// Crash arms slot's current incarnation to crash at the first point that
+// matches rule (see crash.Rule): its links are severed and it freezes there.
+func (e *Env) Crash(slotName string, rule crash.Rule) error {
+	inc, err := e.current(slotName)
+	if err != nil {
+		return err
+	}
+	e.gate.Arm(inc.name, rule)
+	return nil
+}
+
+// Kill crashes slot's current incarnation now, wherever it is (a SIGKILL):
+// its links are severed and it freezes at its next point.
+func (e *Env) Kill(slotName string) error {
+	inc, err := e.current(slotName)
+	if err != nil {
+		return err
+	}
+	e.gate.Freeze(inc.name)
+	e.sever(inc.name, "kill")
+	return nil
+}
+
+// Crashed reports whether slot's current incarnation has crashed.
+func (e *Env) Crashed(slotName string) bool {
+	inc, err := e.current(slotName)
+	return err == nil && e.gate.Crashed(inc.name)
+}
+
+// Restart starts a new incarnation of slot with new links. A live current
+// incarnation is killed first: there is never more than one per slot.
+func (e *Env) Restart(ctx context.Context, slotName string) error {
+	inc, err := e.current(slotName)
+	if err != nil {
+		return err
+	}
+	if !e.gate.Crashed(inc.name) {
+		if err := e.Kill(slotName); err != nil {
+			return err
+		}
+	}
+	return e.start(ctx, slotName)
+}
+
+// losesLease reports whether a fault on a worker's database link can end its
+// session (and with it the claim it holds) while the worker goes on.
+func losesLease(f netfault.Fault) bool {
+	switch f.(type) {
+	case netfault.Latency:
+		return false
+	default:
+		return true
+	}
+}
+
+// LinkFault applies f to slot's current link to upstream. A fault that can
+// cost the worker its database session is recorded as a lease loss, so the
+// race checker does not mistake the worker's late actions for a race.
+func (e *Env) LinkFault(slotName, upstream string, f netfault.Fault) error {
+	inc, err := e.current(slotName)
+	if err != nil {
+		return err
+	}
+	l := inc.links[upstream]
+	if l == nil {
+		return fmt.Errorf("sim: no upstream %q (want one of %v)", upstream, Upstreams())
+	}
+	if err := l.Apply(f); err != nil {
+		if errors.Is(err, netfault.ErrSevered) {
+			return nil // a crashed worker's link: nothing left to break
+		}
+		return err
+	}
+	target := inc.name + "/" + upstream
+	e.rec.FaultOn(target, f.String())
+	e.mu.Lock()
+	e.faults[target+" "+f.String()] = true
+	e.mu.Unlock()
+	if upstream == Postgres && losesLease(f) {
+		e.rec.LeaseLost(inc.name, f.String())
+	}
+	return nil
+}
+
+// HealLinks removes every link fault of every live incarnation.
+func (e *Env) HealLinks() error {
+	e.mu.Lock()
+	incs := make([]*incarnation, 0, len(e.slots))
+	for _, s := range e.slots {
+		if s.cur != nil && !s.cur.severed {
+			incs = append(incs, s.cur)
+		}
+	}
+	active := e.faults
+	e.faults = map[string]bool{}
+	e.mu.Unlock()
+	var errs []error
+	for _, inc := range incs {
+		for _, up := range Upstreams() {
+			if len(inc.links[up].Faults()) == 0 {
+				continue
+			}
+			if err := inc.links[up].Heal(); err != nil && !errors.Is(err, netfault.ErrSevered) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	keys := make([]string, 0, len(active))
+	for k := range active {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		e.rec.FaultOff(k, "heal")
+	}
+	return errors.Join(errs...)
+}
+
+// ActiveFaults lists the link faults on now, as "w1.2/postgres blackhole(down)".
+func (e *Env) ActiveFaults() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]string, 0, len(e.faults))
+	for k := range e.faults {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ProviderFault adds f to the fakes' fault plans.
+func (e *Env) ProviderFault(f fakes.Fault) error {
+	if err := e.world.AddFault(f); err != nil {
+		return err
+	}
+	e.rec.FaultOn(providerTarget(f), describeFault(f))
+	return nil
+}
+
+// ClearProviderFaults clears every provider fault plan (deployed bugs too).
+func (e *Env) ClearProviderFaults() {
+	for _, f := range e.world.Faults().Faults {
+		e.rec.FaultOff(providerTarget(f), describeFault(f))
+	}
+	e.world.ClearFaults()
+	e.mu.Lock()
+	e.bugs = map[string]fakes.Fault{}
+	e.mu.Unlock()
+}
+
+func providerTarget(f fakes.Fault) string {
+	t := f.Service
+	if t == "" {
+		t = "providers"
+	}
+	if f.Endpoint != "" {
+		t += "/" + f.Endpoint
+	}
+	return t
+}
+
+func describeFault(f fakes.Fault) string {
+	s := string(f.Mode)
+	if f.Status != 0 {
+		s += fmt.Sprintf(" %d", f.Status)
+	}
+	if f.Drop {
+		s += " drop"
+	}
+	if f.Latency > 0 {
+		s += " " + f.Latency.String()
+	}
+	if f.Owner != "" {
+		s += " owner=" + f.Owner
+	}
+	return s
+}
+
+// DeployBug "deploys" an intransient bug: every request matching endpoint
+// (a fakes endpoint name such as "CreateVM"; "" any) of service fails with a
+// 4xx until DeployFix. Work that hits it must park, visibly.
+func (e *Env) DeployBug(name, service, endpoint string) error {
+	f := fakes.Fault{ID: "bug:" + name, Service: service, Endpoint: endpoint, Mode: fakes.ModeIntransient, Message: "deployed bug " + name}
+	if err := e.world.AddFault(f); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	e.bugs[name] = f
+	e.mu.Unlock()
+	e.rec.DeployBug(name)
+	return nil
+}
+
+// DeployFix removes the bug and resumes parked work, as an operator does
+// after deploying a fix.
+func (e *Env) DeployFix(ctx context.Context, name string) error {
+	e.mu.Lock()
+	_, ok := e.bugs[name]
+	delete(e.bugs, name)
+	e.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	e.world.ClearFault("bug:" + name)
+	e.rec.DeployFix(name)
+	_, err := e.resume(ctx)
+	return err
+}
+
+func (e *Env) resume(ctx context.Context) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, e.opts.ServeTimeout)
+	defer cancel()
+	resp, err := e.sys.Serve(ctx, e.admin, contract.Request{Op: contract.OpResume})
+	return resp.Resumed, err
+}
+
+// Backend selects which of a worker's Postgres sessions TerminateBackends
+// ends.
+type Backend string
+
+const (
+	AllBackends      Backend = "all"
+	ListenerBackends Backend = "listener" // sessions whose last statement was LISTEN
+	WorkerBackends   Backend = "worker"   // every other session of the worker
+)
+
+// TerminateBackends runs pg_terminate_backend on slot's current incarnation's
+// sessions of the given kind and returns how many it ended.
+func (e *Env) TerminateBackends(ctx context.Context, slotName string, which Backend) (int, error) {
+	inc, err := e.current(slotName)
+	if err != nil {
+		return 0, err
+	}
+	// A session is the worker's when its application_name is the
+	// incarnation's name, possibly with a suffix (package work marks its
+	// listener "w1.2 work-listener"); a listener's last statement LISTENed.
+	q := `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+	       WHERE datname = current_database()
+	         AND (application_name = $1 OR application_name LIKE $1 || ' %')`
+	const listening = `query ~* '(^|;)\s*listen\s'`
+	switch which {
+	case ListenerBackends:
+		q += ` AND ` + listening
+	case WorkerBackends:
+		q += ` AND NOT ` + listening
+	case AllBackends:
+	default:
+		return 0, fmt.Errorf("sim: unknown backend kind %q", which)
+	}
+	ctx, cancel := context.WithTimeout(ctx, e.opts.ServeTimeout)
+	defer cancel()
+	var n int
+	if err := e.admin.QueryRow(ctx, q, inc.name).Scan(&n); err != nil {
+		return 0, fmt.Errorf("sim: terminate %s backends of %s: %w", which, inc.name, err)
+	}
+	e.rec.FaultOn(inc.name+"/postgres", fmt.Sprintf("terminate-backend(%s,%d)", which, n))
+	if n > 0 && which != ListenerBackends {
+		e.rec.LeaseLost(inc.name, "terminate-backend")
+	}
+	return n, nil
+}
+
+// SetScheduled switches scheduled mode on or off (off lets every parked
+// worker go).
+func (e *Env) SetScheduled(on bool) { e.gate.SetScheduled(on) }
+
+// Step, in scheduled mode, waits until the parked workers stop changing for
+// quiet (zero: 20ms), lets one of them, drawn from the seeded scheduler
+// stream, go on to its next point, and returns it. ok is false when no
+// worker is parked.
+func (e *Env) Step(ctx context.Context, quiet time.Duration) (p crash.Parked, ok bool) {
+	if quiet <= 0 {
+		quiet = 20 * time.Millisecond
+	}
+	ps := e.gate.Parked(ctx, quiet)
+	if len(ps) == 0 {
+		return crash.Parked{}, false
+	}
+	e.mu.Lock()
+	p = ps[e.sched.IntN(len(ps))]
+	e.mu.Unlock()
+	e.gate.Release(p.Worker)
+	return p, true
+}
+
+// ConvergeOptions bounds Converge.
+type ConvergeOptions struct {
+	// Timeout bounds the wait; zero: 30s.
+	Timeout time.Duration
+	// Poll is how often the system's state is read; zero: 50ms.
+	Poll time.Duration
+}
+
+// Converge is the liveness phase: it heals every link, clears every provider
+// fault and deployed bug, leaves scheduled mode, restarts crashed workers,
+// resumes parked work, and waits until the system reports no active work,
+// no work left and every instance at its desired generation. It returns
+// false (not an error) when that does not happen within the bound: the run
+// is then inconclusive, unless a safety check fails.
+func (e *Env) Converge(ctx context.Context, opts ConvergeOptions) (bool, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = 30 * time.Second
+	}
+	if opts.Poll <= 0 {
+		opts.Poll = 50 * time.Millisecond
+	}
+	e.gate.SetScheduled(false)
+	if err := e.HealLinks(); err != nil {
+		return false, err
+	}
+	e.ClearProviderFaults()
+	for _, name := range e.Workers() {
+		inc, err := e.current(name)
+		if err != nil {
+			return false, err
+		}
+		e.gate.Disarm(inc.name)
+		select {
+		case <-inc.done:
+		default:
+			if !e.gate.Crashed(inc.name) {
+				continue
+			}
+		}
+		if err := e.start(ctx, name); err != nil {
+			return false, err
+		}
+	}
+	deadline := time.Now().Add(opts.Timeout)
+	for {
+		if _, err := e.resume(ctx); err != nil && ctx.Err() != nil {
+			return false, err
+		}
+		snap, err := e.Inspect(ctx)
+		if err == nil && settled(snap) {
+			return true, nil
+		}
+		if time.Now().After(deadline) {
+			return false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(opts.Poll):
+		}
+	}
+}
+
+func settled(s contract.Snapshot) bool {
+	if len(s.Work) > 0 {
+		return false
+	}
+	for _, in := range s.Instances {
+		if in.HasActiveWork || in.Deleting || in.ObservedGen != in.Generation {
+			return false
+		}
+	}
+	return true
+}
+
+// OnPoint runs f once when slot's current incarnation reaches the first
+// point matching rule, before that point proceeds (to inject a fault at a
+// precise place, such as cutting the database link right before COMMIT).
+func (e *Env) OnPoint(slotName string, rule crash.Rule, f func()) error {
+	inc, err := e.current(slotName)
+	if err != nil {
+		return err
+	}
+	e.gate.OnPoint(inc.name, rule, f)
+	return nil
+}
+
+// Await polls cond every 10ms until it is true, ctx ends or timeout passes,
+// and reports whether it became true.
+func Await(ctx context.Context, timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}

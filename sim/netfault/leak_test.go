@@ -1,0 +1,137 @@
+package netfault
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// These tests drive faults while data is in flight, the situations in which
+// toxiproxy v2.12.0's own toxics and Stop leak goroutines (see toxics.go).
+// Before netfault's workarounds each of them leaked: goleak fails them.
+
+// checkLeaks fails t if goroutines started during t outlive its cleanups.
+func checkLeaks(t *testing.T) {
+	t.Helper()
+	before := goleak.IgnoreCurrent()
+	// Registered first, so it runs after every other cleanup.
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
+}
+
+// pump keeps writing to and reading from c until c fails, then closes c.
+func pump(t *testing.T, c net.Conn) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		buf := bytes.Repeat([]byte("w"), 4096)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		c.Close()
+		wg.Wait()
+	})
+}
+
+// streaming starts a pump through l and waits until data has made the
+// round trip, so that chunks are in flight in both directions.
+func streaming(t *testing.T, l *Link, echo *echoServer) net.Conn {
+	t.Helper()
+	c := dial(t, l.Addr())
+	mustRoundTrip(t, c)
+	if err := c.SetDeadline(time.Now().Add(stuck)); err != nil {
+		t.Fatal(err)
+	}
+	before := echo.received.Load()
+	pump(t, c)
+	waitFor(t, "traffic", func() bool { return echo.received.Load() > before+64<<10 })
+	return c
+}
+
+func TestNoLeakWhenRemovingBlackholeUnderTraffic(t *testing.T) {
+	checkLeaks(t)
+	echo := startEcho(t, nil)
+	l := newLink(t, newNetwork(t), "echo", echo.Addr())
+	for i := range 10 {
+		dir := dirs[i%2]
+		streaming(t, l, echo)
+		apply(t, l, Blackhole{Dir: dir})
+		time.Sleep(5 * time.Millisecond) // let data pile up at the blackhole
+		if i%4 < 2 {
+			heal(t, l)
+		} else if err := l.Remove(Blackhole{Dir: dir}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestNoLeakWhenStoppingUnderTraffic(t *testing.T) {
+	for _, stop := range []string{"partition", "sever", "close", "network close"} {
+		t.Run(stop, func(t *testing.T) {
+			checkLeaks(t)
+			echo := startEcho(t, nil)
+			n := newNetwork(t)
+			for i := range 5 {
+				l := newLink(t, n, fmt.Sprint(i), echo.Addr())
+				apply(t, l, Latency{Delay: time.Millisecond, Dir: dirs[i%2]})
+				streaming(t, l, echo)
+				switch stop {
+				case "partition":
+					apply(t, l, Partition{})
+					heal(t, l)
+				case "sever":
+					if err := l.Sever(); err != nil {
+						t.Fatal(err)
+					}
+				case "close":
+					if err := l.Close(); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if stop == "network close" {
+				if err := n.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func TestNoLeakWhenCuttingStreams(t *testing.T) {
+	for _, f := range []Fault{CutAfter{Bytes: 120}, Reset{}, CutAfter{Bytes: 100 << 10, Dir: Upstream}, Reset{Dir: Upstream}} {
+		t.Run(f.String(), func(t *testing.T) {
+			checkLeaks(t)
+			echo := startEcho(t, nil)
+			l := newLink(t, newNetwork(t), "echo", echo.Addr())
+			for range 5 {
+				c := dial(t, l.Addr())
+				mustRoundTrip(t, c)
+				pump(t, c)
+				apply(t, l, f) // acts on the streaming connection
+				if _, err := readEnd(t, c); err != nil && !isConnError(err) {
+					t.Fatalf("read: %v", err)
+				}
+				heal(t, l)
+			}
+		})
+	}
+}

@@ -1,0 +1,15 @@
+// Package pgenvtest gives tests a shared Postgres server per test binary and a
+// fresh, migrated database per test.
+//
+//	func TestMain(m *testing.M) { pgenvtest.Main(m) }
+//
+//	func TestX(t *testing.T) {
+//		db := pgenvtest.DB(t, "work", work.Migrate) // cloned from a template
+//		pool := pgenvtest.Pool(t, db)
+//		…
+//	}
+//
+// The server is $WORKPROOF_DATABASE_URL when set, else a private ephemeral
+// cluster (see package pgenv). It starts on first use and Main closes it after
+// the tests, also when the run is interrupted (SIGINT, SIGTERM).
+package pgenvtest

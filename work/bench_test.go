@@ -1,0 +1,135 @@
+package work_test
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/workproof/workproof/work"
+)
+
+// countDone is an Observer that closes all once n items are done.
+type countDone struct {
+	n    int64
+	done atomic.Int64
+	all  chan struct{}
+}
+
+func (c *countDone) Begin(work.Item) func(work.Outcome) {
+	return func(o work.Outcome) {
+		if o == work.OutcomeDone && c.done.Add(1) == c.n {
+			close(c.all)
+		}
+	}
+}
+
+func preload(b *testing.B, pool *pgxpool.Pool, n int) {
+	b.Helper()
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `INSERT INTO work (kind) SELECT 'noop' FROM generate_series(1, $1)`, n); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `VACUUM ANALYZE work`); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// runUntil runs a runner until c says enough, and reports items/s.
+func runUntil(b *testing.B, pool *pgxpool.Pool, opts work.RunnerOptions, c *countDone) {
+	b.Helper()
+	opts.Observer = c
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ran := make(chan error, 1)
+	b.ResetTimer()
+	t0 := time.Now()
+	go func() { ran <- work.NewRunner(pool, opts).Run(ctx) }()
+	<-c.all
+	elapsed := time.Since(t0)
+	b.StopTimer()
+	cancel()
+	if err := <-ran; err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(c.n)/elapsed.Seconds(), "items/s")
+}
+
+// BenchmarkClaim: claim + commit throughput with a no-op handler, draining a
+// preloaded queue of b.N items.
+func BenchmarkClaim(b *testing.B) {
+	for _, s := range []work.Strategy{work.SkipLocked, work.Seed} {
+		for _, w := range []int{1, 2, 4, 8} {
+			b.Run(fmt.Sprintf("strategy=%s/workers=%d", s, w), func(b *testing.B) {
+				pool := newPool(b, newDB(b).DSN(), int32(w+2))
+				preload(b, pool, b.N)
+				runUntil(b, pool, work.RunnerOptions{
+					Handlers: map[string]work.Handler{"noop": func(context.Context, *work.Tx, work.Item) error { return nil }},
+					Workers:  w,
+					Strategy: s,
+				}, &countDone{n: int64(b.N), all: make(chan struct{})})
+			})
+		}
+	}
+}
+
+// steadyQueue is the preloaded queue size of the follow-up benchmarks.
+const steadyQueue = 1000
+
+// BenchmarkClaimFollowUp: every item enqueues one follow-up, so the queue
+// keeps its size: the same transaction as testdata/pgbench_claim.sql, run by
+// the runner. Compare with BenchmarkPgbench at the same concurrency.
+func BenchmarkClaimFollowUp(b *testing.B) {
+	for _, w := range []int{1, 4} {
+		b.Run(fmt.Sprintf("strategy=skip-locked/workers=%d", w), func(b *testing.B) {
+			pool := newPool(b, newDB(b).DSN(), int32(w+2))
+			preload(b, pool, steadyQueue)
+			runUntil(b, pool, work.RunnerOptions{
+				Handlers: map[string]work.Handler{"noop": func(ctx context.Context, tx *work.Tx, _ work.Item) error {
+					_, err := work.Enqueue(ctx, tx, work.Job{Kind: "noop"})
+					return err
+				}},
+				Workers: w,
+			}, &countDone{n: int64(b.N), all: make(chan struct{})})
+		})
+	}
+}
+
+var tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+
+// BenchmarkPgbench runs testdata/pgbench_claim.sql with pgbench (skipped if
+// pgbench is not on PATH) against a database of the same cluster, preloaded
+// like BenchmarkClaimFollowUp: the ceiling for the runner's throughput.
+func BenchmarkPgbench(b *testing.B) {
+	bin, err := exec.LookPath("pgbench")
+	if err != nil {
+		b.Skip("pgbench not on PATH")
+	}
+	for _, c := range []int{1, 4} {
+		b.Run(fmt.Sprintf("clients=%d", c), func(b *testing.B) {
+			db := newDB(b)
+			pool := newPool(b, db.DSN(), 2)
+			preload(b, pool, steadyQueue)
+			perClient := (b.N + c - 1) / c
+			b.ResetTimer()
+			out, err := exec.Command(bin, "-n", "-M", "prepared", "-c", strconv.Itoa(c), "-j", strconv.Itoa(min(c, 2)),
+				"-t", strconv.Itoa(perClient), "-f", "testdata/pgbench_claim.sql", db.DSN()).CombinedOutput()
+			b.StopTimer()
+			if err != nil {
+				b.Fatalf("pgbench: %v\n%s", err, out)
+			}
+			m := tpsRE.FindSubmatch(out)
+			if m == nil {
+				b.Fatalf("no tps in pgbench output:\n%s", out)
+			}
+			tps, _ := strconv.ParseFloat(string(m[1]), 64)
+			b.ReportMetric(tps, "items/s")
+		})
+	}
+}

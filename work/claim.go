@@ -1,0 +1,518 @@
+package work
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Item is a claimed work row.
+type Item struct {
+	ID       int64
+	Kind     string
+	Key      string
+	Spec     json.RawMessage
+	Time     time.Time // when it was enqueued
+	Attempts int       // attempts made before this one
+}
+
+// Handler does one work item inside the claiming transaction. Return nil to
+// complete it; an error classified by IsIntransient parks it; any other error
+// is transient and retried with backoff. Either way the handler's writes
+// through tx are rolled back.
+//
+// ctx is not Run's ctx: when Run's ctx ends, ctx stays alive for
+// RunnerOptions.ShutdownGrace, so that the current item can finish. A handler
+// that returns an error because ctx ended has its transaction rolled back and
+// the item reappears unchanged (no attempt is recorded).
+type Handler func(ctx context.Context, tx *Tx, it Item) error
+
+// Tx is the claiming transaction handed to a handler. Everything written
+// through it commits atomically with the claim.
+//
+// Every call through Tx (and through transactions it Begins) carries a
+// deadline of StatementTimeout + DBTimeout, so that a handler cannot hang on
+// a connection that went silent; Postgres's statement_timeout fires first on
+// a healthy one. Conn() and LargeObjects() bypass that deadline.
+//
+// Commit and Rollback return ErrNotYours: the runner ends the transaction
+// when the handler returns. Begin starts a nested transaction (a savepoint),
+// which the handler may commit or roll back.
+type Tx struct {
+	pgx.Tx
+
+	mu    sync.Mutex
+	after []func(ctx context.Context)
+}
+
+// Commit returns ErrNotYours: a handler ends its transaction by returning.
+func (tx *Tx) Commit(context.Context) error { return ErrNotYours }
+
+// Rollback returns ErrNotYours: a handler ends its transaction by returning
+// an error.
+func (tx *Tx) Rollback(context.Context) error { return ErrNotYours }
+
+// AfterCommit registers f to run once, after the claiming transaction
+// committed for certain; never when the commit failed or its outcome is
+// unknown, nor when the handler returned an error. This is how at-most-once
+// effects (an email) are made: commit first, then act.
+//
+// Hooks run in registration order on the worker's goroutine, before the
+// Observer is told the outcome, with the handler's ctx (which may already be
+// cancelled if the runner is shutting down and the grace has passed). A
+// panicking hook is logged and the remaining hooks still run.
+func (tx *Tx) AfterCommit(f func(ctx context.Context)) {
+	tx.mu.Lock()
+	tx.after = append(tx.after, f)
+	tx.mu.Unlock()
+}
+
+func (tx *Tx) hooks() []func(context.Context) {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	return tx.after
+}
+
+// savepoint is set right after the claiming DELETE. Rolling back to it
+// discards everything the handler wrote but keeps the DELETE and its row
+// lock, so the failed attempt can be recorded (the row re-inserted) in the
+// same transaction: no other worker can see the row between the failure and
+// the record, and a crash in between loses nothing (the whole transaction
+// rolls back and the row reappears as before the claim).
+const savepoint = "work_handler"
+
+const claimReturning = ` RETURNING id, time, kind, key, spec, attempts`
+
+const claimSkipLockedSQL = `DELETE FROM work WHERE id = (
+	SELECT id FROM work WHERE NOT parked AND run_after <= now()
+	ORDER BY run_after, id FOR UPDATE SKIP LOCKED LIMIT 1)` + claimReturning
+
+const claimSeedSQL = `DELETE FROM work WHERE id = (
+	SELECT id FROM work WHERE NOT parked AND run_after <= now()
+	ORDER BY run_after, id FOR UPDATE LIMIT 1)` + claimReturning
+
+// dueSkipLockedSQL: microseconds until the next item that is not yet due
+// becomes due; no row if none. Items due now that the claim did not get are
+// locked by other workers: they are being handled, and a failure will
+// notify. (ORDER BY … LIMIT 1 rather than min(): an index-only scan of one
+// entry of work_claim, however many items wait.)
+const dueSkipLockedSQL = `SELECT (extract(epoch FROM run_after - clock_timestamp()) * 1e6)::bigint
+	FROM work WHERE NOT parked AND run_after > now() ORDER BY run_after LIMIT 1`
+
+// dueSeedSQL counts items due now too: under the seed strategy an empty
+// claim can be a lost race (the row the claim waited for was deleted by its
+// holder and READ COMMITTED re-checked it), so "due now" means "try again".
+const dueSeedSQL = `SELECT (extract(epoch FROM run_after - clock_timestamp()) * 1e6)::bigint
+	FROM work WHERE NOT parked ORDER BY run_after LIMIT 1`
+
+// recordSQL re-inserts a claimed row after a failed attempt (after ROLLBACK
+// TO SAVEPOINT, so the DELETE still holds and the id is free in this
+// transaction), and notifies when the item will run again.
+const recordSQL = `WITH ins AS (
+	INSERT INTO work (id, time, kind, key, spec, attempts, run_after, parked, last_error)
+	VALUES ($1, $2, $3, $4, $5, $6, now() + $7 * interval '1 microsecond', $8, $9)
+	RETURNING kind, parked)
+SELECT pg_notify('` + Channel + `', kind) FROM ins WHERE NOT parked`
+
+// recordUpdateSQL records an attempt whose COMMIT failed for certain (the
+// claim rolled back with it, so the row is back): only if nobody claimed the
+// row again meanwhile (SKIP LOCKED, same attempts).
+const recordUpdateSQL = `WITH u AS (
+	UPDATE work SET attempts = attempts + 1,
+		run_after = now() + $3 * interval '1 microsecond', parked = $4, last_error = $5
+	WHERE id = (SELECT id FROM work WHERE id = $1 AND attempts = $2 FOR UPDATE SKIP LOCKED)
+	RETURNING kind, parked)
+SELECT pg_notify('` + Channel + `', kind) FROM u WHERE NOT parked`
+
+// step claims and handles at most one item and reports how the worker left
+// it. When it claimed nothing (out == "") it reports how long until an item
+// is due (negative: none known).
+func (r *run) step(ctx context.Context) (out Outcome, due time.Duration, err error) {
+	cctx, cancel := context.WithTimeout(ctx, r.o.DBTimeout)
+	defer cancel()
+
+	b := &pgx.Batch{}
+	b.BeginTx(pgx.TxOptions{})
+	b.Queue(r.setSQL)
+	if r.o.Strategy == Seed {
+		b.Queue(r.seedLockSQL)
+	}
+	claimAt := b.Len()
+	b.Queue(r.claimSQL)
+	if r.o.Strategy == Seed {
+		b.Queue(`SET LOCAL lock_timeout TO DEFAULT`)
+	}
+	b.Queue(`SAVEPOINT ` + savepoint)
+
+	br := r.db.SendBatch(cctx, b)
+	tx := br.Tx()
+	var it Item
+	var spec []byte
+	found := true
+	var berr error
+	for i := range b.Len() {
+		if i == claimAt {
+			err := br.QueryRow().Scan(&it.ID, &it.Time, &it.Kind, &it.Key, &spec, &it.Attempts)
+			if errors.Is(err, pgx.ErrNoRows) {
+				found = false
+				continue
+			}
+			if err != nil {
+				berr = err
+				break
+			}
+			continue
+		}
+		if _, err := br.Exec(); err != nil {
+			berr = err
+			break
+		}
+	}
+	if err := br.Close(); berr == nil {
+		berr = err
+	}
+	if berr != nil {
+		r.rollback(ctx, tx)
+		var pgErr *pgconn.PgError
+		if r.o.Strategy == Seed && errors.As(berr, &pgErr) && pgErr.Code == "55P03" {
+			// The seed claim waited on another worker's row lock for
+			// longer than lock_timeout: nothing claimed, try again.
+			return "", 0, nil
+		}
+		return "", 0, fmt.Errorf("work: claim: %w", berr)
+	}
+	if !found {
+		var us int64
+		qerr := tx.QueryRow(cctx, r.dueSQL).Scan(&us)
+		r.rollback(ctx, tx)
+		if errors.Is(qerr, pgx.ErrNoRows) {
+			return "", -1, nil
+		}
+		if qerr != nil {
+			return "", 0, fmt.Errorf("work: next due: %w", qerr)
+		}
+		return "", max(0, time.Duration(us)*time.Microsecond), nil
+	}
+	it.Spec = json.RawMessage(spec)
+	r.nudge() // there may be more: let an idle sibling look
+	return r.handle(ctx, tx, it), 0, nil
+}
+
+// rollback ends tx and releases its connection. A failure leaves nothing to
+// do: pgx closes the connection and Postgres rolls back on its own.
+func (r *run) rollback(ctx context.Context, tx pgx.Tx) error {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.o.DBTimeout)
+	defer cancel()
+	err := tx.Rollback(fctx)
+	if errors.Is(err, pgx.ErrTxClosed) {
+		return nil
+	}
+	return err
+}
+
+// handle runs the handler for a claimed item and ends its transaction.
+func (r *run) handle(ctx context.Context, tx pgx.Tx, it Item) Outcome {
+	end := func(Outcome) {}
+	if r.o.Observer != nil {
+		end = r.o.Observer.Begin(it)
+	}
+	start := r.o.Clock.Now()
+	wtx := &Tx{Tx: &boundTx{tx: tx, timeout: r.o.StatementTimeout + r.o.DBTimeout, top: true}}
+	hctx, hdone := handlerContext(ctx, r.o.ShutdownGrace)
+	defer hdone()
+
+	herr := r.call(hctx, wtx, it)
+	if herr == nil && tx.Conn().PgConn().TxStatus() == 'E' {
+		herr = Intransient("", ErrTxAborted)
+	}
+	log := r.log.With("id", it.ID, "kind", it.Kind, "key", it.Key, "attempts", it.Attempts)
+	var out Outcome
+	switch {
+	case herr == nil:
+		out = r.commit(ctx, tx, it, log)
+		if out == OutcomeDone {
+			r.runHooks(hctx, wtx, log)
+		}
+	case hctx.Err() != nil && ctx.Err() != nil:
+		// Shutdown cancelled the handler: give the item back untouched.
+		out = OutcomeAbandoned
+		if err := r.rollback(ctx, tx); err != nil {
+			out = OutcomeError
+		}
+		log.Debug("work: abandoned at shutdown", "err", herr)
+	default:
+		out = r.record(ctx, tx, it, herr, log)
+	}
+	if out == OutcomeError || out == OutcomeAbandoned {
+		log = log.With("elapsed", r.o.Clock.Now().Sub(start))
+		log.Debug("work: item left unfinished", "outcome", out)
+	}
+	end(out)
+	return out
+}
+
+// call runs the item's handler; a panic parks the item.
+func (r *run) call(ctx context.Context, tx *Tx, it Item) (err error) {
+	h := r.o.Handlers[it.Kind]
+	if h == nil {
+		return Intransient("", fmt.Errorf("%w %q", ErrNoHandler, it.Kind))
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			r.log.Error("work: handler panicked", "id", it.ID, "kind", it.Kind, "panic", p, "stack", string(debug.Stack()))
+			err = Intransient("", fmt.Errorf("%w: %v", ErrHandlerPanic, p))
+		}
+	}()
+	return h(ctx, tx, it)
+}
+
+func (r *run) commit(ctx context.Context, tx pgx.Tx, it Item, log *slog.Logger) Outcome {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.o.DBTimeout)
+	defer cancel()
+	err := tx.Commit(fctx)
+	if err == nil {
+		return OutcomeDone
+	}
+	if !commitFailedForCertain(err) {
+		log.Error("work: commit outcome unknown", "err", err)
+		return OutcomeError
+	}
+	// The server refused the COMMIT (a deferred constraint, a serialization
+	// failure): the claim rolled back with the handler's writes and the row
+	// is back. Record the attempt so a deterministic failure backs off or
+	// parks instead of looping.
+	parked, d, reason := r.verdict(it, err)
+	uctx, cancel2 := context.WithTimeout(context.WithoutCancel(ctx), r.o.DBTimeout)
+	defer cancel2()
+	if _, uerr := r.db.Exec(uctx, recordUpdateSQL, it.ID, it.Attempts, d.Microseconds(), parked, reason); uerr != nil {
+		log.Error("work: commit failed; recording the attempt failed too", "err", err, "record_err", uerr)
+		return OutcomeAbandoned
+	}
+	return r.logVerdict(log, parked, err)
+}
+
+// verdict decides how a failed attempt is recorded.
+func (r *run) verdict(it Item, err error) (parked bool, delay time.Duration, reason string) {
+	if IsIntransient(err) {
+		return true, 0, err.Error()
+	}
+	return false, r.bo.delay(it.Attempts), err.Error()
+}
+
+func (r *run) logVerdict(log *slog.Logger, parked bool, err error) Outcome {
+	if parked {
+		log.Warn("work: item parked", "err", err)
+		return OutcomeParked
+	}
+	log.Debug("work: item will be retried", "err", err)
+	return OutcomeRetry
+}
+
+// record writes a failed attempt atomically with the claim: roll back to the
+// savepoint (dropping the handler's writes and follow-ups), re-insert the row
+// with attempts+1 and a backoff, or parked, and commit.
+func (r *run) record(ctx context.Context, tx pgx.Tx, it Item, herr error, log *slog.Logger) Outcome {
+	parked, d, reason := r.verdict(it, herr)
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.o.DBTimeout)
+	defer cancel()
+	// Two round trips, not one batch: pgx prepares a batch's statements
+	// before running any, and an aborted transaction (the handler's SQL
+	// failed) refuses to prepare until the ROLLBACK TO has run.
+	_, err := tx.Exec(fctx, `ROLLBACK TO SAVEPOINT `+savepoint)
+	if err == nil {
+		_, err = tx.Exec(fctx, recordSQL, it.ID, it.Time, it.Kind, it.Key, string(it.Spec), it.Attempts+1, d.Microseconds(), parked, reason)
+	}
+	if err != nil {
+		// Nothing was committed: whatever happened, the row reappears
+		// unchanged when the transaction ends.
+		rerr := r.rollback(ctx, tx)
+		log.Error("work: recording a failed attempt failed", "handler_err", herr, "err", err)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && rerr == nil {
+			return OutcomeAbandoned
+		}
+		return OutcomeError
+	}
+	if err := tx.Commit(fctx); err != nil {
+		if commitFailedForCertain(err) {
+			log.Error("work: recording a failed attempt failed at commit", "handler_err", herr, "err", err)
+			return OutcomeAbandoned
+		}
+		log.Error("work: commit outcome unknown", "handler_err", herr, "err", err)
+		return OutcomeError
+	}
+	return r.logVerdict(log, parked, herr)
+}
+
+func (r *run) runHooks(ctx context.Context, tx *Tx, log *slog.Logger) {
+	for _, f := range tx.hooks() {
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					log.Error("work: AfterCommit hook panicked", "panic", p, "stack", string(debug.Stack()))
+				}
+			}()
+			f(ctx)
+		}()
+	}
+}
+
+// errShutdown is the cause of a handler ctx cancelled by shutdown.
+var errShutdown = errors.New("work: runner shutting down")
+
+// handlerContext derives a handler's ctx from Run's: it carries Run's values
+// but is cancelled only grace after Run's ctx ends, so the item in hand can
+// finish. The returned func releases it.
+func handlerContext(runCtx context.Context, grace time.Duration) (context.Context, func()) {
+	hctx, cancel := context.WithCancelCause(context.WithoutCancel(runCtx))
+	stop := context.AfterFunc(runCtx, func() {
+		if grace <= 0 {
+			cancel(errShutdown)
+			return
+		}
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancel(errShutdown)
+		case <-hctx.Done():
+		}
+	})
+	return hctx, func() {
+		stop()
+		cancel(nil)
+	}
+}
+
+// boundTx gives every call a deadline: a blackholed connection never
+// answers, and only an application deadline gets the worker back.
+type boundTx struct {
+	tx      pgx.Tx
+	timeout time.Duration
+	top     bool // the claiming transaction itself: not the handler's to end
+}
+
+var _ pgx.Tx = (*boundTx)(nil)
+
+func (b *boundTx) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, b.timeout)
+}
+
+func (b *boundTx) Begin(ctx context.Context) (pgx.Tx, error) {
+	c, cancel := b.bound(ctx)
+	defer cancel()
+	t, err := b.tx.Begin(c)
+	if err != nil {
+		return nil, err
+	}
+	return &boundTx{tx: t, timeout: b.timeout}, nil
+}
+
+func (b *boundTx) Commit(ctx context.Context) error {
+	if b.top {
+		return ErrNotYours
+	}
+	c, cancel := b.bound(ctx)
+	defer cancel()
+	return b.tx.Commit(c)
+}
+
+func (b *boundTx) Rollback(ctx context.Context) error {
+	if b.top {
+		return ErrNotYours
+	}
+	c, cancel := b.bound(ctx)
+	defer cancel()
+	return b.tx.Rollback(c)
+}
+
+func (b *boundTx) CopyFrom(ctx context.Context, table pgx.Identifier, cols []string, src pgx.CopyFromSource) (int64, error) {
+	c, cancel := b.bound(ctx)
+	defer cancel()
+	return b.tx.CopyFrom(c, table, cols, src)
+}
+
+func (b *boundTx) SendBatch(ctx context.Context, batch *pgx.Batch) pgx.BatchResults {
+	c, cancel := b.bound(ctx)
+	return &boundBatch{BatchResults: b.tx.SendBatch(c, batch), cancel: cancel}
+}
+
+func (b *boundTx) LargeObjects() pgx.LargeObjects { return b.tx.LargeObjects() }
+
+func (b *boundTx) Prepare(ctx context.Context, name, sql string) (*pgconn.StatementDescription, error) {
+	c, cancel := b.bound(ctx)
+	defer cancel()
+	return b.tx.Prepare(c, name, sql)
+}
+
+func (b *boundTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	c, cancel := b.bound(ctx)
+	defer cancel()
+	return b.tx.Exec(c, sql, args...)
+}
+
+func (b *boundTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	c, cancel := b.bound(ctx)
+	rows, err := b.tx.Query(c, sql, args...)
+	if err != nil {
+		cancel()
+		return rows, err
+	}
+	return &boundRows{Rows: rows, cancel: cancel}, nil
+}
+
+func (b *boundTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	c, cancel := b.bound(ctx)
+	return &boundRow{row: b.tx.QueryRow(c, sql, args...), cancel: cancel}
+}
+
+func (b *boundTx) Conn() *pgx.Conn { return b.tx.Conn() }
+
+// The deadline of a query must outlive the call that starts it: rows are
+// read afterwards. These release it when reading ends.
+
+type boundRows struct {
+	pgx.Rows
+	cancel context.CancelFunc
+}
+
+func (r *boundRows) Next() bool {
+	if r.Rows.Next() {
+		return true
+	}
+	r.cancel()
+	return false
+}
+
+func (r *boundRows) Close() {
+	r.Rows.Close()
+	r.cancel()
+}
+
+type boundRow struct {
+	row    pgx.Row
+	cancel context.CancelFunc
+}
+
+func (r *boundRow) Scan(dest ...any) error {
+	defer r.cancel()
+	return r.row.Scan(dest...)
+}
+
+type boundBatch struct {
+	pgx.BatchResults
+	cancel context.CancelFunc
+}
+
+func (b *boundBatch) Close() error {
+	defer b.cancel()
+	return b.BatchResults.Close()
+}
