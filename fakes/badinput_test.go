@@ -63,7 +63,7 @@ func TestBadInput(t *testing.T) {
 		{w.Cloud.server, "POST", "/vms", "", `{"owner":"i","size":"s","region":"r"}{}`, 400},
 		{w.Cloud.server, "POST", "/vms", "", `{"size":"s","region":"r"}`, 400},
 		{w.Cloud.server, "POST", "/vms", "", `{"owner":"i","size":"s","region":"r","client_token":"` + longKey + `"}`, 400},
-		{w.Cloud.server, "POST", "/vms", "", `{"owner":"i","size":"s","region":"r","client_token":"a b"}`, 400},
+		{w.Cloud.server, "POST", "/vms", "", `{"owner":"i","size":"s","region":"r","client_token":"a\tb"}`, 400},
 		{w.Cloud.server, "POST", "/vms", "", `{"owner":"i\u0000","size":"s","region":"r"}`, 400},
 		{w.Cloud.server, "GET", "/vms?owner=" + strings.Repeat("o", 300), "", ``, 400},
 		{w.Cloud.server, "GET", "/vms/x", "", `{"a":1}`, 400},

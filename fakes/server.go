@@ -495,6 +495,7 @@ func (c *rctx) write(status int, body []byte) {
 // drop closes the connection without an answer.
 func (c *rctx) drop() {
 	c.rec.Status = 0
+	c.rec.Error = joinErr(c.rec.Error, "connection dropped without an answer")
 	if hj, ok := c.w.(http.Hijacker); ok {
 		if conn, _, err := hj.Hijack(); err == nil {
 			conn.Close()
@@ -583,10 +584,11 @@ func orS(v, def string) string {
 	return v
 }
 
-// printable reports whether s is visible ASCII (no spaces, no controls).
+// printable reports whether s is printable ASCII (spaces allowed, no
+// controls, nothing beyond ASCII).
 func printable(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if s[i] <= ' ' || s[i] >= 0x7f {
+		if s[i] < ' ' || s[i] >= 0x7f {
 			return false
 		}
 	}
@@ -600,7 +602,7 @@ func checkKey(what, k string) error {
 		return fmt.Errorf("%s longer than %d bytes", what, MaxKeyLen)
 	}
 	if !printable(k) {
-		return fmt.Errorf("%s must be visible ASCII", what)
+		return fmt.Errorf("%s must be printable ASCII", what)
 	}
 	return nil
 }

@@ -354,9 +354,11 @@ func RunNamed(ctx context.Context, sc Named, opts sim.Options) (sim.Result, erro
 	if err := sc.Run(ctx, e); err != nil {
 		return sim.Result{}, fmt.Errorf("scenario %s: %w", sc.Name, err)
 	}
-	converged, err := e.Converge(ctx, sim.ConvergeOptions{})
+	settled, err := e.Converge(ctx, sim.ConvergeOptions{Timeout: 15 * time.Second})
 	if err != nil {
 		return sim.Result{}, fmt.Errorf("scenario %s: converge: %w", sc.Name, err)
 	}
-	return e.Check(ctx, converged)
+	res, err := e.Check(ctx, true)
+	res.Settled = settled
+	return res, err
 }

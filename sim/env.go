@@ -489,22 +489,27 @@ type Result struct {
 	Crashes []crash.Hit
 	// Points counts how often each crash point was passed.
 	Points map[string]int
+	// Settled says the system settled in the liveness phase (set by the
+	// caller of Converge).
+	Settled bool
 }
 
 // Check reads the three sources of truth (history, the fakes' ledgers, the
-// system's own state) and runs every invariant checker. converged says
-// whether Converge succeeded; without it the state checks are skipped and
-// the verdict is at best Unknown.
-func (e *Env) Check(ctx context.Context, converged bool) (Result, error) {
+// system's own state) and runs every invariant checker. healed says whether
+// the liveness phase (Converge) ran to its end, settled or not: a system
+// that did not settle once everything was healed is then reported by the
+// state checks. Without it those are skipped and the verdict is at best
+// Unknown.
+func (e *Env) Check(ctx context.Context, healed bool) (Result, error) {
 	state, err := e.Inspect(ctx)
 	if err != nil {
 		return Result{}, fmt.Errorf("sim: inspect: %w", err)
 	}
 	in := check.Input{
-		History:   e.rec.Snapshot(),
-		Ledger:    e.world.Snapshot(),
-		State:     state,
-		Converged: converged,
+		History: e.rec.Snapshot(),
+		Ledger:  e.world.Snapshot(),
+		State:   state,
+		Healed:  healed,
 	}
 	return Result{Result: check.Check(in), Input: in, Crashes: e.gate.Hits(), Points: e.gate.Reached()}, nil
 }

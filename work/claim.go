@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -182,7 +183,7 @@ func (r *run) step(ctx context.Context) (out Outcome, due time.Duration, err err
 	if berr != nil {
 		r.rollback(ctx, tx)
 		var pgErr *pgconn.PgError
-		if r.o.Strategy == Seed && errors.As(berr, &pgErr) && pgErr.Code == "55P03" {
+		if r.o.Strategy == Seed && errors.As(berr, &pgErr) && pgErr.Code == pgerrcode.LockNotAvailable {
 			// The seed claim waited on another worker's row lock for
 			// longer than lock_timeout: nothing claimed, try again.
 			return "", 0, nil

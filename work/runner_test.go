@@ -576,3 +576,22 @@ func TestSessionTimeouts(t *testing.T) {
 		t.Errorf("pool session statement_timeout %q (err %v), want 0", st, err)
 	}
 }
+
+// TestRunAfter: an item is not claimed before its run_after, while work
+// behind it flows.
+func TestRunAfter(t *testing.T) {
+	pool := newPool(t, newDB(t).DSN(), 4)
+	rec := &recorder{}
+	h := map[string]work.Handler{"job": func(context.Context, *work.Tx, work.Item) error { return nil }}
+	start(t, pool, fastOpts(h, rec, t, "runner"))
+	later := enqueue(t, pool, work.Job{Kind: "job", RunAfter: time.Now().Add(time.Hour)})[0]
+	now := enqueue(t, pool, work.Job{Kind: "job"})[0]
+	waitFor(t, "the item due now", func() bool { return rec.last(now) == work.OutcomeDone })
+	time.Sleep(3 * 50 * time.Millisecond) // a few poll intervals
+	if got := rec.outcomes(later); len(got) != 0 {
+		t.Errorf("item claimed before its run_after: %v", got)
+	}
+	if rows := list(t, pool); len(rows) != 1 || rows[0].ID != later {
+		t.Errorf("rows %+v, want only the later item", rows)
+	}
+}

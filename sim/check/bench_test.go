@@ -14,7 +14,7 @@ import (
 func BenchmarkAll(b *testing.B) {
 	const n = 500
 	f := &fx{}
-	f.in.Converged = true
+	f.in.Healed = true
 	for k := range n {
 		id := fmt.Sprintf("i%d", k)
 		t := float64(k) * 100

@@ -19,7 +19,7 @@ import (
 //   - "charge-never-created": a non-refunded charge whose owner has no
 //     create request in the history that may have happened (OK, Info or
 //     pending);
-//   - "charge-never-provisioned" (only when in.Converged): a non-refunded
+//   - "charge-never-provisioned" (only when in.Healed): a non-refunded
 //     charge whose owner never had a VM in the ledger, running or
 //     terminated.
 //
@@ -90,7 +90,7 @@ func (v *view) doubleBilling() []Violation {
 				Invariant: InvDoubleBilling, Rule: "charge-never-created", Instance: ch.Owner, Keys: k,
 				Message: fmt.Sprintf("charge %s for event %s, but no create of the instance may have happened", d, ch.Event),
 			})
-		case in.Converged && !everVM[ch.Owner]:
+		case in.Healed && !everVM[ch.Owner]:
 			out = append(out, Violation{
 				Invariant: InvDoubleBilling, Rule: "charge-never-provisioned", Instance: ch.Owner, Keys: k,
 				Ops:     v.opsForEvent(ch.Owner, ch.Event),

@@ -19,10 +19,14 @@ type Input struct {
 	History history.Snapshot  `json:"history"`
 	Ledger  fakes.Snapshot    `json:"ledger"`
 	State   contract.Snapshot `json:"state"`
-	// Converged is the harness's claim that, after the final heal and the
-	// deployed fixes, the system reached quiescence. Without it the state
+	// Healed says the liveness phase ran to its end: every fault healed,
+	// every fix deployed, crashed workers restarted, and the harness waited
+	// (bounded) for the system to settle. The state checks then apply, so a
+	// system that did not settle is reported by them (lost work,
+	// convergence): once nothing is broken any more, not settling is a bug.
+	// Without it (a run cut short before its liveness phase) the state
 	// checks are skipped and a clean result is Unknown, not Valid.
-	Converged bool `json:"converged"`
+	Healed bool `json:"healed"`
 }
 
 // Invariant names, the first word of every violation line.
@@ -120,9 +124,9 @@ func (v *view) all() []Violation {
 type Verdict string
 
 const (
-	Valid   Verdict = "valid"   // converged and no violation
+	Valid   Verdict = "valid"   // healed, settled, and no violation
 	Invalid Verdict = "invalid" // at least one violation
-	Unknown Verdict = "unknown" // no violation, but the run did not converge: liveness unproven
+	Unknown Verdict = "unknown" // no violation, but the liveness phase did not run: liveness unproven
 )
 
 // ExitCode is the Maelstrom-style process exit code: 0 valid, 1 invalid, 2 unknown.
@@ -153,9 +157,9 @@ func Check(in Input) Result {
 	switch {
 	case len(r.Violations) > 0:
 		r.Verdict = Invalid
-	case !in.Converged:
+	case !in.Healed:
 		r.Verdict = Unknown
-		r.Reason = "the run did not converge: no safety violation found, but lost work and convergence were not checked"
+		r.Reason = "the run ended before its liveness phase: no safety violation found, but lost work and convergence were not checked"
 	default:
 		r.Verdict = Valid
 	}

@@ -213,7 +213,7 @@ func TestOrphans(t *testing.T) {
 			f.instance("i1").VMID = "vm-2"
 		}, check.Orphans, []string{"orphan/unknown-vm"}},
 		{"not converged: state checks skipped", func(f *fx) {
-			f.in.Converged = false
+			f.in.Healed = false
 			f.vm("vm-2").State = "running"
 			f.in.Ledger.Deployments = nil
 		}, check.Orphans, nil},
@@ -238,13 +238,13 @@ func TestDoubleBilling(t *testing.T) {
 				Event: "provision:i8:g1", CreatedAt: at(62)})
 		}, check.DoubleBilling, []string{"double-billing/charge-never-provisioned"}},
 		{"never provisioned is not judged before convergence", func(f *fx) {
-			f.in.Converged = false
+			f.in.Healed = false
 			f.op("c3", create("i8", "small"), 60, 61, history.Info, 0, false)
 			f.in.Ledger.Charges = append(f.in.Ledger.Charges, fakes.Charge{ID: "ch_8", Owner: "i8",
 				Event: "provision:i8:g1", CreatedAt: at(62)})
 		}, check.DoubleBilling, nil},
 		{"duplicates are judged before convergence", func(f *fx) {
-			f.in.Converged = false
+			f.in.Healed = false
 			f.in.Ledger.Charges = append(f.in.Ledger.Charges, fakes.Charge{ID: "ch_9", Owner: "i2",
 				Event: "provision:i2:g1", CreatedAt: at(39)})
 		}, check.DoubleBilling, []string{"double-billing/duplicate-charge"}},
@@ -337,7 +337,7 @@ func TestLostWork(t *testing.T) {
 			f.instance("i1").ObservedGen = 1
 		}, check.LostWork, []string{"lost-work/change-not-applied"}},
 		{"not converged: skipped", func(f *fx) {
-			f.in.Converged = false
+			f.in.Healed = false
 			f.dropInstance("i1")
 		}, check.LostWork, nil},
 	})
@@ -359,7 +359,7 @@ func TestConvergence(t *testing.T) {
 			f.in.State.Work = []contract.WorkItem{{ID: "9", Kind: "resize", Key: "i1", Parked: true}}
 		}, check.Convergence, []string{"convergence/parked-without-reason"}},
 		{"not converged: skipped", func(f *fx) {
-			f.in.Converged = false
+			f.in.Healed = false
 			f.instance("i1").HasActiveWork = true
 		}, check.Convergence, nil},
 	})
@@ -404,7 +404,7 @@ func TestViolationLines(t *testing.T) {
 
 func TestVerdicts(t *testing.T) {
 	f := base()
-	f.in.Converged = false
+	f.in.Healed = false
 	f.instance("i1").HasActiveWork = true // not judged: no convergence claimed
 	r := check.Check(f.input())
 	if r.Verdict != check.Unknown || r.Verdict.ExitCode() != 2 || r.Reason == "" || len(r.Violations) != 0 {
@@ -509,7 +509,7 @@ func TestRecorderToChecker(t *testing.T) {
 	end3 := rec.Observer("w3.1").Begin("2", "i1")
 	end2("done")
 	end3("done")
-	in := check.Input{History: rec.Snapshot(), Converged: true,
+	in := check.Input{History: rec.Snapshot(), Healed: true,
 		State: contract.Snapshot{Instances: []contract.Instance{ready("i1", "small", 1, "vm-1")}},
 		Ledger: fakes.Snapshot{
 			VMs:         []fakes.VM{{ID: "vm-1", Owner: "i1", Size: "small", State: "running"}},

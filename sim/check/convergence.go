@@ -12,8 +12,8 @@ import (
 // ReadyState is the Instance.State a converged instance must be in.
 const ReadyState = "ready"
 
-// Convergence checks the system's own state once the harness claims the run
-// converged; it returns nothing when in.Converged is false (Check then
+// Convergence checks the system's own state after the liveness phase (the
+// run was healed); it returns nothing when in.Healed is false (Check then
 // answers Unknown). Rules:
 //
 //   - "not-converged": one line per instance listing every mismatch among:
@@ -29,7 +29,7 @@ func Convergence(in Input) []Violation { return newView(in).convergence() }
 
 func (v *view) convergence() []Violation {
 	in := v.in
-	if !in.Converged {
+	if !in.Healed {
 		return nil
 	}
 	var out []Violation

@@ -6,7 +6,7 @@
 //   - Input: the three sources of truth — the request history and worker
 //     intervals (package sim/history), the fakes' ledger (fakes.Snapshot:
 //     the outside world) and the system's own state (contract.Snapshot) —
-//     and whether the harness saw the run converge after healing.
+//     and whether the run was healed (its liveness phase ran).
 //   - Violation: one line per problem (invariant, instance, idempotency
 //     keys, history op indexes, message); Rule names the exact check.
 //   - One checker per invariant, each a pure function of Input returning
@@ -25,7 +25,7 @@
 //     (unknown) or pending request counts as "may have happened"; whether it
 //     did is read from the system's state and the ledger.
 //   - State checks (orphans, lost work, convergence, and "charged but no VM
-//     ever existed") only run when Input.Converged: before quiescence they
+//     ever existed") only run when Input.Healed: before quiescence they
 //     would flag work in flight. Safety checks (double charges, races,
 //     at-most-once) run always.
 //   - A race is only reported when the recorded times prove two workers

@@ -131,7 +131,7 @@ func ready(id, size string, gen int64, vmid string) contract.Instance {
 //	op 5 delete i2 (gen 2)         w2.1 item 4 [43,50]: TerminateVM, kube Delete; row removed
 func base() *fx {
 	f := &fx{}
-	f.in.Converged = true
+	f.in.Healed = true
 	f.op("c1", create("i1", "small"), 1, 2, history.OK, 1, true)
 	f.op("c1", resize("i1", "medium"), 12, 13, history.OK, 2, true)
 	f.op("c2", resize("i1", "large"), 15.5, 15.8, history.Fail, 0, false)

@@ -8,8 +8,8 @@ import (
 	"github.com/workproof/workproof/sim/history"
 )
 
-// LostWork checks, once the run converged, that every accepted change took
-// effect. It runs only when in.Converged. "Later" means a higher op index
+// LostWork checks, once the run was healed, that every accepted change took
+// effect. It runs only when in.Healed. "Later" means a higher op index
 // (invoke order). A delete "may have happened" when it is OK, or Info or
 // pending and the instance is absent or a create was invoked after it (a
 // re-created instance does not prove an Info delete away, but does not
@@ -36,7 +36,7 @@ func LostWork(in Input) []Violation { return newView(in).lostWork() }
 
 func (v *view) lostWork() []Violation {
 	in := v.in
-	if !in.Converged {
+	if !in.Healed {
 		return nil
 	}
 	var out []Violation

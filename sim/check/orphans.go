@@ -9,7 +9,7 @@ import (
 )
 
 // Orphans checks that the outside world matches the system's instances. It
-// runs only when in.Converged (before that, resources are legitimately in
+// runs only when in.Healed (before that, resources are legitimately in
 // flight). Rules, per owner of a running VM, a live deployment or an
 // instance in State:
 //
@@ -31,7 +31,7 @@ func Orphans(in Input) []Violation { return newView(in).orphans() }
 
 func (v *view) orphans() []Violation {
 	in := v.in
-	if !in.Converged {
+	if !in.Healed {
 		return nil
 	}
 	vms := map[string][]fakes.VM{}

@@ -114,9 +114,12 @@ func (f Latency) spec() (toxicSpec, error) {
 	return oneToxic("latency", f.Dir, "latency", map[string]int64{"latency": f.Delay.Milliseconds(), "jitter": 0})
 }
 
-// Blackhole swallows all data in Dir and never closes the connection: the
-// peer waits until its own deadline (TCP keepalive does not help; the
-// proxy's sockets are healthy). It behaves as toxiproxy's "timeout" toxic
+// Blackhole swallows all data in Dir and never closes the connection by
+// itself: the peer waits until its own deadline (TCP keepalive does not
+// help; the proxy's sockets are healthy). It passes on the end of the
+// stream, though: if the sending side closes, the receiving side sees EOF
+// (so an HTTP server that closes after responding is not blackholed; with
+// keep-alive it is). It behaves as toxiproxy's "timeout" toxic
 // with timeout 0 (see toxics.go for why it is a netfault variant). Removing
 // it (Heal, Remove) closes every connection open through the link, with
 // FIN, because the swallowed bytes are gone and those streams cannot go on.

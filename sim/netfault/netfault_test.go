@@ -531,3 +531,29 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	}
 	t.Fatalf("timed out waiting for %s", what)
 }
+
+// Like toxiproxy's timeout toxic, a blackhole swallows data but passes on a
+// close: a server that hangs up is seen to hang up.
+func TestBlackholePassesOnTheEndOfTheStream(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		_, _ = c.Write([]byte("bye")) // swallowed
+		c.Close()
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+
+	l := newLink(t, newNetwork(t), "hangup", ln.Addr().String())
+	apply(t, l, Blackhole{})
+	if b, err := readEnd(t, dial(t, l.Addr())); err != nil || len(b) != 0 {
+		t.Errorf("read %q, %v; want nothing and a clean EOF", b, err)
+	}
+}
