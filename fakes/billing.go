@@ -15,8 +15,9 @@ type BillingOptions struct {
 	KeyTTL time.Duration
 }
 
-// MaxAmount caps a charge's amount (400 above it).
-const MaxAmount = 1_000_000_000_00
+// MaxAmount caps a charge's amount, in the smallest currency unit (400
+// above it).
+const MaxAmount = 100_000_000_000
 
 // BillingServer is the fake Stripe-like billing service. Endpoints (JSON,
 // header Idempotency-Key on POSTs): POST /charges (CreateCharge), POST

@@ -18,8 +18,19 @@
 //   - server.go: what they share — lifecycle, request frame, ledger, limits.
 //   - faults.go: Fault, Mode, Plan.
 //   - ledger.go: pure queries on a Snapshot for checkers.
-//   - world.go: Start, which starts the four servers as one World.
+//   - world.go: Start, which starts the four servers as one World, and the
+//     Server interface the four share (URL, Addr, Close, Snapshot, faults).
 //   - clock.go: RealClock, ManualClock, OffsetClock.
+//   - fakestest: a World closed in t.Cleanup, and clients for it.
+//
+// # Lifecycle
+//
+// Each server listens on 127.0.0.1 (an ephemeral port unless
+// ServerOptions.Addr names one; non-loopback addresses are refused), like
+// httptest.Server: URL, Addr (for a proxy's upstream), Close. Close drops
+// requests held by latency or hang faults, closes every connection and waits
+// for every handler. Start(Options) starts all four sharing one clock and
+// one ledger sequence; World.Snapshot merges their ledgers.
 //
 // # Providers
 //
@@ -68,6 +79,9 @@
 // holds no lock. Fail-before, intransient and down answer before any
 // effect; fail-after lets the effect happen and then answers 500, drops the
 // connection, or hangs until the client times out — the ambiguous case.
+//
+// Long soaks can set OmitReads to keep reads (describe, list, get) out of
+// the ledger; mutations are always recorded.
 //
 // # Clocks
 //

@@ -340,6 +340,10 @@ func NamedScenarios() []Named {
 // RunNamed runs one named scenario on a fresh environment: run, converge,
 // check. The environment is closed before it returns.
 func RunNamed(ctx context.Context, sc Named, opts sim.Options) (sim.Result, error) {
+	return runNamed(ctx, sc, opts, 15*time.Second)
+}
+
+func runNamed(ctx context.Context, sc Named, opts sim.Options, settle time.Duration) (sim.Result, error) {
 	if sc.Workers > 0 {
 		opts.Workers = sc.Workers
 	}
@@ -354,7 +358,7 @@ func RunNamed(ctx context.Context, sc Named, opts sim.Options) (sim.Result, erro
 	if err := sc.Run(ctx, e); err != nil {
 		return sim.Result{}, fmt.Errorf("scenario %s: %w", sc.Name, err)
 	}
-	settled, err := e.Converge(ctx, sim.ConvergeOptions{Timeout: 15 * time.Second})
+	settled, err := e.Converge(ctx, sim.ConvergeOptions{Timeout: settle})
 	if err != nil {
 		return sim.Result{}, fmt.Errorf("scenario %s: converge: %w", sc.Name, err)
 	}

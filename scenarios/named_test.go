@@ -112,3 +112,7 @@ func TestScenarioNotReachedIsAnError(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func simOpts(tb testing.TB, o scenarios.Options) sim.Options {
+	return sim.Options{System: o.System, Server: o.Server, Workers: o.Workers, Logger: slog.New(slog.DiscardHandler)}
+}

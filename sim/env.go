@@ -143,7 +143,7 @@ func New(ctx context.Context, opts Options) (_ *Env, err error) {
 		clock:  fakes.NewOffsetClock(),
 		slots:  map[string]*slot{},
 		incs:   map[string]*incarnation{},
-		sched:  rand.New(rand.NewPCG(opts.Seed, stream("scheduler"))),
+		sched:  rand.New(rand.NewPCG(opts.Seed, Stream("scheduler"))),
 		faults: map[string]bool{},
 		bugs:   map[string]fakes.Fault{},
 	}
@@ -190,9 +190,9 @@ func templateName(sys contract.System) string {
 	return fmt.Sprintf("sut_%08x", h.Sum32())
 }
 
-// stream derives a seeded stream's second PCG word from its name, so every
+// Stream derives a seeded stream's second PCG word from its name, so every
 // component draws from its own stream of the one root seed.
-func stream(name string) uint64 {
+func Stream(name string) uint64 {
 	h := fnv.New64a()
 	h.Write([]byte(name))
 	return h.Sum64()
@@ -277,7 +277,7 @@ func (e *Env) start(ctx context.Context, slotName string) error {
 		Email:    fakes.NewEmailClient(url(Email), client(Email)),
 		Logger:   e.log.With("worker", inc.name),
 		Clock:    e.clock,
-		Rand:     rand.New(rand.NewPCG(e.opts.Seed, stream("worker/"+inc.name))),
+		Rand:     rand.New(rand.NewPCG(e.opts.Seed, Stream("worker/"+inc.name))),
 		Observer: e.rec.Observer(inc.name),
 	}
 	// The worker's ctx outlives a crash on purpose: a crashed worker must not

@@ -172,9 +172,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	if !o.NoListen {
 		need++
 	}
-	if max := r.db.Config().MaxConns; max < need {
+	if maxConns := r.db.Config().MaxConns; maxConns < need {
 		rn.log.Warn("work: pool smaller than workers (+1 for LISTEN): workers will wait for connections",
-			"pool_max_conns", max, "workers", o.Workers, "listen", !o.NoListen)
+			"pool_max_conns", maxConns, "workers", o.Workers, "listen", !o.NoListen)
 	}
 	var wg sync.WaitGroup
 	if !o.NoListen {

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
@@ -102,10 +104,7 @@ func (n *Network) Close() error {
 		return nil
 	}
 	n.closed = true
-	links := make([]*Link, 0, len(n.links))
-	for _, l := range n.links {
-		links = append(links, l)
-	}
+	links := slices.SortedFunc(maps.Values(n.links), func(a, b *Link) int { return strings.Compare(a.name, b.name) })
 	n.mu.Unlock()
 
 	var errs []error
@@ -125,7 +124,7 @@ func (n *Network) Close() error {
 // not refused.
 func (n *Network) Link(name, upstream string) (*Link, error) {
 	if name == "" {
-		return nil, fmt.Errorf("netfault: link: empty name: %w", ErrInvalidFault)
+		return nil, errors.New("netfault: link: empty name")
 	}
 	if _, _, err := net.SplitHostPort(upstream); err != nil {
 		return nil, fmt.Errorf("netfault: link %q: upstream %q: %w", name, upstream, err)
@@ -223,11 +222,13 @@ func (l *Link) Apply(f Fault) error {
 	}
 	if len(spec.toxics) == 0 { // Partition
 		if !l.partitioned {
-			if err := l.retire(); err != nil {
-				return fmt.Errorf("netfault: %s: apply %v: %w", l.name, f, err)
-			}
+			// retire stops the proxy even when it reports an error.
+			err := l.retire()
 			l.partitioned = true
 			l.active = append(l.active, activeFault{f, spec})
+			if err != nil {
+				return fmt.Errorf("netfault: %s: apply %v: %w", l.name, f, err)
+			}
 		}
 		l.net.logger.Debug("netfault: fault applied", "link", l.name, "fault", f.String())
 		return nil
@@ -248,7 +249,7 @@ func (l *Link) Apply(f Fault) error {
 		l.active = slices.Delete(l.active, i, i+1)
 	}
 	if !l.partitioned {
-		if err := addToxics(l.proxy, spec); err != nil {
+		if err := addToxics(l.net.quiet, l.proxy, spec); err != nil {
 			return fmt.Errorf("netfault: %s: apply %v: %w", l.name, f, err)
 		}
 	}
@@ -399,7 +400,7 @@ func (l *Link) retire() error {
 	for _, d := range []Direction{Downstream, Upstream} {
 		s, _ := d.stream()
 		sink := toxicSpec{stream: s, toxics: []toxicDef{{name: "netfault.sink(" + d.String() + ")", typ: typeBlackhole, toxicity: 1}}}
-		errs = append(errs, addToxics(l.proxy, sink))
+		errs = append(errs, addToxics(l.net.quiet, l.proxy, sink))
 	}
 	l.proxy.Stop()
 	return errors.Join(errs...)
@@ -419,7 +420,7 @@ func (l *Link) restart() error {
 	}
 	l.proxy = p // even if Start fails below: a later Heal replaces it again
 	for _, a := range l.active {
-		if err := addToxics(p, a.spec); err != nil {
+		if err := addToxics(l.net.quiet, p, a.spec); err != nil {
 			return fmt.Errorf("netfault: %s: restore %v: %w", l.name, a.fault, err)
 		}
 	}
@@ -438,7 +439,7 @@ func (l *Link) restart() error {
 	return nil
 }
 
-func addToxics(p *toxiproxy.Proxy, spec toxicSpec) error {
+func addToxics(ctx context.Context, p *toxiproxy.Proxy, spec toxicSpec) error {
 	for i, t := range spec.toxics {
 		body, err := json.Marshal(struct {
 			Name       string           `json:"name"`
@@ -452,7 +453,7 @@ func addToxics(p *toxiproxy.Proxy, spec toxicSpec) error {
 		}
 		if err != nil {
 			for _, added := range spec.toxics[:i] {
-				_ = p.Toxics.RemoveToxic(context.Background(), added.name)
+				_ = p.Toxics.RemoveToxic(ctx, added.name)
 			}
 			return fmt.Errorf("add toxic %s: %w", t.name, err)
 		}

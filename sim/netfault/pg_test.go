@@ -128,7 +128,7 @@ func TestPostgresBlackholeFailsOnlyAtTheDeadline(t *testing.T) {
 				t.Error("connection still open after the deadline")
 			}
 			// A new connection hangs as well: the startup handshake is lost.
-			_, err = func() (*pgx.Conn, error) {
+			late, err := func() (*pgx.Conn, error) {
 				c := cfg.Copy()
 				c.ConnectTimeout = deadline
 				host, port, _ := net.SplitHostPort(l.Addr())
@@ -136,6 +136,9 @@ func TestPostgresBlackholeFailsOnlyAtTheDeadline(t *testing.T) {
 				c.Host, c.Port, c.Fallbacks = host, uint16(p), nil
 				return pgx.ConnectConfig(context.Background(), c)
 			}()
+			if err == nil {
+				late.Close(context.Background())
+			}
 			t.Logf("connect: %v", err)
 			if err == nil || !pgconn.Timeout(err) && !errors.Is(err, context.DeadlineExceeded) {
 				t.Errorf("connect through a blackhole: %v, want a timeout", err)

@@ -1,0 +1,265 @@
+package reports
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/workproof/workproof/sim/check"
+)
+
+// Schema is the model's version, written in Report.Schema. It changes when a
+// field is removed or changes meaning; adding a field does not change it.
+const Schema = 1
+
+// Kinds of run a Report describes.
+const (
+	KindSoak = "soak"
+)
+
+// How a run ended (Report.Ended).
+const (
+	EndCompleted   = "completed"   // ran for its whole duration, final check done
+	EndViolation   = "violation"   // stopped early at the checkpoint that found a violation
+	EndInterrupted = "interrupted" // cancelled (Ctrl-C) before its end
+	EndError       = "error"       // the harness itself failed (see Report.Error)
+)
+
+// Report is the result of one run. Every field is plain data; the zero
+// value of a list is "none", never "unknown".
+type Report struct {
+	// Schema is the model version (see Schema).
+	Schema int `json:"schema"`
+	// Kind is the kind of run: KindSoak.
+	Kind string `json:"kind"`
+	// System names the system under test: "kvx" or a mutant's name.
+	System string `json:"system"`
+	// Seed is the run's root seed: every random draw of the run comes from
+	// streams derived from it.
+	Seed uint64 `json:"seed"`
+	// Replay is the paste-ready command that reruns this run with the same
+	// seed and settings; empty when the caller did not set it.
+	Replay string `json:"replay,omitempty"`
+	// Started is when the run began (wall clock).
+	Started time.Time `json:"started"`
+	// Elapsed is the wall-clock length of the run, checkpoints included.
+	Elapsed Duration `json:"elapsed"`
+	// TrafficTime is how long traffic and faults ran: Elapsed without the
+	// quiescent checkpoints. Throughput is per second of it.
+	TrafficTime Duration `json:"traffic_time"`
+	// Ended says how the run ended: one of the End… constants.
+	Ended string `json:"ended"`
+	// Verdict is valid only when every checkpoint, the final one included,
+	// converged with no violation; invalid when any checkpoint found one;
+	// unknown otherwise (see Reason).
+	Verdict check.Verdict `json:"verdict"`
+	// Reason explains an unknown verdict or an early end.
+	Reason string `json:"reason,omitempty"`
+	// Error is the harness failure that ended the run (Ended == EndError).
+	Error string `json:"error,omitempty"`
+
+	Settings Settings `json:"settings"`
+	Postgres Postgres `json:"postgres"`
+
+	Requests   Requests   `json:"requests"`
+	Work       Work       `json:"work"`
+	Throughput Throughput `json:"throughput"`
+
+	// Faults counts what the nemesis did, by action ("link-latency",
+	// "provider-ambiguous", "crash-armed", "restart", …), sorted by name.
+	Faults []Count `json:"faults"`
+	// CrashPoints counts the crashes that fired, by the point they fired at
+	// (kills are in Faults), sorted by name.
+	CrashPoints []Count `json:"crash_points"`
+	// PointsPassed is how many distinct crash points (statements and
+	// provider calls) the workers passed.
+	PointsPassed int `json:"points_passed"`
+	// Reached lists the interesting paths the run exercised, in
+	// check.Paths order; Unreached the others.
+	Reached   []string `json:"reached"`
+	Unreached []string `json:"unreached"`
+
+	// Checkpoints are the quiescent checks, in order; the last one is the
+	// final check when Final is set on it.
+	Checkpoints []Checkpoint `json:"checkpoints"`
+	// Violations are every distinct violation found, each with the first
+	// checkpoint that found it.
+	Violations []Violation `json:"violations"`
+	// Samples are the run's time series, one per sample interval.
+	Samples []Sample `json:"samples"`
+	// Events is what the nemesis did, in order (the fault timeline).
+	Events []Event `json:"events"`
+
+	// Evidence is the input of the check that decided the verdict (the
+	// first that found a violation, else the last): history, ledgers and
+	// the system's state. It is large, so it is not part of report.json;
+	// WriteDir writes it to evidence.json. Nil: none.
+	Evidence *check.Input `json:"-"`
+}
+
+// Settings are the knobs of a soak run, as they were after defaults.
+type Settings struct {
+	Duration        Duration `json:"duration"`         // traffic time asked for
+	Workers         int      `json:"workers"`          // worker slots
+	Rate            float64  `json:"rate"`             // requests per second asked for
+	Instances       int      `json:"instances"`        // size of the instance id set
+	Clients         int      `json:"clients"`          // concurrent user clients
+	Faults          string   `json:"faults"`           // fault profile name
+	CheckEvery      Duration `json:"check_every"`      // traffic time between checkpoints
+	ConvergeTimeout Duration `json:"converge_timeout"` // bound of each liveness phase
+	KeepGoing       bool     `json:"keep_going"`       // go on after a violation
+}
+
+// Postgres describes the server the run used.
+type Postgres struct {
+	// Kind is "ephemeral" (a private cluster the run started and removed)
+	// or "dsn" (a server given by connection string).
+	Kind    string `json:"kind"`
+	Version string `json:"version,omitempty"`
+	// Settings are the server settings the run started an ephemeral cluster
+	// with (fsync off, …); nil for a DSN server, whose settings are its own.
+	Settings map[string]string `json:"settings,omitempty"`
+}
+
+// Requests counts user requests by how they ended.
+type Requests struct {
+	Sent     int `json:"sent"`     // every request, reads included
+	Changes  int `json:"changes"`  // create, resize and delete requests
+	Accepted int `json:"accepted"` // changes that happened (OK)
+	Busy     int `json:"busy"`     // changes refused: the instance had active work
+	Rejected int `json:"rejected"` // other definite failures: not found, exists, invalid
+	Unknown  int `json:"unknown"`  // outcome unknown (timeout, lost connection) or still pending
+	Gets     int `json:"gets"`     // reads
+}
+
+// Work counts worker item intervals (a worker inside a work item) by how
+// they ended.
+type Work struct {
+	Entered int `json:"entered"` // intervals begun
+	Done    int `json:"done"`    // committed
+	Retried int `json:"retried"` // left to retry after a transient error
+	Parked  int `json:"parked"`  // parked after an intransient error
+	Errored int `json:"errored"` // left with an unknown outcome (lost connection, unanswered COMMIT)
+	Cut     int `json:"cut"`     // ended by a crash or a lost database session
+}
+
+// Throughput is per second of traffic time.
+type Throughput struct {
+	RequestsPerS float64 `json:"requests_per_s"`
+	ChangesPerS  float64 `json:"changes_per_s"` // accepted changes
+	WorkPerS     float64 `json:"work_per_s"`    // work items done
+}
+
+// Count is a named count.
+type Count struct {
+	Name  string `json:"name"`
+	Count int    `json:"count"`
+}
+
+// Checkpoint is one quiescent check: traffic and faults paused, every fault
+// healed, the liveness phase run (sim.Env.Converge), then every invariant
+// checked on the whole history so far.
+type Checkpoint struct {
+	Index int `json:"index"` // from 0
+	// At is the traffic time at which it ran; Elapsed the wall-clock time.
+	At      Duration `json:"at"`
+	Elapsed Duration `json:"elapsed"`
+	// Final marks the check at the end of the run.
+	Final bool `json:"final,omitempty"`
+	// Settled says the system settled within the converge bound.
+	Settled bool          `json:"settled"`
+	Verdict check.Verdict `json:"verdict"`
+	// Violations is how many violations this check found (new or not).
+	Violations int `json:"violations"`
+	// New is how many of them no earlier checkpoint had found.
+	New int `json:"new"`
+	// Took is how long the checkpoint paused the run (converge and check).
+	Took Duration `json:"took"`
+	// Error is why the checkpoint could not finish, if it could not.
+	Error string `json:"error,omitempty"`
+}
+
+// Violation is one broken invariant, with where in the run it was found.
+type Violation struct {
+	check.Violation
+	// Line is the violation as the checkers print it.
+	Line string `json:"line"`
+	// Checkpoint is the index of the first checkpoint that found it.
+	Checkpoint int `json:"checkpoint"`
+	// At is that checkpoint's traffic time.
+	At Duration `json:"at"`
+}
+
+// Phases of a sample.
+const (
+	PhaseTraffic    = "traffic"    // traffic and faults running
+	PhaseCheckpoint = "checkpoint" // paused: converging and checking
+)
+
+// Sample is one point of the run's time series. Counters are cumulative.
+type Sample struct {
+	Elapsed      Duration `json:"elapsed"` // wall clock since the start
+	Traffic      Duration `json:"traffic"` // traffic time since the start
+	Phase        string   `json:"phase"`
+	Requests     int      `json:"requests"`
+	Changes      int      `json:"changes"` // accepted changes
+	Busy         int      `json:"busy"`
+	WorkDone     int      `json:"work_done"`
+	QueueDepth   int      `json:"queue_depth"`   // work rows not done, parked included; -1 when it could not be read
+	ActiveFaults int      `json:"active_faults"` // link faults, provider fault rules and deployed bugs on now
+	Crashes      int      `json:"crashes"`       // crashes and kills so far
+	Violations   int      `json:"violations"`    // distinct violations found so far
+}
+
+// Event is one thing the nemesis did.
+type Event struct {
+	Elapsed Duration `json:"elapsed"` // wall clock since the start
+	Kind    string   `json:"kind"`    // the action, as counted in Report.Faults
+	Target  string   `json:"target,omitempty"`
+	Detail  string   `json:"detail,omitempty"`
+}
+
+// Duration is a time.Duration written in JSON as a Go duration string
+// ("1m30s"); it reads that or integer nanoseconds.
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// Seconds returns d in seconds.
+func (d Duration) Seconds() float64 { return time.Duration(d).Seconds() }
+
+// MarshalJSON writes d as a duration string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON reads a duration string or integer nanoseconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("reports: duration %q: %w", s, err)
+		}
+		*d = Duration(v)
+		return nil
+	}
+	var n int64
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("reports: duration %s: want a string like \"1m30s\" or nanoseconds", b)
+	}
+	*d = Duration(n)
+	return nil
+}
+
+// ExitCode is the process exit code for the report: the verdict's
+// (0 valid, 1 invalid, 2 unknown), and 2 when the harness failed.
+func (r *Report) ExitCode() int {
+	if r.Ended == EndError && r.Verdict != check.Invalid {
+		return 2
+	}
+	return r.Verdict.ExitCode()
+}

@@ -1,0 +1,331 @@
+package scenarios
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/workproof/workproof/contract"
+	"github.com/workproof/workproof/sim"
+	"github.com/workproof/workproof/sim/check"
+	"github.com/workproof/workproof/sim/pgenv"
+)
+
+// Budget bounds a Verify or Run. Every zero field has a default that fits a
+// CI job (a few tens of seconds per family on 2 cores).
+type Budget struct {
+	// Checks is how many programs each property family draws; zero: 8.
+	Checks int
+	// Steps is the most actions a drawn program has; zero: 20.
+	Steps int
+	// Time bounds each family: no new program starts after it; zero: 2m.
+	Time time.Duration
+	// ShrinkTime bounds the search for a shorter counterexample; zero: 60s.
+	ShrinkTime time.Duration
+	// Settle bounds each run's liveness phase; zero: 15s.
+	Settle time.Duration
+}
+
+func (b Budget) withDefaults() Budget {
+	if b.Checks <= 0 {
+		b.Checks = 8
+	}
+	if b.Steps <= 0 {
+		b.Steps = 20
+	}
+	if b.Time <= 0 {
+		b.Time = 2 * time.Minute
+	}
+	if b.ShrinkTime <= 0 {
+		b.ShrinkTime = time.Minute
+	}
+	if b.Settle <= 0 {
+		b.Settle = 15 * time.Second
+	}
+	return b
+}
+
+// Options configures Run and Verify.
+type Options struct {
+	// System is the system under test; required.
+	System contract.System
+	// Name names the system in reports and replay commands; zero: "kvx".
+	Name string
+	// Server holds the runs' databases; required for Run. Verify starts a
+	// private one when zero (see pgenv.Start) and stops it at the end.
+	Server *pgenv.Server
+	// Workers per run; zero: 2.
+	Workers int
+	// Seed is the root seed; program k of a family is drawn from a seed
+	// derived from it. Zero is a seed like any other.
+	Seed uint64
+	// Families to run; zero: Families().
+	Families []string
+	Budget   Budget
+	// Logger for the runs' own log; zero: discard.
+	Logger *slog.Logger
+	// Progress, when set, is called after each example.
+	Progress func(Example)
+}
+
+// Example is the outcome of one run: a named scenario or a drawn program.
+type Example struct {
+	Family   string        `json:"family"`
+	Name     string        `json:"name"`           // the scenario's name, or "seed N"
+	Seed     uint64        `json:"seed"`           // the program's own seed (property families)
+	Program  *Program      `json:"program,omitempty"`
+	Verdict  check.Verdict `json:"verdict"`
+	Settled  bool          `json:"settled"`
+	Duration time.Duration `json:"duration"`
+	Result   sim.Result    `json:"-"`
+}
+
+// Failure is the first invalid example of a family, shrunk.
+type Failure struct {
+	Example
+	// Original is the program as drawn, before shrinking.
+	Original *Program `json:"original,omitempty"`
+	// Violations are the shrunk run's violation lines.
+	Violations []string `json:"violations"`
+	// Detect is how long the family ran until the violation was found.
+	Detect time.Duration `json:"detect"`
+	// Replay is a paste-ready command that runs the failing example again.
+	Replay string `json:"replay"`
+}
+
+// FamilyResult is one family's outcome.
+type FamilyResult struct {
+	Family   string        `json:"family"`
+	Examples int           `json:"examples"`
+	Verdict  check.Verdict `json:"verdict"`
+	Failure  *Failure      `json:"failure,omitempty"`
+	Unknown  []string      `json:"unknown,omitempty"` // examples that could not be decided, and why
+	Reached  []string      `json:"reached"`           // fault paths some example exercised
+	Duration time.Duration `json:"duration"`
+}
+
+// Result is a whole Run.
+type Result struct {
+	System   string         `json:"system"`
+	Seed     uint64         `json:"seed"`
+	Verdict  check.Verdict  `json:"verdict"`
+	Families []FamilyResult `json:"families"`
+	Duration time.Duration  `json:"duration"`
+}
+
+// Run runs every family on opts.System and returns what it found, instead
+// of failing a test: the CLI and the harness's own tests use it. Within a
+// family it stops at the first invalid example, which it shrinks.
+func Run(ctx context.Context, opts Options) (Result, error) {
+	if opts.System == nil || opts.Server == nil {
+		return Result{}, errors.New("scenarios: Run needs Options.System and Options.Server")
+	}
+	opts.Budget = opts.Budget.withDefaults()
+	if opts.Workers <= 0 {
+		opts.Workers = 2
+	}
+	if opts.Name == "" {
+		opts.Name = "kvx"
+	}
+	fams := opts.Families
+	if len(fams) == 0 {
+		fams = Families()
+	}
+	start := time.Now()
+	res := Result{System: opts.Name, Seed: opts.Seed, Verdict: check.Valid}
+	for _, f := range fams {
+		fr, err := runFamily(ctx, opts, f)
+		if err != nil {
+			return res, err
+		}
+		res.Families = append(res.Families, fr)
+		res.Verdict = worse(res.Verdict, fr.Verdict)
+	}
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+func worse(a, b check.Verdict) check.Verdict {
+	rank := map[check.Verdict]int{check.Valid: 0, check.Unknown: 1, check.Invalid: 2}
+	if rank[b] > rank[a] {
+		return b
+	}
+	return a
+}
+
+func runFamily(ctx context.Context, opts Options, family string) (FamilyResult, error) {
+	start := time.Now()
+	fr := FamilyResult{Family: family, Verdict: check.Valid}
+	reached := map[string]bool{}
+	record := func(ex Example) {
+		fr.Examples++
+		for _, r := range ex.Result.Reached {
+			reached[r] = true
+		}
+		if ex.Verdict == check.Unknown {
+			fr.Unknown = append(fr.Unknown, ex.Name+": "+ex.Result.Reason)
+			fr.Verdict = worse(fr.Verdict, check.Unknown)
+		}
+		if opts.Progress != nil {
+			opts.Progress(ex)
+		}
+	}
+	finish := func() FamilyResult {
+		fr.Reached = keys(reached)
+		fr.Duration = time.Since(start)
+		return fr
+	}
+	if family == FamilyNamed {
+		for _, sc := range NamedScenarios() {
+			ex, err := runNamedExample(ctx, opts, sc)
+			if err != nil {
+				return fr, err
+			}
+			record(ex)
+			if ex.Verdict == check.Invalid {
+				fr.Verdict = check.Invalid
+				fr.Failure = &Failure{Example: ex, Violations: lines(ex.Result.Violations), Detect: time.Since(start),
+					Replay: fmt.Sprintf("go run ./cmd/simrun replay -system %s -scenario %s", opts.Name, sc.Name)}
+				return finish(), nil
+			}
+		}
+		return finish(), nil
+	}
+	if _, ok := familyKinds[family]; !ok {
+		return fr, fmt.Errorf("scenarios: unknown family %q (want one of %v)", family, Families())
+	}
+	gen := ProgramGen(family, opts.Workers, opts.Budget.Steps)
+	for k := 0; k < opts.Budget.Checks && time.Since(start) < opts.Budget.Time; k++ {
+		seed := ExampleSeed(opts.Seed, family, k)
+		p := gen.Example(int(seed))
+		ex, err := RunProgram(ctx, opts, p)
+		if err != nil {
+			return fr, err
+		}
+		ex.Seed, ex.Name = seed, fmt.Sprintf("seed %d", seed)
+		record(ex)
+		if ex.Verdict != check.Invalid {
+			continue
+		}
+		detect := time.Since(start)
+		shrunk, err := Shrink(ctx, opts, ex, opts.Budget.ShrinkTime)
+		if err != nil {
+			return fr, err
+		}
+		shrunk.Seed, shrunk.Name = seed, ex.Name
+		fr.Verdict = check.Invalid
+		fr.Failure = &Failure{Example: shrunk, Original: ex.Program, Violations: lines(shrunk.Result.Violations), Detect: detect,
+			Replay: fmt.Sprintf("go run ./cmd/simrun replay -system %s -family %s -seed %d -workers %d -steps %d", opts.Name, family, seed, opts.Workers, opts.Budget.Steps)}
+		return finish(), nil
+	}
+	return finish(), nil
+}
+
+// ExampleSeed derives the seed of program k of family from the root seed.
+func ExampleSeed(root uint64, family string, k int) uint64 {
+	// splitmix64 of (root, family, k): programs of different families and
+	// indexes are unrelated, and each is reproducible alone.
+	x := root ^ sim.Stream(family) ^ (uint64(k) * 0x9e3779b97f4a7c15)
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x & (1<<62 - 1) // rapid's Example takes an int
+}
+
+func lines(vs []check.Violation) []string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = v.String()
+	}
+	return out
+}
+
+func simOptions(opts Options, workers int) sim.Options {
+	return sim.Options{System: opts.System, Server: opts.Server, Workers: workers, Seed: opts.Seed, Logger: opts.Logger}
+}
+
+func runNamedExample(ctx context.Context, opts Options, sc Named) (Example, error) {
+	start := time.Now()
+	so := simOptions(opts, opts.Workers)
+	res, err := runNamed(ctx, sc, so, opts.Budget.Settle)
+	if err != nil {
+		return Example{}, err
+	}
+	return Example{Family: FamilyNamed, Name: sc.Name, Verdict: res.Verdict, Settled: res.Settled, Duration: time.Since(start), Result: res}, nil
+}
+
+// RunProgram runs one program on a fresh environment: execute, converge,
+// check.
+func RunProgram(ctx context.Context, opts Options, p Program) (Example, error) {
+	opts.Budget = opts.Budget.withDefaults()
+	start := time.Now()
+	e, err := sim.New(ctx, simOptions(opts, p.Workers))
+	if err != nil {
+		return Example{}, err
+	}
+	defer e.Close()
+	if err := Execute(ctx, e, p); err != nil {
+		return Example{}, err
+	}
+	settled, err := e.Converge(ctx, sim.ConvergeOptions{Timeout: opts.Budget.Settle})
+	if err != nil {
+		return Example{}, fmt.Errorf("converge: %w", err)
+	}
+	res, err := e.Check(ctx, true)
+	if err != nil {
+		return Example{}, err
+	}
+	res.Settled = settled
+	return Example{Family: p.Family, Program: &p, Verdict: res.Verdict, Settled: settled, Duration: time.Since(start), Result: res}, nil
+}
+
+// Shrink looks for a shorter program that still fails with a violation of
+// the same invariant, by deleting chunks of actions (largest first), until
+// no deletion keeps it failing or limit passes. Real concurrency makes a
+// run only mostly repeatable, so a deletion counts only when the shorter
+// program fails.
+func Shrink(ctx context.Context, opts Options, ex Example, limit time.Duration) (Example, error) {
+	if ex.Program == nil || len(ex.Result.Violations) == 0 {
+		return ex, nil
+	}
+	want := ex.Result.Violations[0].Invariant
+	best := ex
+	deadline := time.Now().Add(limit)
+	for chunk := len(best.Program.Actions) / 2; chunk >= 1; chunk /= 2 {
+		for i := 0; i+chunk <= len(best.Program.Actions); {
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return best, nil
+			}
+			p := *best.Program
+			p.Actions = slices.Delete(slices.Clone(p.Actions), i, i+chunk)
+			if len(p.Actions) == 0 {
+				i += chunk
+				continue
+			}
+			try, err := RunProgram(ctx, opts, p)
+			if err != nil {
+				return best, err
+			}
+			if try.Verdict == check.Invalid && hasInvariant(try.Result.Violations, want) {
+				best = try
+				continue // same i: the next chunk slid into place
+			}
+			i += chunk
+		}
+	}
+	return best, nil
+}
+
+func hasInvariant(vs []check.Violation, inv string) bool {
+	for _, v := range vs {
+		if v.Invariant == inv {
+			return true
+		}
+	}
+	return false
+}

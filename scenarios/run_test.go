@@ -1,0 +1,70 @@
+package scenarios_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/workproof/workproof/kvx"
+	"github.com/workproof/workproof/kvx/mutants"
+	"github.com/workproof/workproof/scenarios"
+	"github.com/workproof/workproof/sim/check"
+	"github.com/workproof/workproof/sim/pgenv/pgenvtest"
+)
+
+// Programs are data drawn from sorted vocabularies: one seed, one program.
+func TestProgramGenIsDeterministic(t *testing.T) {
+	for _, fam := range []string{scenarios.FamilyCrash, scenarios.FamilyNetwork, scenarios.FamilyProvider, scenarios.FamilyChaos} {
+		gen := scenarios.ProgramGen(fam, 2, 20)
+		for seed := range 20 {
+			a, b := gen.Example(seed), gen.Example(seed)
+			if a.String() != b.String() {
+				t.Fatalf("%s seed %d drew two programs:\n%s\n%s", fam, seed, a, b)
+			}
+		}
+	}
+}
+
+// The reference passes every property family across seeds.
+func TestVerifyReference(t *testing.T) {
+	scenarios.Verify(t, kvx.New(kvx.Options{}), scenarios.Options{
+		Server: pgenvtest.Server(t),
+		Budget: scenarios.Budget{Checks: 4},
+	})
+}
+
+// Run finds a seeded bug, shrinks it and tells how to replay it.
+func TestRunCatchesMutantAndShrinks(t *testing.T) {
+	var m mutants.Mutant
+	for _, x := range mutants.All() {
+		if x.Name == "FreshTokenPerAttempt" {
+			m = x
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := scenarios.Run(ctx, scenarios.Options{
+		System:   m.New(),
+		Name:     m.Name,
+		Server:   pgenvtest.Server(t),
+		Families: []string{scenarios.FamilyCrash},
+		Seed:     1,
+		Budget:   scenarios.Budget{Checks: 30, ShrinkTime: 30 * time.Second},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Verdict != check.Invalid {
+		t.Fatalf("verdict %s, want invalid", res.Verdict)
+	}
+	f := res.Families[0].Failure
+	t.Logf("caught after %d examples in %v; counterexample (%d → %d actions):\n%s%s",
+		res.Families[0].Examples, f.Detect, len(f.Original.Actions), len(f.Program.Actions), f.Program, strings.Join(f.Violations, "\n"))
+	if len(f.Program.Actions) > len(f.Original.Actions) {
+		t.Errorf("shrunk program is longer than the original")
+	}
+	if !strings.Contains(f.Replay, "-seed") || !strings.Contains(strings.Join(f.Violations, "\n"), m.Breaks) {
+		t.Errorf("replay %q / violations %v", f.Replay, f.Violations)
+	}
+}
