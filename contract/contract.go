@@ -4,6 +4,28 @@
 //
 // A team's worker code imports this package (and the provider clients in
 // package fakes that its Deps carry) and nothing else of the harness.
+//
+// # Conventions the invariant checkers rely on
+//
+// Besides the interfaces below, a system under test follows three
+// conventions, so that the providers' ledgers can be joined to the requests
+// and to the system's own state:
+//
+//   - Every provider mutation names its owning instance (Owner: a tag, a
+//     label, charge metadata) and carries an idempotency key or client token.
+//   - Billing: every change that takes effect is charged exactly once, for
+//     its billable event, named by BillableEvent: "provision:<id>:g<gen>"
+//     for a create, "resize:<id>:g<gen>" for a resize, where gen is the
+//     generation the request was answered with; a delete charges nothing.
+//     The charge carries the event as ChargeRequest.Event. A change whose
+//     instance reached its generation and has no charge for its event was
+//     never billed; two charges (not refunded) for one event are double
+//     billing.
+//   - Active work: an instance's HasActiveWork is set in the transaction
+//     that accepts a change and enqueues its work, and cleared in the one
+//     that completes it; Inspect reads the instances and the work in one
+//     snapshot. So HasActiveWork with no work item for the instance means
+//     the work was dropped.
 package contract
 
 import (
@@ -11,6 +33,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -35,7 +58,8 @@ type System interface {
 	Work(ctx context.Context, db *pgxpool.Pool, deps Deps) error
 	// Inspect reports the system's own view of its state: the database is
 	// the truth about the system, and the checkers compare it with the
-	// providers' ledgers and the request history.
+	// providers' ledgers and the request history. Instances and work are
+	// read in one snapshot (e.g. one REPEATABLE READ transaction).
 	Inspect(ctx context.Context, db *pgxpool.Pool) (Snapshot, error)
 }
 
@@ -77,6 +101,21 @@ var (
 	ErrExists   = errors.New("instance already exists")
 	ErrInvalid  = errors.New("invalid request")
 )
+
+// BillableEvent names the billable event of a change (see the package
+// doc): "provision:<instance>:g<generation>" for a create,
+// "resize:<instance>:g<generation>" for a resize, and "" for any other op,
+// which is not billed.
+func BillableEvent(op Op, instance string, generation int64) string {
+	g := ":g" + strconv.FormatInt(generation, 10)
+	switch op {
+	case OpCreate:
+		return "provision:" + instance + g
+	case OpResize:
+		return "resize:" + instance + g
+	}
+	return ""
+}
 
 // IsBusy reports whether err means "the instance has active work; nothing was
 // changed, try again later".

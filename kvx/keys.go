@@ -49,21 +49,13 @@ func VMToken(uid string, generation int64) string {
 	return "kvx-" + uid + "-g" + strconv.FormatInt(generation, 10)
 }
 
-// BillableEvent names the event a change is charged for:
-// "provision:<id>:g<generation>" for a create, "resize:<id>:g<generation>"
-// for a resize, "" for a delete (deleting stops billing; nothing is
-// charged). Generations come from one database-wide sequence, so an event
-// name is unique even across an id that is deleted and re-created.
-func BillableEvent(c Change) string {
-	g := ":g" + strconv.FormatInt(c.Generation, 10)
-	switch c.Op {
-	case contract.OpCreate:
-		return "provision:" + c.ID + g
-	case contract.OpResize:
-		return "resize:" + c.ID + g
-	}
-	return ""
-}
+// BillableEvent names the event a change is charged for, as package
+// contract requires (contract.BillableEvent): "provision:<id>:g<generation>"
+// for a create, "resize:<id>:g<generation>" for a resize, "" for a delete
+// (deleting stops billing; nothing is charged). Generations come from one
+// database-wide sequence, so an event name is unique even across an id that
+// is deleted and re-created.
+func BillableEvent(c Change) string { return contract.BillableEvent(c.Op, c.ID, c.Generation) }
 
 // ChargeKey is the reference billing Idempotency-Key of a billable event:
 // "<uid>/<event>". It is derived from the event, never drawn, so every

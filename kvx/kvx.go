@@ -178,35 +178,47 @@ func (o observer) Begin(it work.Item) func(work.Outcome) {
 	return func(out work.Outcome) { end(string(out)) }
 }
 
-// Inspect reports every instance row and every pending work row.
+// Inspect reports every instance row and every pending work row, read in
+// one snapshot (a REPEATABLE READ, read-only transaction): a change is
+// accepted, and its work completed, in one transaction each, so the
+// snapshot always shows has_active_work together with the work that will
+// clear it. Two separate reads could see the flag from before a completion
+// and the work table from after it.
 func (s *System) Inspect(ctx context.Context, db *pgxpool.Pool) (contract.Snapshot, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.budget.DB)
 	defer cancel()
-	rows, err := db.Query(ctx, `SELECT `+instanceColumns+` FROM instances ORDER BY id`)
-	if err != nil {
-		return contract.Snapshot{}, fmt.Errorf("kvx: inspect instances: %w", err)
-	}
-	ins, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (contract.Instance, error) {
-		in, err := scanInstance(r)
-		return in.Instance, err
+	var snap contract.Snapshot
+	err := pgx.BeginTxFunc(ctx, db, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT `+instanceColumns+` FROM instances ORDER BY id`)
+		if err != nil {
+			return fmt.Errorf("instances: %w", err)
+		}
+		ins, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (contract.Instance, error) {
+			in, err := scanInstance(r)
+			return in.Instance, err
+		})
+		if err != nil {
+			return fmt.Errorf("instances: %w", err)
+		}
+		wrows, err := work.ListTx(ctx, tx)
+		if err != nil {
+			return fmt.Errorf("work: %w", err)
+		}
+		snap = contract.Snapshot{Instances: ins}
+		for _, r := range wrows {
+			snap.Work = append(snap.Work, contract.WorkItem{
+				ID:       strconv.FormatInt(r.ID, 10),
+				Kind:     r.Kind,
+				Key:      r.Key,
+				Attempts: r.Attempts,
+				Parked:   r.Parked,
+				Reason:   r.LastError,
+			})
+		}
+		return nil
 	})
 	if err != nil {
-		return contract.Snapshot{}, fmt.Errorf("kvx: inspect instances: %w", err)
-	}
-	wrows, err := work.List(ctx, db)
-	if err != nil {
-		return contract.Snapshot{}, fmt.Errorf("kvx: inspect work: %w", err)
-	}
-	snap := contract.Snapshot{Instances: ins}
-	for _, r := range wrows {
-		snap.Work = append(snap.Work, contract.WorkItem{
-			ID:       strconv.FormatInt(r.ID, 10),
-			Kind:     r.Kind,
-			Key:      r.Key,
-			Attempts: r.Attempts,
-			Parked:   r.Parked,
-			Reason:   r.LastError,
-		})
+		return contract.Snapshot{}, fmt.Errorf("kvx: inspect: %w", err)
 	}
 	return snap, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"slices"
 	"time"
 
@@ -64,6 +65,8 @@ type Options struct {
 	Seed uint64
 	// Families to run; zero: Families().
 	Families []string
+	// Only selects the named scenarios whose name it matches; zero: all.
+	Only *regexp.Regexp
 	Budget   Budget
 	// Logger for the runs' own log; zero: discard.
 	Logger *slog.Logger
@@ -180,6 +183,9 @@ func runFamily(ctx context.Context, opts Options, family string) (FamilyResult, 
 	}
 	if family == FamilyNamed {
 		for _, sc := range NamedScenarios() {
+			if opts.Only != nil && !opts.Only.MatchString(sc.Name) {
+				continue
+			}
 			ex, err := runNamedExample(ctx, opts, sc)
 			if err != nil {
 				return fr, err
@@ -188,7 +194,7 @@ func runFamily(ctx context.Context, opts Options, family string) (FamilyResult, 
 			if ex.Verdict == check.Invalid {
 				fr.Verdict = check.Invalid
 				fr.Failure = &Failure{Example: ex, Violations: lines(ex.Result.Violations), Detect: time.Since(start),
-					Replay: fmt.Sprintf("go run ./cmd/simrun replay -system %s -scenario %s", opts.Name, sc.Name)}
+					Replay: fmt.Sprintf("go run ./cmd/simrun replay -system %s -scenario %s -seed %d -expect %s", opts.Name, sc.Name, opts.Seed, ex.Result.Violations[0].Invariant)}
 				return finish(), nil
 			}
 		}
@@ -218,7 +224,7 @@ func runFamily(ctx context.Context, opts Options, family string) (FamilyResult, 
 		shrunk.Seed, shrunk.Name = seed, ex.Name
 		fr.Verdict = check.Invalid
 		fr.Failure = &Failure{Example: shrunk, Original: ex.Program, Violations: lines(shrunk.Result.Violations), Detect: detect,
-			Replay: fmt.Sprintf("go run ./cmd/simrun replay -system %s -family %s -seed %d -workers %d -steps %d", opts.Name, family, seed, opts.Workers, opts.Budget.Steps)}
+			Replay: fmt.Sprintf("go run ./cmd/simrun replay -system %s -family %s -seed %d -workers %d -steps %d -expect %s", opts.Name, family, seed, opts.Workers, opts.Budget.Steps, shrunk.Result.Violations[0].Invariant)}
 		return finish(), nil
 	}
 	return finish(), nil
@@ -247,6 +253,15 @@ func lines(vs []check.Violation) []string {
 
 func simOptions(opts Options, workers int) sim.Options {
 	return sim.Options{System: opts.System, Server: opts.Server, Workers: workers, Seed: opts.Seed, Logger: opts.Logger}
+}
+
+// RunScenario runs one named scenario as an Example.
+func RunScenario(ctx context.Context, opts Options, sc Named) (Example, error) {
+	opts.Budget = opts.Budget.withDefaults()
+	if opts.Workers <= 0 {
+		opts.Workers = 2
+	}
+	return runNamedExample(ctx, opts, sc)
 }
 
 func runNamedExample(ctx context.Context, opts Options, sc Named) (Example, error) {

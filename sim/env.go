@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -88,6 +89,8 @@ type Env struct {
 	wg      sync.WaitGroup
 	closing bool
 	bugs    map[string]fakes.Fault // deployed bugs by name
+	// observed are the violations the scenario saw itself (Violate).
+	observed []check.Violation
 }
 
 type slot struct {
@@ -482,6 +485,17 @@ func (e *Env) Close() error {
 	return errors.Join(errs...)
 }
 
+// Violate records a violation the scenario observed itself while it ran,
+// one that no ledger or state will show afterwards: typically a liveness
+// bound missed while a fault lasted (no other worker took over a stalled
+// item in time). Check reports it with the checkers' own (as
+// check.Input.Observed), which makes the run invalid.
+func (e *Env) Violate(v check.Violation) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.observed = append(e.observed, v)
+}
+
 // Result is what a run's Check found, with the evidence it read.
 type Result struct {
 	check.Result
@@ -505,11 +519,15 @@ func (e *Env) Check(ctx context.Context, healed bool) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("sim: inspect: %w", err)
 	}
+	e.mu.Lock()
+	observed := slices.Clone(e.observed)
+	e.mu.Unlock()
 	in := check.Input{
-		History: e.rec.Snapshot(),
-		Ledger:  e.world.Snapshot(),
-		State:   state,
-		Healed:  healed,
+		History:  e.rec.Snapshot(),
+		Ledger:   e.world.Snapshot(),
+		State:    state,
+		Healed:   healed,
+		Observed: observed,
 	}
 	return Result{Result: check.Check(in), Input: in, Crashes: e.gate.Hits(), Points: e.gate.Reached()}, nil
 }

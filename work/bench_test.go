@@ -85,19 +85,29 @@ const steadyQueue = 1000
 // BenchmarkClaimFollowUp: every item enqueues one follow-up, so the queue
 // keeps its size: the same transaction as testdata/pgbench_claim.sql, run by
 // the runner. Compare with BenchmarkPgbench at the same concurrency.
+//
+// The nolisten variants run without the LISTEN connection: every follow-up's
+// notification then wakes no backend, as in pgbench, where nobody listens.
 func BenchmarkClaimFollowUp(b *testing.B) {
 	for _, w := range []int{1, 4} {
-		b.Run(fmt.Sprintf("strategy=skip-locked/workers=%d", w), func(b *testing.B) {
-			pool := newPool(b, newDB(b).DSN(), int32(w+2))
-			preload(b, pool, steadyQueue)
-			runUntil(b, pool, work.RunnerOptions{
-				Handlers: map[string]work.Handler{"noop": func(ctx context.Context, tx *work.Tx, _ work.Item) error {
-					_, err := work.Enqueue(ctx, tx, work.Job{Kind: "noop"})
-					return err
-				}},
-				Workers: w,
-			}, &countDone{n: int64(b.N), all: make(chan struct{})})
-		})
+		for _, noListen := range []bool{false, true} {
+			name := fmt.Sprintf("strategy=skip-locked/workers=%d", w)
+			if noListen {
+				name += "/nolisten"
+			}
+			b.Run(name, func(b *testing.B) {
+				pool := newPool(b, newDB(b).DSN(), int32(w+2))
+				preload(b, pool, steadyQueue)
+				runUntil(b, pool, work.RunnerOptions{
+					Handlers: map[string]work.Handler{"noop": func(ctx context.Context, tx *work.Tx, _ work.Item) error {
+						_, err := work.Enqueue(ctx, tx, work.Job{Kind: "noop"})
+						return err
+					}},
+					Workers:  w,
+					NoListen: noListen,
+				}, &countDone{n: int64(b.N), all: make(chan struct{})})
+			})
+		}
 	}
 }
 

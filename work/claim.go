@@ -234,7 +234,7 @@ func (r *run) handle(ctx context.Context, tx pgx.Tx, it Item) Outcome {
 	if herr == nil && tx.Conn().PgConn().TxStatus() == 'E' {
 		herr = Intransient("", ErrTxAborted)
 	}
-	log := r.log.With("id", it.ID, "kind", it.Kind, "key", it.Key, "attempts", it.Attempts)
+	log := itemLog{r.log, it}
 	var out Outcome
 	switch {
 	case herr == nil:
@@ -253,8 +253,7 @@ func (r *run) handle(ctx context.Context, tx pgx.Tx, it Item) Outcome {
 		out = r.record(ctx, tx, it, herr, log)
 	}
 	if out == OutcomeError || out == OutcomeAbandoned {
-		log = log.With("elapsed", r.o.Clock.Now().Sub(start))
-		log.Debug("work: item left unfinished", "outcome", out)
+		log.Debug("work: item left unfinished", "outcome", out, "elapsed", r.o.Clock.Now().Sub(start))
 	}
 	end(out)
 	return out
@@ -275,7 +274,7 @@ func (r *run) call(ctx context.Context, tx *Tx, it Item) (err error) {
 	return h(ctx, tx, it)
 }
 
-func (r *run) commit(ctx context.Context, tx pgx.Tx, it Item, log *slog.Logger) Outcome {
+func (r *run) commit(ctx context.Context, tx pgx.Tx, it Item, log itemLog) Outcome {
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.o.DBTimeout)
 	defer cancel()
 	err := tx.Commit(fctx)
@@ -308,7 +307,7 @@ func (r *run) verdict(it Item, err error) (parked bool, delay time.Duration, rea
 	return false, r.bo.delay(it.Attempts), err.Error()
 }
 
-func (r *run) logVerdict(log *slog.Logger, parked bool, err error) Outcome {
+func (r *run) logVerdict(log itemLog, parked bool, err error) Outcome {
 	if parked {
 		log.Warn("work: item parked", "err", err)
 		return OutcomeParked
@@ -320,7 +319,7 @@ func (r *run) logVerdict(log *slog.Logger, parked bool, err error) Outcome {
 // record writes a failed attempt atomically with the claim: roll back to the
 // savepoint (dropping the handler's writes and follow-ups), re-insert the row
 // with attempts+1 and a backoff, or parked, and commit.
-func (r *run) record(ctx context.Context, tx pgx.Tx, it Item, herr error, log *slog.Logger) Outcome {
+func (r *run) record(ctx context.Context, tx pgx.Tx, it Item, herr error, log itemLog) Outcome {
 	parked, d, reason := r.verdict(it, herr)
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.o.DBTimeout)
 	defer cancel()
@@ -353,7 +352,7 @@ func (r *run) record(ctx context.Context, tx pgx.Tx, it Item, herr error, log *s
 	return r.logVerdict(log, parked, herr)
 }
 
-func (r *run) runHooks(ctx context.Context, tx *Tx, log *slog.Logger) {
+func (r *run) runHooks(ctx context.Context, tx *Tx, log itemLog) {
 	for _, f := range tx.hooks() {
 		func() {
 			defer func() {
@@ -517,3 +516,22 @@ func (b *boundBatch) Close() error {
 	defer b.cancel()
 	return b.BatchResults.Close()
 }
+
+// itemLog logs with the item's attributes, built only when a record is
+// actually logged: slog.Logger.With would format them for every item.
+type itemLog struct {
+	l  *slog.Logger
+	it Item
+}
+
+func (l itemLog) log(level slog.Level, msg string, args ...any) {
+	ctx := context.Background()
+	if !l.l.Enabled(ctx, level) {
+		return
+	}
+	l.l.Log(ctx, level, msg, append([]any{"id", l.it.ID, "kind", l.it.Kind, "key", l.it.Key, "attempts", l.it.Attempts}, args...)...)
+}
+
+func (l itemLog) Error(msg string, args ...any) { l.log(slog.LevelError, msg, args...) }
+func (l itemLog) Warn(msg string, args ...any)  { l.log(slog.LevelWarn, msg, args...) }
+func (l itemLog) Debug(msg string, args ...any) { l.log(slog.LevelDebug, msg, args...) }

@@ -117,7 +117,16 @@ type Row struct {
 // List returns every work row, ordered by id. Rows being handled right now
 // are included (the claim's DELETE is not committed yet), as they were
 // before the claim.
-func List(ctx context.Context, db *pgxpool.Pool) ([]Row, error) {
+func List(ctx context.Context, db *pgxpool.Pool) ([]Row, error) { return list(ctx, db) }
+
+// ListTx is List inside tx, so that a caller can read the work table in one
+// snapshot with its own tables (a REPEATABLE READ transaction): a change and
+// its work item are then seen together or not at all.
+func ListTx(ctx context.Context, tx pgx.Tx) ([]Row, error) { return list(ctx, tx) }
+
+func list(ctx context.Context, db interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}) ([]Row, error) {
 	rows, err := db.Query(ctx, `SELECT id, time, kind, key, spec, attempts, run_after, parked, last_error FROM work ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("work: list: %w", err)

@@ -1,12 +1,3 @@
-// Command simrun runs workproof from the command line: long soak runs of a
-// system under traffic and faults, and the named regression scenarios as a
-// gate. Run `simrun help` for the subcommands, `simrun soak -h` for a
-// subcommand's flags.
-//
-// Exit codes (Maelstrom's): 0 every invariant held; 1 an invariant was
-// violated (the counterexample is in the report); 2 usage or
-// infrastructure errors (bad flags, no Postgres) or an unknown verdict
-// (interrupted before the final check).
 package main
 
 import (
@@ -48,9 +39,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return withSignals(func(ctx context.Context) int { return soakCmd(ctx, rest, stdout, stderr) }, stderr)
 	case "gate":
 		return withSignals(func(ctx context.Context) int { return gateCmd(ctx, rest, stdout, stderr) }, stderr)
-	case "replay", "bench":
-		fmt.Fprintf(stderr, "simrun %s: not implemented yet\n", cmd)
-		return exitUsage
+	case "replay":
+		return withSignals(func(ctx context.Context) int { return replayCmd(ctx, rest, stdout, stderr) }, stderr)
+	case "bench":
+		return withSignals(func(ctx context.Context) int { return benchCmd(ctx, rest, stdout, stderr) }, stderr)
 	case "help", "-h", "-help", "--help":
 		usage(stdout)
 		return exitValid
@@ -68,9 +60,9 @@ Postgres, toxiproxy links and fake providers, checked against its invariants
 
 Usage:
   simrun soak [flags]   traffic and faults for a while, with quiescent checkpoints
-  simrun gate [flags]   every named regression scenario once; exit by verdict
-  simrun replay         not implemented yet
-  simrun bench          not implemented yet
+  simrun gate [flags]   the CI gate: every scenario family; exit by verdict
+  simrun replay [flags] one example again: a named scenario, a seed, a saved program
+  simrun bench [flags]  the seeded-bug catalogue: time to detect, counterexample length
   simrun help           this text
 
 Run "simrun <command> -h" for a command's flags.
@@ -146,19 +138,52 @@ func (e usageError) Error() string { return e.msg }
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
 // parse parses a command's flags; it returns the exit code to end with
-// when the command must not go on (-h, a bad flag, extra arguments).
+// when the command must not go on (-h, a bad flag, extra arguments). Help
+// goes to stdout; a bad flag gets the flag package's one-line error and a
+// hint on stderr, not the whole help.
 func parse(fs *flag.FlagSet, args []string, stdout io.Writer) (int, bool) {
+	full := fs.Usage
+	fs.Usage = func() {}
 	err := fs.Parse(args)
+	fs.Usage = full
+	hint := func() {
+		fmt.Fprintf(fs.Output(), "Run \"simrun %s -h\" for help.\n", fs.Name())
+	}
 	switch {
 	case errors.Is(err, flag.ErrHelp):
+		stderr := fs.Output()
 		fs.SetOutput(stdout)
 		fs.Usage()
+		fs.SetOutput(stderr)
 		return exitValid, false
 	case err != nil:
-		return exitUsage, false // flag already printed the error and the usage
+		hint()
+		return exitUsage, false
 	case fs.NArg() > 0:
-		fmt.Fprintf(fs.Output(), "simrun %s: unexpected arguments %q\nRun \"simrun %s -h\" for help.\n", fs.Name(), fs.Args(), fs.Name())
+		fmt.Fprintf(fs.Output(), "simrun %s: unexpected arguments %q\n", fs.Name(), fs.Args())
+		hint()
 		return exitUsage, false
 	}
 	return 0, true
+}
+
+// wrap formats text as lines of at most width columns, each after indent
+// (the first line's indent is the caller's).
+func wrap(text string, indent, width int) string {
+	var b strings.Builder
+	col := indent
+	for i, word := range strings.Fields(text) {
+		if i > 0 {
+			if col+1+len([]rune(word)) > width {
+				b.WriteString("\n" + strings.Repeat(" ", indent))
+				col = indent
+			} else {
+				b.WriteByte(' ')
+				col++
+			}
+		}
+		b.WriteString(word)
+		col += len([]rune(word))
+	}
+	return b.String()
 }

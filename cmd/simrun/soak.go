@@ -47,7 +47,7 @@ func soakFlagSet(f *soakFlags, stderr io.Writer) *flag.FlagSet {
 	fs.Uint64Var(&f.seed, "seed", 0, "root seed of every random draw (default: time-based, printed)")
 	fs.StringVar(&f.out, "out", "", "directory for the report (default out/soak-<seed>)")
 	fs.StringVar(&f.system, "system", "kvx", "system under test: kvx, or a mutant (see below)")
-	fs.StringVar(&f.dsn, "dsn", "", "Postgres server to use (default: $WORKPROOF_DATABASE_URL, else a private ephemeral cluster started and removed by simrun); simrun only creates and drops its own databases on it")
+	fs.StringVar(&f.dsn, "dsn", "", "Postgres server to use (default: $WORKPROOF_DATABASE_URL or the PG* variables, else a private ephemeral cluster started and removed by simrun); simrun only creates and drops its own databases on it")
 	fs.DurationVar(&f.checkEvery, "check-every", 30*time.Second, "traffic time between quiescent checkpoints (pause, heal, converge, check every invariant)")
 	fs.BoolVar(&f.keepGoing, "keep-going", false, "go on after a checkpoint found a violation (default: stop there)")
 	fs.BoolVar(&f.verbose, "v", false, "log the harness, the workers and the fakes to stderr (debug level)")
@@ -63,19 +63,19 @@ whole history so far. A violation ends the run at that checkpoint.
 
 The report goes to -out: summary.md (verdict, seed, replay command, settings,
 counts, throughput, faults, crash points, paths reached, every violation),
-report.json (the same model, with the time series) and evidence.json (the
-history, ledgers and state the deciding check read).
+report.json (the same model, with the time series) and, unless the run was
+valid, evidence.json (the history, ledgers and state the deciding check read).
 
 Flags:
 `)
 		fs.PrintDefaults()
 		fmt.Fprint(w, "\nFault profiles (-faults):\n")
 		for _, p := range soak.Profiles() {
-			fmt.Fprintf(w, "  %-6s %s\n", p.Name, p.Doc)
+			fmt.Fprintf(w, "  %-6s %s\n", p.Name, wrap(p.Doc, 9, 80))
 		}
 		fmt.Fprint(w, "\nSystems (-system):\n")
 		for _, s := range systems() {
-			fmt.Fprintf(w, "  %-21s %s\n", s.name, s.doc)
+			fmt.Fprintf(w, "  %-21s %s\n", s.name, wrap(s.doc, 24, 80))
 		}
 		fmt.Fprint(w, `
 Exit codes:
@@ -206,6 +206,12 @@ func soakCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	rep.Replay = f.replay()
+	if rep.Verdict == check.Valid {
+		// Nothing to explain, and the whole history is megabytes per minute
+		// of traffic: evidence.json is written only for a run that failed
+		// or could not decide.
+		rep.Evidence = nil
+	}
 	files, werr := reports.WriteDir(f.out, &rep)
 	if err != nil {
 		fmt.Fprintf(stderr, "simrun soak: %v\n", err)
@@ -280,10 +286,9 @@ type progress struct {
 	total time.Duration
 	log   *slog.Logger
 
-	mu     sync.Mutex
-	last   time.Time
-	shown  bool
-	cpSeen bool
+	mu    sync.Mutex
+	last  time.Time
+	shown bool
 }
 
 func (p *progress) show(s reports.Sample) {
@@ -294,7 +299,7 @@ func (p *progress) show(s reports.Sample) {
 		if s.Phase == reports.PhaseCheckpoint {
 			phase = "  [checkpoint]"
 		}
-		fmt.Fprintf(p.w, "\r\x1b[K%s/%s  changes %d  work done %d  queue %d  faults %d  violations %d%s",
+		fmt.Fprintf(p.w, "\r\x1b[K%s/%s  changes %d  work done %d  queue %d  active faults %d  violations %d%s",
 			s.Traffic.D().Round(time.Second), p.total, s.Changes, s.WorkDone, s.QueueDepth, s.ActiveFaults, s.Violations, phase)
 		p.shown = true
 		return

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/workproof/workproof/contract"
+	"github.com/workproof/workproof/fakes"
 	"github.com/workproof/workproof/kvx"
+	"github.com/workproof/workproof/work"
 )
 
 // Invariants a mutant breaks (Mutant.Breaks), named as the checkers in
@@ -67,6 +70,101 @@ func All() []Mutant {
 				"deletes the deployment; a retry that finds no row thinks the delete is done. A crash or any " +
 				"error between the two leaves a running VM and a deployment whose instance no longer exists.",
 			New: DeleteRowFirst,
+		},
+		{
+			Name:   "FreshChargeKeyPerAttempt",
+			Breaks: InvNoDoubleBilling,
+			Doc: "The charge's Idempotency-Key is drawn from the worker's random stream on every attempt instead " +
+				"of derived from the billable event. An attempt that charged and then failed before its commit " +
+				"(a crash, a lost COMMIT, a later error) is retried with a new key, so billing charges the event " +
+				"a second time.",
+			New: FreshChargeKeyPerAttempt,
+		},
+		{
+			Name:   "ChargeKeyPerInstance",
+			Breaks: InvConvergence,
+			Doc: "The charge's Idempotency-Key is derived from the instance alone, not from the billable event, " +
+				"so every charge of one instance reuses the provision's key with other parameters (another event, " +
+				"another amount). Billing answers 400 idempotency_error to the first resize's charge, on every " +
+				"attempt and after every resume: the resize parks and can never finish.",
+			New: ChargeKeyPerInstance,
+		},
+		{
+			Name:   "DeployAfterCommit",
+			Breaks: InvNoOrphans,
+			Doc: "The deployment is applied after the claiming transaction committed (an AfterCommit hook), so the " +
+				"instance is marked ready and its work completed before the provider call that makes it so. A crash " +
+				"or any failure between the commit and the call loses it for good: a ready instance without a " +
+				"deployment.",
+			New: DeployAfterCommit,
+		},
+		{
+			Name:   "ChargeAfterCommit",
+			Breaks: InvNoDoubleBilling,
+			Doc: "The charge is made after the claiming transaction committed (an AfterCommit hook) instead of " +
+				"before it, so nothing retries it: a crash or a failed call between the commit and the charge " +
+				"leaves a change that took effect and was never billed.",
+			New: ChargeAfterCommit,
+		},
+		{
+			Name:   "ClearActiveWorkEarly",
+			Breaks: InvNoRaces,
+			Doc: "The worker clears has_active_work as soon as it starts an item (committed on its own, to unlock " +
+				"the instance early) instead of in the transaction that completes the work. A change a user sends " +
+				"while the work still runs is accepted, and a second worker carries it out at the same time as " +
+				"the first.",
+			New: ClearActiveWorkEarly,
+		},
+		{
+			Name:   "GiveUpAfterRetries",
+			Breaks: InvLostWork,
+			Doc: "After " + fmt.Sprint(giveUpAfter) + " failed attempts with transient errors the worker gives up and " +
+				"completes the item without doing it (\"retries exhausted\"). A provider outage longer than the " +
+				"retries drops the work: has_active_work stays set with no work left to clear it, and the change " +
+				"never takes effect.",
+			New: GiveUpAfterRetries,
+		},
+		{
+			Name:   "RetryIntransient",
+			Breaks: InvConvergence,
+			Doc: "Every provider error is classified transient, intransient ones (a deployed bug's 422) too. " +
+				"Work that meets a deployed bug retries it with backoff instead of parking: a retry storm " +
+				"against the bug, and work that never shows as parked.",
+			New: RetryIntransient,
+		},
+		{
+			Name:   "ClaimCommitFirst",
+			Breaks: InvLostWork,
+			Doc: "The worker acknowledges an item first — the claim (the work row's DELETE) commits at once — and " +
+				"then does the work in a transaction of its own. A crash after the acknowledgement loses the work: " +
+				"no work row is left to redo it, and has_active_work stays set.",
+			New: ClaimCommitFirst,
+		},
+		{
+			Name:   "ListenWithoutPolling",
+			Breaks: InvConvergence,
+			Doc: "The worker relies on LISTEN/NOTIFY alone: its polling fallback is an hour, and a lost LISTEN " +
+				"connection is re-established on the same hour-long schedule. Once its LISTEN session is " +
+				"terminated, work enqueued afterwards is not picked up: it stalls.",
+			New: ListenWithoutPolling,
+		},
+		{
+			Name:   "NoDatabaseDeadlines",
+			Breaks: InvConvergence,
+			Doc: "No deadline on database calls and no session timeouts (statement, idle-in-transaction, handler " +
+				"and runner timeouts of a day). A worker whose database link goes silent in the middle of an item " +
+				"waits forever while its session keeps the claim's row lock: no other worker can take the item " +
+				"over while the fault lasts.",
+			New: NoDatabaseDeadlines,
+		},
+		{
+			Name:   "TrustListAfterCreate",
+			Breaks: InvNoOrphans,
+			Doc: "The worker decides whether to create the VM by listing the instance's VMs, and creates without " +
+				"a client token when the list shows none. Right after a create the list lags (read-after-write " +
+				"eventual consistency), so a retry of a change whose first attempt created the VM and then failed " +
+				"creates a second one.",
+			New: TrustListAfterCreate,
 		},
 	}
 }
@@ -171,4 +269,168 @@ func deleteRowFirst(ctx context.Context, e *kvx.Env, c kvx.Change) error {
 		return err
 	}
 	return e.Steps.DeleteDeployment(ctx, e, c)
+}
+
+// FreshChargeKeyPerAttempt is kvx with a charge key drawn per attempt.
+func FreshChargeKeyPerAttempt() contract.System {
+	return kvx.New(kvx.Options{Steps: kvx.Steps{
+		ChargeKey: func(e *kvx.Env, c kvx.Change, event string) string {
+			return fmt.Sprintf("%s/%s/%016x", c.UID, event, e.Deps.Rand.Uint64())
+		},
+	}})
+}
+
+// ChargeKeyPerInstance is kvx whose charge key names the instance, not the
+// event.
+func ChargeKeyPerInstance() contract.System {
+	return kvx.New(kvx.Options{Steps: kvx.Steps{
+		ChargeKey: func(_ *kvx.Env, c kvx.Change, _ string) string { return c.UID + "/charge" },
+	}})
+}
+
+// DeployAfterCommit is kvx that applies the deployment after its commit.
+func DeployAfterCommit() contract.System {
+	return kvx.New(kvx.Options{Steps: kvx.Steps{ApplyDeployment: afterCommit("apply deployment", kvx.ApplyDeployment)}})
+}
+
+// ChargeAfterCommit is kvx that charges after its commit.
+func ChargeAfterCommit() contract.System {
+	return kvx.New(kvx.Options{Steps: kvx.Steps{Charge: afterCommit("charge", kvx.Charge)}})
+}
+
+// afterCommit defers step until the claiming transaction committed, and
+// only logs its failure: the bug's shape.
+func afterCommit(what string, step kvx.Step) kvx.Step {
+	return func(_ context.Context, e *kvx.Env, c kvx.Change) error {
+		e.Tx.AfterCommit(func(ctx context.Context) {
+			if err := step(ctx, e, c); err != nil {
+				e.Logger.WarnContext(ctx, "mutant: "+what+" after commit failed", "err", err)
+			}
+		})
+		return nil
+	}
+}
+
+// ClearActiveWorkEarly is kvx that clears has_active_work when it starts an
+// item.
+func ClearActiveWorkEarly() contract.System {
+	return kvx.New(kvx.Options{Steps: kvx.Steps{
+		LoadInstance: func(ctx context.Context, e *kvx.Env, c kvx.Change) (kvx.Instance, error) {
+			in, err := kvx.LoadInstance(ctx, e, c)
+			if err != nil {
+				return in, err
+			}
+			// Its own transaction (the pool's), committed at once: the
+			// instance takes changes while this item still runs.
+			if _, err := e.DB.Exec(ctx, `UPDATE instances SET has_active_work = false WHERE id = $1 AND uid = $2`,
+				c.ID, c.UID); err != nil {
+				return in, fmt.Errorf("%s %s: unlock early: %w", c.Kind(), c.ID, err)
+			}
+			return in, nil
+		},
+	}})
+}
+
+// giveUpAfter is how many attempts GiveUpAfterRetries makes.
+const giveUpAfter = 3
+
+// GiveUpAfterRetries is kvx that drops an item after giveUpAfter transient
+// failures.
+func GiveUpAfterRetries() contract.System {
+	giveUp := func(step kvx.Step) kvx.Step {
+		return func(ctx context.Context, e *kvx.Env, c kvx.Change) error {
+			err := step(ctx, e, c)
+			if err != nil && work.IsTransient(err) && e.Item.Attempts+1 >= giveUpAfter {
+				e.Logger.WarnContext(ctx, "mutant: retries exhausted, giving up", "attempts", e.Item.Attempts+1, "err", err)
+				return nil
+			}
+			return err
+		}
+	}
+	return kvx.New(kvx.Options{Steps: kvx.Steps{
+		Provision: giveUp(kvx.Provision),
+		Resize:    giveUp(kvx.Resize),
+		Delete:    giveUp(kvx.Delete),
+	}})
+}
+
+// RetryIntransient is kvx that classifies every provider error transient.
+func RetryIntransient() contract.System {
+	return kvx.New(kvx.Options{Steps: kvx.Steps{
+		Classify: func(step string, err error) error {
+			if err == nil {
+				return nil
+			}
+			return work.Transient(fmt.Errorf("%s: %w", step, err))
+		},
+	}})
+}
+
+// ClaimCommitFirst is kvx that commits the claim before doing the work.
+func ClaimCommitFirst() contract.System {
+	ackFirst := func(step kvx.Step) kvx.Step {
+		return func(_ context.Context, e *kvx.Env, c kvx.Change) error {
+			e.Tx.AfterCommit(func(ctx context.Context) {
+				err := pgx.BeginFunc(ctx, e.DB, func(tx pgx.Tx) error {
+					own := *e
+					own.Tx = &work.Tx{Tx: tx}
+					return step(ctx, &own, c)
+				})
+				if err != nil {
+					e.Logger.WarnContext(ctx, "mutant: work failed after its claim committed", "err", err)
+				}
+			})
+			return nil
+		}
+	}
+	return kvx.New(kvx.Options{Steps: kvx.Steps{
+		Provision: ackFirst(kvx.Provision),
+		Resize:    ackFirst(kvx.Resize),
+		Delete:    ackFirst(kvx.Delete),
+	}})
+}
+
+// ListenWithoutPolling is kvx whose runner polls, and re-LISTENs, hourly.
+func ListenWithoutPolling() contract.System {
+	return kvx.New(kvx.Options{Runner: func(o *work.RunnerOptions) {
+		o.PollInterval = time.Hour
+		// The runner paces reconnecting its LISTEN connection by its
+		// backoff.
+		o.MinBackoff, o.MaxBackoff = time.Hour, time.Hour
+	}})
+}
+
+// NoDatabaseDeadlines is kvx with every database deadline and session
+// timeout a day long.
+func NoDatabaseDeadlines() contract.System {
+	const day = 24 * time.Hour
+	return kvx.New(kvx.Options{Budget: kvx.Budget{Handler: day, IdleInTx: day, Statement: day, DB: day}})
+}
+
+// TrustListAfterCreate is kvx that lists before it creates, without a
+// client token.
+func TrustListAfterCreate() contract.System {
+	return kvx.New(kvx.Options{Steps: kvx.Steps{
+		CreateVM: func(ctx context.Context, e *kvx.Env, c kvx.Change) (fakes.VM, error) {
+			var found fakes.VM
+			err := e.Call(ctx, "list vms", func(ctx context.Context) error {
+				vms, err := e.Deps.Cloud.ListVMs(ctx, c.ID)
+				for _, vm := range vms {
+					if vm.State == "running" {
+						found = vm
+					}
+				}
+				return err
+			})
+			if err != nil || found.ID != "" {
+				return found, err
+			}
+			var vm fakes.VM
+			err = e.Call(ctx, "create vm", func(ctx context.Context) (err error) {
+				vm, err = e.Deps.Cloud.CreateVM(ctx, fakes.CreateVMRequest{Owner: c.ID, Size: c.Size, Region: kvx.Region})
+				return err
+			})
+			return vm, err
+		},
+	}})
 }

@@ -35,8 +35,8 @@ const (
 
 // Profile is a named mix of faults for Run. Its nemesis acts every
 // Gap on average (a uniform draw in [Gap/2, 3Gap/2]), choosing one action
-// by weight; link faults are held for a drawn time and then healed
-// together, crashed and killed workers are restarted after a drawn
+// by weight; link faults are healed together a drawn hold time after the
+// first of them, crashed and killed workers are restarted after a drawn
 // downtime, a deployed bug is fixed after a drawn time. Every draw comes
 // from the soak's seeded nemesis stream; toxiproxy's own randomness is
 // never used.
@@ -343,8 +343,11 @@ func (n *nemesis) linkFault(ctx context.Context, kind string) {
 		n.fail(ctx, kind, err)
 		return
 	}
-	if until := time.Now().Add(hold); until.After(n.linksUntil) {
-		n.linksUntil = until
+	if n.linksUntil.IsZero() {
+		// Not extended by later faults: every link heals at the first
+		// fault's end, so links cycle between broken and whole instead of
+		// staying broken while faults keep coming.
+		n.linksUntil = time.Now().Add(hold)
 	}
 	inc, _ := n.env().Incarnation(w)
 	n.s.note(kind, inc+"/"+up, f.String())

@@ -21,7 +21,20 @@ import (
 //     pending);
 //   - "charge-never-provisioned" (only when in.Healed): a non-refunded
 //     charge whose owner never had a VM in the ledger, running or
-//     terminated.
+//     terminated;
+//   - "charge-missing" (only when in.Healed): a change that certainly took
+//     effect was never charged. The change is an OK create, or an OK resize
+//     answered with HasActiveWork (one that started work; a no-op repeat did
+//     not), with generation g > 0 and no later delete that may have
+//     happened, whose instance exists in State, and which took effect:
+//     ObservedGen == g, or ObservedGen > g and an OK get invoked after the
+//     change completed answered generation g without active work (a change
+//     superseded by a later one may never have run, if the later one was
+//     accepted too early: that is a race, not a billing question). Its
+//     billable event, named as package contract requires
+//     ("provision:<id>:g<g>" for a create, "resize:<id>:g<g>" for a
+//     resize), has no non-refunded charge. With "duplicate-charge" this
+//     makes every billable event charged exactly once.
 //
 // Each charge is shown with the idempotency key and caller of the ledger
 // request that created it (an effectful billing request of the same owner
@@ -98,7 +111,54 @@ func (v *view) doubleBilling() []Violation {
 			})
 		}
 	}
+	if in.Healed {
+		out = append(out, v.missingCharges(live)...)
+	}
 	return sortViolations(out)
+}
+
+// missingCharges is rule "charge-missing".
+func (v *view) missingCharges(live []fakes.Charge) []Violation {
+	charged := map[string]bool{}
+	for _, ch := range live {
+		charged[ch.Event] = true
+	}
+	var out []Violation
+	for _, id := range sortedKeys(v.ops) {
+		inst, exists := v.inst[id]
+		if !exists {
+			continue
+		}
+		for i, o := range v.ops[id] {
+			g := o.Response.Generation
+			switch {
+			case o.Outcome != history.OK || g <= 0 || inst.ObservedGen < g:
+				continue
+			case o.Request.Op == contract.OpCreate:
+			case o.Request.Op == contract.OpResize && o.Response.HasActiveWork:
+			default:
+				continue
+			}
+			ev := contract.BillableEvent(o.Request.Op, id, g)
+			if charged[ev] || v.deletedAfter(id, i) || (inst.ObservedGen != g && !v.shownDone(id, o)) {
+				continue
+			}
+			out = append(out, Violation{Invariant: InvDoubleBilling, Rule: "charge-missing", Instance: id, Ops: []int{o.Index},
+				Message: fmt.Sprintf("%s (generation %d) took effect (observed generation %d) but event %s was never charged",
+					describeOp(o), g, inst.ObservedGen, ev)})
+		}
+	}
+	return out
+}
+
+// shownDone reports whether an OK get of instance, invoked after change o
+// completed, answered o's generation without active work: the system
+// itself showed o's work done.
+func (v *view) shownDone(instance string, o history.Op) bool {
+	return slices.ContainsFunc(v.ops[instance], func(g history.Op) bool {
+		return g.Request.Op == contract.OpGet && g.Outcome == history.OK && g.Invoke.After(completeOf(o)) &&
+			g.Response.Generation == o.Response.Generation && !g.Response.HasActiveWork
+	})
 }
 
 // describeCharge is "ch_7 key=K by w1.1" with the creating request's key.

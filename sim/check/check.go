@@ -27,6 +27,11 @@ type Input struct {
 	// Without it (a run cut short before its liveness phase) the state
 	// checks are skipped and a clean result is Unknown, not Valid.
 	Healed bool `json:"healed"`
+	// Observed are violations the scenario itself saw while it ran and that
+	// no ledger or state shows afterwards, such as a liveness bound missed
+	// while a fault lasted (no other worker took over a stalled item). They
+	// are reported as they are, with the checkers' own.
+	Observed []Violation `json:"observed,omitempty"`
 }
 
 // Invariant names, the first word of every violation line.
@@ -106,8 +111,9 @@ func sortViolations(vs []Violation) []Violation {
 	return vs
 }
 
-// All runs every checker and returns their violations sorted by invariant
-// (in the order of the constants), instance, rule and message.
+// All runs every checker and returns their violations, with the scenario's
+// own (Input.Observed), sorted by invariant (in the order of the constants),
+// instance, rule and message.
 func All(in Input) []Violation {
 	return newView(in).all()
 }
@@ -116,6 +122,10 @@ func (v *view) all() []Violation {
 	var vs []Violation
 	for _, f := range []func() []Violation{v.orphans, v.doubleBilling, v.races, v.lostWork, v.convergence, v.atMostOnce} {
 		vs = append(vs, f()...)
+	}
+	for _, o := range v.in.Observed {
+		o.Keys, o.Ops = slices.Clone(o.Keys), slices.Clone(o.Ops)
+		vs = append(vs, o)
 	}
 	return sortViolations(vs)
 }

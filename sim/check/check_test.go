@@ -243,6 +243,38 @@ func TestDoubleBilling(t *testing.T) {
 			f.in.Ledger.Charges = append(f.in.Ledger.Charges, fakes.Charge{ID: "ch_8", Owner: "i8",
 				Event: "provision:i8:g1", CreatedAt: at(62)})
 		}, check.DoubleBilling, nil},
+		{"resize took effect and was never charged", func(f *fx) {
+			f.in.Ledger.Charges = f.in.Ledger.Charges[:2]
+		}, check.DoubleBilling, []string{"double-billing/charge-missing"}},
+		{"create shown done and its only charge was refunded", func(f *fx) {
+			f.op("c1", get("i1"), 10.5, 11, history.OK, 1, false)
+			f.in.Ledger.Charges[0].Refunded = true
+		}, check.DoubleBilling, []string{"double-billing/charge-missing"}},
+		{"a change superseded, never shown done, is not judged", func(f *fx) {
+			// Nothing shows the create's work ran before the resize was
+			// accepted (a race would explain it): no billing verdict.
+			f.in.Ledger.Charges[0].Refunded = true
+		}, check.DoubleBilling, nil},
+		{"a get before the change completed proves nothing", func(f *fx) {
+			f.op("c1", get("i1"), 1.5, 1.8, history.OK, 1, false)
+			f.in.Ledger.Charges[0].Refunded = true
+		}, check.DoubleBilling, nil},
+		{"charge-missing is not judged before convergence", func(f *fx) {
+			f.in.Healed = false
+			f.in.Ledger.Charges = f.in.Ledger.Charges[:2]
+		}, check.DoubleBilling, nil},
+		{"a change that has not taken effect needs no charge yet", func(f *fx) {
+			f.in.Ledger.Charges = f.in.Ledger.Charges[:2]
+			f.instance("i1").ObservedGen = 1
+		}, check.DoubleBilling, nil},
+		{"a no-op resize answered without active work needs no charge", func(f *fx) {
+			f.op("c1", resize("i1", "medium"), 22.5, 23, history.OK, 2, false)
+			f.op("c1", create("i1", "medium"), 23.5, 24, history.Fail, 0, false)
+		}, check.DoubleBilling, nil},
+		{"a change later deleted is not judged", func(f *fx) {
+			f.in.Ledger.Charges = f.in.Ledger.Charges[:1]
+			f.in.Ledger.Charges = append(f.in.Ledger.Charges, fakes.Charge{ID: "ch_3", Owner: "i1", Event: "resize:i1:g2", CreatedAt: at(18.7)})
+		}, check.DoubleBilling, nil},
 		{"duplicates are judged before convergence", func(f *fx) {
 			f.in.Healed = false
 			f.in.Ledger.Charges = append(f.in.Ledger.Charges, fakes.Charge{ID: "ch_9", Owner: "i2",
@@ -340,6 +372,27 @@ func TestLostWork(t *testing.T) {
 			f.in.Healed = false
 			f.dropInstance("i1")
 		}, check.LostWork, nil},
+		{"active work dropped: judged before convergence", func(f *fx) {
+			f.in.Healed = false
+			f.instance("i1").HasActiveWork = true
+		}, check.LostWork, []string{"lost-work/work-dropped"}},
+		{"active work dropped after healing", func(f *fx) {
+			f.op("c1", resize("i1", "large"), 60, 61, history.OK, 3, true)
+			i := f.instance("i1")
+			i.HasActiveWork, i.Generation, i.DesiredSize, i.State = true, 3, "large", "resizing"
+		}, check.LostWork, []string{"lost-work/change-not-applied", "lost-work/work-dropped"}},
+		{"active work with its item in flight is not dropped", func(f *fx) {
+			f.in.Healed = false
+			f.op("c1", resize("i1", "large"), 60, 61, history.OK, 3, true)
+			i := f.instance("i1")
+			i.HasActiveWork, i.Generation, i.DesiredSize, i.State = true, 3, "large", "resizing"
+			f.in.State.Work = []contract.WorkItem{{ID: "7", Kind: "resize", Key: "i1"}}
+		}, check.LostWork, nil},
+		{"active work parked with a reason is not dropped", func(f *fx) {
+			f.in.Healed = false
+			f.instance("i1").HasActiveWork = true
+			f.in.State.Work = []contract.WorkItem{{ID: "7", Kind: "resize", Key: "i1", Parked: true, Reason: "deployed_bug"}}
+		}, check.LostWork, nil},
 	})
 }
 
@@ -362,7 +415,52 @@ func TestConvergence(t *testing.T) {
 			f.in.Healed = false
 			f.instance("i1").HasActiveWork = true
 		}, check.Convergence, nil},
+		{"retry storm against a deployed bug", func(f *fx) {
+			f.bug(50, 80)
+			f.rejections(check.HotRetryLimit+1, 51)
+		}, check.Convergence, []string{"convergence/hot-retry"}},
+		{"retry storm against a bug never fixed, judged before convergence", func(f *fx) {
+			f.in.Healed = false
+			f.bug(50, 0)
+			f.rejections(check.HotRetryLimit+3, 51)
+		}, check.Convergence, []string{"convergence/hot-retry"}},
+		{"work parks: one rejection per operator resume", func(f *fx) {
+			f.bug(50, 0)
+			for i := range check.HotRetryLimit + 3 {
+				t := 51 + 2*float64(i)
+				f.rec("w3.1", "cloud", "CreateVM", "vm:i3:g1", "i3", t, t+0.1, rejected)
+				f.op("op", contract.Request{Op: contract.OpResume}, t+0.5, t+0.6, history.OK, 0, false)
+			}
+		}, check.Convergence, nil},
+		{"as many rejections as the limit allows", func(f *fx) {
+			f.bug(50, 80)
+			f.rejections(check.HotRetryLimit, 51)
+		}, check.Convergence, nil},
+		{"rejections outside the bug's window", func(f *fx) {
+			f.bug(50, 51)
+			f.rejections(check.HotRetryLimit+1, 52)
+		}, check.Convergence, nil},
+		{"rejections split by a fault cleared in between", func(f *fx) {
+			f.bug(50, 0)
+			f.rejections(3, 51)
+			f.event(history.EventFaultOff, "", 54.5)
+			f.rejections(3, 55)
+		}, check.Convergence, nil},
 	})
+}
+
+func TestObserved(t *testing.T) {
+	f := base()
+	f.in.Healed = false
+	obs := check.Violation{Invariant: check.InvConvergence, Rule: "no-takeover", Instance: "i1", Message: "no worker took over"}
+	f.in.Observed = []check.Violation{obs}
+	in := f.input()
+	if d := cmp.Diff([]check.Violation{obs}, check.All(in)); d != "" {
+		t.Errorf("All (-want +got):\n%s", d)
+	}
+	if r := check.Check(in); r.Verdict != check.Invalid {
+		t.Errorf("verdict %q, want invalid", r.Verdict)
+	}
 }
 
 func TestAtMostOnce(t *testing.T) {
@@ -406,6 +504,7 @@ func TestVerdicts(t *testing.T) {
 	f := base()
 	f.in.Healed = false
 	f.instance("i1").HasActiveWork = true // not judged: no convergence claimed
+	f.in.State.Work = []contract.WorkItem{{ID: "9", Kind: "resize", Key: "i1"}}
 	r := check.Check(f.input())
 	if r.Verdict != check.Unknown || r.Verdict.ExitCode() != 2 || r.Reason == "" || len(r.Violations) != 0 {
 		t.Errorf("not converged, clean: %+v", r)
@@ -514,6 +613,7 @@ func TestRecorderToChecker(t *testing.T) {
 		Ledger: fakes.Snapshot{
 			VMs:         []fakes.VM{{ID: "vm-1", Owner: "i1", Size: "small", State: "running"}},
 			Deployments: []fakes.Deployment{{Name: "d", Owner: "i1", Size: "small"}},
+			Charges:     []fakes.Charge{{ID: "ch_1", Owner: "i1", Event: "provision:i1:g1"}},
 			Requests: []fakes.Record{
 				// w2.1 waits on a request across w3.1's claim: a race.
 				{Seq: 1, Service: "cloud", Endpoint: "CreateVM", Caller: "w2.1", Owner: "i1", Mutation: true,

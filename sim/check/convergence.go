@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/workproof/workproof/contract"
+	"github.com/workproof/workproof/fakes"
+	"github.com/workproof/workproof/sim/history"
 )
 
 // ReadyState is the Instance.State a converged instance must be in.
@@ -25,14 +28,33 @@ const ReadyState = "ready"
 //
 // Ops of "not-converged" are the instance's OK or Info changes answered with
 // a generation above ObservedGen.
+//
+// One rule runs whether or not the run was healed, since it is read from
+// the ledger as it happened:
+//
+//   - "hot-retry": while a bug is deployed (from a deploy-bug event to the
+//     deploy-fix event of the same name, or to the end of the history),
+//     more than HotRetryLimit requests of one service endpoint for one owner
+//     were rejected by an intransient fault (Record.Fault names mode
+//     "intransient") in a row: with no operator resume (an OpResume op
+//     invoked), no deploy-fix and no fault-off event between two of them,
+//     since each of those may release parked work. Work that meets an
+//     intransient error must park, visibly, until a fix is deployed; one
+//     that keeps retrying is a retry storm against the bug, and its work
+//     never shows as parked.
 func Convergence(in Input) []Violation { return newView(in).convergence() }
+
+// HotRetryLimit is how many requests rejected by a deployed bug, in a row,
+// rule "hot-retry" allows for one owner and endpoint: a system that parks
+// sends one per release of its parked work.
+const HotRetryLimit = 5
 
 func (v *view) convergence() []Violation {
 	in := v.in
+	out := v.hotRetries()
 	if !in.Healed {
-		return nil
+		return sortViolations(out)
 	}
-	var out []Violation
 	insts := slices.Clone(in.State.Instances)
 	slices.SortFunc(insts, func(a, b contract.Instance) int { return strings.Compare(a.ID, b.ID) })
 	for _, i := range insts {
@@ -79,4 +101,107 @@ func (v *view) convergence() []Violation {
 		}
 	}
 	return sortViolations(out)
+}
+
+// hotRetries is rule "hot-retry".
+func (v *view) hotRetries() []Violation {
+	events := slices.Clone(v.in.History.Events)
+	slices.SortFunc(events, func(a, b history.Event) int { return cmp.Compare(a.Seq, b.Seq) })
+	type window struct {
+		bug      string
+		from, to time.Time
+	}
+	var windows []window
+	var releases []time.Time // moments parked work may have been released
+	for i, e := range events {
+		switch e.Kind {
+		case history.EventDeployBug:
+			w := window{bug: e.Detail, from: e.Time, to: forever()}
+			for _, f := range events[i+1:] {
+				if f.Kind == history.EventDeployFix && f.Detail == e.Detail {
+					w.to = f.Time
+					break
+				}
+			}
+			windows = append(windows, w)
+		case history.EventDeployFix, history.EventFaultOff:
+			releases = append(releases, e.Time)
+		}
+	}
+	if len(windows) == 0 {
+		return nil
+	}
+	for _, o := range v.in.History.Ops {
+		if o.Request.Op == contract.OpResume {
+			releases = append(releases, o.Invoke)
+		}
+	}
+	slices.SortFunc(releases, time.Time.Compare)
+	releasedBetween := func(a, b time.Time) bool {
+		i, _ := slices.BinarySearchFunc(releases, a, time.Time.Compare)
+		for ; i < len(releases) && !releases[i].After(b); i++ {
+			if releases[i].After(a) {
+				return true
+			}
+		}
+		return false
+	}
+	var out []Violation
+	for _, w := range windows {
+		groups := map[string][]fakes.Record{}
+		for _, r := range v.records {
+			if !rejectedByBug(r) || r.Start.Before(w.from) || !r.Start.Before(w.to) {
+				continue
+			}
+			k := r.Service + " " + r.Endpoint + "\x00" + r.Owner
+			groups[k] = append(groups[k], r)
+		}
+		for _, k := range sortedKeys(groups) {
+			rs := groups[k]
+			slices.SortStableFunc(rs, func(a, b fakes.Record) int { return a.Start.Compare(b.Start) })
+			best, run := []fakes.Record(nil), []fakes.Record(nil)
+			for i, r := range rs {
+				if i > 0 && releasedBetween(rs[i-1].Start, r.Start) {
+					run = nil
+				}
+				run = append(run, r)
+				if len(run) > len(best) {
+					best = run
+				}
+			}
+			if len(best) <= HotRetryLimit {
+				continue
+			}
+			first, last := best[0], best[len(best)-1]
+			var keys []string
+			for _, r := range best {
+				if r.Key != "" {
+					keys = append(keys, r.Key)
+				}
+			}
+			out = append(out, Violation{Invariant: InvConvergence, Rule: "hot-retry", Instance: first.Owner, Keys: keys,
+				Ops: indexes(v.changeOps(first.Owner)),
+				Message: fmt.Sprintf("%d requests of %s %s rejected by deployed bug %s in a row from %s to %s (by %s), with no resume or fix between them: the work retried an intransient error instead of parking (limit %d)",
+					len(best), first.Service, first.Endpoint, w.bug, clock(first.Start), clock(last.Start), callers(best), HotRetryLimit)})
+		}
+	}
+	return out
+}
+
+// rejectedByBug reports whether an intransient fault answered the request.
+func rejectedByBug(r fakes.Record) bool {
+	for m := range strings.SplitSeq(r.Fault, "+") {
+		if m == string(fakes.ModeIntransient) {
+			return true
+		}
+	}
+	return false
+}
+
+func callers(rs []fakes.Record) string {
+	seen := map[string]bool{}
+	for _, r := range rs {
+		seen[r.Caller] = true
+	}
+	return strings.Join(sortedKeys(seen), " ")
 }

@@ -24,10 +24,15 @@
 //   - Ambiguity is settled from ground truth, never guessed: an Info
 //     (unknown) or pending request counts as "may have happened"; whether it
 //     did is read from the system's state and the ledger.
-//   - State checks (orphans, lost work, convergence, and "charged but no VM
-//     ever existed") only run when Input.Healed: before quiescence they
-//     would flag work in flight. Safety checks (double charges, races,
-//     at-most-once) run always.
+//   - State checks (orphans, lost work, convergence, "charged but no VM
+//     ever existed" and "took effect but never charged") only run when
+//     Input.Healed: before quiescence they would flag work in flight. Safety
+//     checks (double charges, races, at-most-once) run always, and so do two
+//     rules that need no quiescence: "work-dropped" (active work with no
+//     work item) and "hot-retry" (a retry storm against a deployed bug).
+//   - Input.Observed carries violations the scenario saw itself while it
+//     ran (a liveness bound missed during a fault); All reports them with
+//     the checkers' own.
 //   - A race is only reported when the recorded times prove two workers
 //     were inside at once; see Races for the evidence rules. Times from the
 //     history and the ledger are compared directly, so the harness must give

@@ -79,8 +79,31 @@ func clientGone(r *fakes.Record) {
 }
 func ambiguous(r *fakes.Record) { r.Status, r.Fault = 500, "fail-after" }
 
-func (f *fx) event(kind history.EventKind, worker string, t float64) {
+func (f *fx) event(kind history.EventKind, worker string, t float64) *history.Event {
 	f.in.History.Events = append(f.in.History.Events, history.Event{Seq: len(f.in.History.Events), Time: at(t), Kind: kind, Worker: worker})
+	return &f.in.History.Events[len(f.in.History.Events)-1]
+}
+
+// rejected makes a record a request a deployed bug answered 422 before any
+// effect.
+func rejected(r *fakes.Record) {
+	r.Status, r.Effect, r.Fault, r.Error = 422, false, "intransient", "deployed_bug: deployed bug b1"
+}
+
+// bug deploys bug b1 at from and fixes it at to (0: never).
+func (f *fx) bug(from, to float64) {
+	f.event(history.EventDeployBug, "", from).Detail = "b1"
+	if to > 0 {
+		f.event(history.EventDeployFix, "", to).Detail = "b1"
+	}
+}
+
+// rejections adds n requests of w3.1 to cloud CreateVM for i3, rejected by a
+// deployed bug, one a millisecond from start.
+func (f *fx) rejections(n int, start float64) {
+	for i := range n {
+		f.rec("w3.1", "cloud", "CreateVM", "vm:i3:g1", "i3", start+float64(i), start+float64(i)+0.1, rejected)
+	}
 }
 
 func (f *fx) instance(id string) *contract.Instance {
@@ -124,7 +147,7 @@ func ready(id, size string, gen int64, vmid string) contract.Instance {
 // base is a correct, converged run:
 //
 //	op 0 create i1 small (gen 1)   w1.1 item 1 [3,10]: CreateVM, Apply, charge; email after commit
-//	op 1 resize i1 medium (gen 2)  w2.1 item 2 [14,20]: ResizeVM, Apply
+//	op 1 resize i1 medium (gen 2)  w2.1 item 2 [14,20]: ResizeVM, Apply, charge
 //	op 2 resize i1 large: busy
 //	op 3 get i1: gen 2, no active work
 //	op 4 create i2 small (gen 1)   w1.1 item 3 [32,40]: CreateVM, Apply, charge
@@ -156,6 +179,7 @@ func base() *fx {
 	f.rec("w1.1", "billing", "CreateCharge", "charge:i2:g1", "i2", 37, 38, event("provision:i2:g1"))
 	f.rec("w2.1", "cloud", "TerminateVM", "", "i2", 44, 45)
 	f.rec("w2.1", "kube", "Delete", "", "i2", 46, 47)
+	f.rec("w2.1", "billing", "CreateCharge", "charge:i1:g2", "i1", 18.5, 19, event("resize:i1:g2"))
 
 	f.in.Ledger.VMs = []fakes.VM{
 		{ID: "vm-1", Owner: "i1", Size: "medium", ClientToken: "vm:i1:g1", State: "running", CreatedAt: at(4.5)},
@@ -165,6 +189,7 @@ func base() *fx {
 	f.in.Ledger.Charges = []fakes.Charge{
 		{ID: "ch_1", Customer: "i1", Owner: "i1", Amount: 100, Event: "provision:i1:g1", CreatedAt: at(8.5)},
 		{ID: "ch_2", Customer: "i2", Owner: "i2", Amount: 100, Event: "provision:i2:g1", CreatedAt: at(37.5)},
+		{ID: "ch_3", Customer: "i1", Owner: "i1", Amount: 200, Event: "resize:i1:g2", CreatedAt: at(18.7)},
 	}
 	f.in.Ledger.Emails = []fakes.Email{{ID: "em_1", To: "i1@example.com", Owner: "i1", Event: "welcome:i1", SentAt: at(11.2)}}
 	f.in.State.Instances = []contract.Instance{ready("i1", "medium", 2, "vm-1")}

@@ -28,6 +28,17 @@ import (
 //     or after the request's invoke), with no later delete that may have
 //     happened.
 //
+// One rule runs whether or not the run was healed, since no quiescence is
+// needed to see it:
+//
+//   - "work-dropped": an instance in State with HasActiveWork and no work
+//     item at all (parked or not) whose Key is the instance. The pattern sets
+//     the flag in the transaction that enqueues the work and clears it in
+//     the one that completes it, and Inspect reads both in one snapshot
+//     (see contract.System), so the flag without work means the work was
+//     dropped: nothing will ever clear it, and the instance refuses every
+//     change from now on.
+//
 // An Info create whose instance exists must be complete like any other;
 // that is checked by Convergence and Orphans, which see every instance in
 // State. An Info create that did not happen must have left nothing behind,
@@ -36,24 +47,14 @@ func LostWork(in Input) []Violation { return newView(in).lostWork() }
 
 func (v *view) lostWork() []Violation {
 	in := v.in
+	out := v.droppedWork()
 	if !in.Healed {
-		return nil
+		return sortViolations(out)
 	}
-	var out []Violation
 	for _, id := range sortedKeys(v.ops) {
 		ops := v.ops[id]
 		inst, exists := v.inst[id]
-		laterDelete := func(i int) bool {
-			for _, d := range ops[i+1:] {
-				if d.Request.Op != contract.OpDelete || !mayHaveHappened(d) {
-					continue
-				}
-				if d.Outcome == history.OK || !exists || v.createAfter(id, d.Index) {
-					return true
-				}
-			}
-			return false
-		}
+		laterDelete := func(i int) bool { return v.deletedAfter(id, i) }
 		laterCreate := func(i int) bool {
 			for _, c := range ops[i+1:] {
 				if c.Request.Op == contract.OpCreate && mayHaveHappened(c) {
@@ -102,6 +103,48 @@ func (v *view) lostWork() []Violation {
 		}
 	}
 	return sortViolations(out)
+}
+
+// droppedWork is rule "work-dropped".
+func (v *view) droppedWork() []Violation {
+	keyed := map[string]bool{}
+	for _, w := range v.in.State.Work {
+		keyed[w.Key] = true
+	}
+	var out []Violation
+	for _, id := range sortedKeys(v.inst) {
+		inst := v.inst[id]
+		if !inst.HasActiveWork || keyed[id] {
+			continue
+		}
+		var ops []int
+		for _, o := range v.changeOps(id) {
+			if o.Response.Generation > inst.ObservedGen {
+				ops = append(ops, o.Index)
+			}
+		}
+		out = append(out, Violation{Invariant: InvLostWork, Rule: "work-dropped", Instance: id, Ops: ops,
+			Message: fmt.Sprintf("has_active_work is set (generation %d, observed %d, state %s) but no work item exists for the instance: the work was dropped, and nothing will clear the flag",
+				inst.Generation, inst.ObservedGen, inst.State)})
+	}
+	return out
+}
+
+// deletedAfter reports whether a delete of instance that may have happened
+// came after its i-th op (in v.ops order). An Info or pending delete counts
+// when the instance is absent or was created again after it.
+func (v *view) deletedAfter(instance string, i int) bool {
+	ops := v.ops[instance]
+	_, exists := v.inst[instance]
+	for _, d := range ops[i+1:] {
+		if d.Request.Op != contract.OpDelete || !mayHaveHappened(d) {
+			continue
+		}
+		if d.Outcome == history.OK || !exists || v.createAfter(instance, d.Index) {
+			return true
+		}
+	}
+	return false
 }
 
 func (v *view) createAfter(instance string, index int) bool {

@@ -91,6 +91,9 @@ func startEphemeral(ctx context.Context, opts Options, log *slog.Logger) (backen
 		opts: DefaultSettings(),
 	}
 	maps.Copy(c.opts, opts.Settings)
+	for _, k := range []string{"listen_addresses", "port", "unix_socket_directories"} {
+		delete(c.opts, k) // set by startPostmaster, always
+	}
 	var fs syscall.Statfs_t
 	c.tmpfs = syscall.Statfs(base, &fs) == nil && fs.Type == tmpfsMagic
 	if err := copyTree(cached, c.data, run); err != nil {
@@ -173,10 +176,13 @@ func freePort() (int, error) {
 // startPostmaster starts postgres on c.port and waits until it accepts
 // connections. Callers hold c.mu or own c exclusively.
 func (c *cluster) startPostmaster(ctx context.Context) error {
-	args := []string{"-D", c.data, "-p", strconv.Itoa(c.port), "-k", c.base, "-c", "listen_addresses=127.0.0.1"}
+	args := []string{"-D", c.data}
 	for _, k := range slices.Sorted(maps.Keys(c.opts)) {
 		args = append(args, "-c", k+"="+c.opts[k])
 	}
+	// Last, so that no Settings entry moves the server off loopback or off
+	// its port and socket directory.
+	args = append(args, "-p", strconv.Itoa(c.port), "-k", c.base, "-c", "listen_addresses=127.0.0.1")
 	logPath := filepath.Join(c.base, "postgres.log")
 	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -196,9 +202,10 @@ func (c *cluster) startPostmaster(ctx context.Context) error {
 	}
 	c.pm = pm
 	if err := c.waitReady(ctx, pm); err != nil {
+		exited := pm.exited()
 		c.stop(syscall.SIGQUIT)
 		log := readFrom(logPath, logStart)
-		if pm.exited() && (bytes.Contains(log, []byte("could not bind")) || bytes.Contains(log, []byte("Address already in use"))) {
+		if exited && (bytes.Contains(log, []byte("could not bind")) || bytes.Contains(log, []byte("Address already in use"))) {
 			err = fmt.Errorf("%w: %w", errPortInUse, err)
 		}
 		return fmt.Errorf("pgenv: postgres on port %d did not become ready: %w\n%s", c.port, err, tail(log, 2000))

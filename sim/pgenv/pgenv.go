@@ -24,7 +24,7 @@ var (
 	// ErrMalformedDSN: the configured connection string does not parse.
 	ErrMalformedDSN = errors.New("malformed Postgres connection string")
 	// ErrUnreachable: the configured server did not accept a connection.
-	ErrUnreachable = errors.New("Postgres server unreachable")
+	ErrUnreachable = errors.New("postgres server unreachable")
 	// ErrNotOwned: a database this harness did not create was about to be
 	// dropped. The harness never drops other people's databases.
 	ErrNotOwned = errors.New("database not created by this pgenv.Server")
@@ -255,8 +255,10 @@ func (s *Server) pool() (*pgxpool.Pool, error) {
 // Template returns the template database called name, creating it and running
 // migrate on it (nil: an empty database) the first time name is asked for on
 // this Server. Later calls with the same name return the same Template and
-// ignore migrate. Concurrent first calls wait for one migration; a failed
-// migration is not remembered, so a later call tries again.
+// ignore migrate. Concurrent first calls wait for one migration (and share
+// its error, also one from the first caller's ctx); a failed migration is not
+// remembered, so a later call tries again. The template refuses connections
+// once migrated: CREATE DATABASE … TEMPLATE fails while anyone is connected.
 func (s *Server) Template(ctx context.Context, name string, migrate func(context.Context, *pgxpool.Pool) error) (*Template, error) {
 	if name == "" {
 		return nil, errors.New("pgenv: Template: empty name")

@@ -734,3 +734,29 @@ func sysVShmExists(t *testing.T, shmid string) bool {
 	}
 	return false
 }
+
+// Settings extend the defaults, but cannot move the server off loopback.
+func TestSettings(t *testing.T) {
+	s := start(t, Options{Ephemeral: true, Settings: map[string]string{"work_mem": "7MB", "listen_addresses": "*", "fsync": "on"}})
+	ctx := context.Background()
+	for _, tc := range []struct{ name, want string }{
+		{"work_mem", "7MB"},
+		{"listen_addresses", "127.0.0.1"},
+		{"fsync", "on"},
+		{"full_page_writes", "off"},
+		{"synchronous_commit", "on"},
+		{"max_connections", "400"},
+		{"dynamic_shared_memory_type", "mmap"},
+	} {
+		var got string
+		if err := s.admin.QueryRow(ctx, "SHOW "+tc.name).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != tc.want {
+			t.Errorf("%s = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	if got := s.Settings()["work_mem"]; got != "7MB" {
+		t.Errorf("Settings()[work_mem] = %q", got)
+	}
+}

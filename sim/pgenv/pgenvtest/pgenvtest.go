@@ -92,8 +92,9 @@ func closeShared() error {
 	return srv.Close()
 }
 
-// Server returns the test binary's shared server, starting it on first use
-// ($WORKPROOF_DATABASE_URL if set, else an ephemeral cluster). It fails the
+// Server returns the test binary's shared server, starting it on first use:
+// $WORKPROOF_DATABASE_URL if set, else an ephemeral cluster (PG* variables
+// are ignored here). It fails the
 // test if there is none, or if TestMain does not call Main (nobody would close
 // the server).
 func Server(t testing.TB) *pgenv.Server {
@@ -106,13 +107,22 @@ func Server(t testing.TB) *pgenv.Server {
 	if !shared.started {
 		shared.started = true
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		shared.srv, shared.err = pgenv.Start(ctx, pgenv.Options{})
+		shared.srv, shared.err = pgenv.Start(ctx, options())
 		cancel()
 	}
 	if shared.err != nil {
 		t.Fatalf("pgenvtest: no Postgres server: %v", shared.err)
 	}
 	return shared.srv
+}
+
+// options picks $WORKPROOF_DATABASE_URL or else an ephemeral cluster, and
+// nothing else: stray PG* variables must not send tests to some other server.
+func options() pgenv.Options {
+	if dsn := os.Getenv(pgenv.EnvDSN); dsn != "" {
+		return pgenv.Options{DSN: dsn}
+	}
+	return pgenv.Options{Ephemeral: true}
 }
 
 // DB returns a fresh database cloned from the template called name (made once

@@ -1,0 +1,241 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/workproof/workproof/scenarios"
+	"github.com/workproof/workproof/sim/check"
+	"github.com/workproof/workproof/sim/pgenv"
+)
+
+// runFlags are the flags gate and bench share.
+type runFlags struct {
+	system, dsn, only, families, out string
+	seed                             uint64
+	workers, checks, steps           int
+	settle                           time.Duration
+	verbose                          bool
+}
+
+func (f *runFlags) register(fs *flag.FlagSet, defaultFamilies string) {
+	fs.StringVar(&f.system, "system", "kvx", "system under test: kvx, or a mutant (see below)")
+	fs.Uint64Var(&f.seed, "seed", 1, "root seed: program k of a family is drawn from a seed derived from it")
+	fs.StringVar(&f.families, "families", defaultFamilies, "comma-separated scenario families: "+strings.Join(scenarios.Families(), ","))
+	fs.StringVar(&f.only, "run", "", "run only the named scenarios whose name matches this regular expression (and, unless -families is given, only the named family)")
+	fs.IntVar(&f.workers, "workers", 2, "worker slots per run")
+	fs.IntVar(&f.checks, "checks", 8, "programs drawn per property family")
+	fs.IntVar(&f.steps, "steps", 20, "most actions per drawn program")
+	fs.DurationVar(&f.settle, "settle", 15*time.Second, "bound of each run's liveness phase (heal, then wait for the system to settle)")
+	fs.StringVar(&f.dsn, "dsn", "", "Postgres server to use (default: $WORKPROOF_DATABASE_URL or the PG* variables, else a private ephemeral cluster started and removed by simrun)")
+	fs.BoolVar(&f.verbose, "v", false, "log the harness, the workers and the fakes to stderr (debug level)")
+}
+
+func (f *runFlags) options(fs *flag.FlagSet) (scenarios.Options, error) {
+	sys, err := systemNamed(f.system)
+	if err != nil {
+		return scenarios.Options{}, err
+	}
+	opts := scenarios.Options{
+		System: sys.new(), Name: sys.name, Seed: f.seed, Workers: f.workers,
+		Budget: scenarios.Budget{Checks: f.checks, Steps: f.steps, Settle: f.settle, Time: time.Hour},
+	}
+	if f.workers < 1 || f.checks < 1 || f.steps < 1 || f.settle <= 0 {
+		return opts, usagef("-workers, -checks, -steps and -settle must be positive")
+	}
+	if f.only != "" {
+		re, err := regexp.Compile(f.only)
+		if err != nil {
+			return opts, usagef("-run: %v", err)
+		}
+		opts.Only = re
+		given := false
+		fs.Visit(func(fl *flag.Flag) { given = given || fl.Name == "families" })
+		if !given {
+			f.families = scenarios.FamilyNamed
+		}
+	}
+	known := map[string]bool{}
+	for _, fam := range scenarios.Families() {
+		known[fam] = true
+	}
+	for _, fam := range strings.Split(f.families, ",") {
+		fam = strings.TrimSpace(fam)
+		if !known[fam] {
+			return opts, usagef("unknown family %q in -families (want some of %s)", fam, strings.Join(scenarios.Families(), ","))
+		}
+		opts.Families = append(opts.Families, fam)
+	}
+	if opts.Only != nil {
+		n := 0
+		for _, sc := range scenarios.NamedScenarios() {
+			if opts.Only.MatchString(sc.Name) {
+				n++
+			}
+		}
+		if n == 0 {
+			return opts, usagef("no scenario matches -run %q", f.only)
+		}
+	}
+	if f.verbose {
+		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return opts, nil
+}
+
+func startPostgres(ctx context.Context, dsn string, stderr io.Writer) (*pgenv.Server, error) {
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return pgenv.Start(ctx, pgenv.Options{DSN: dsn, Logger: log})
+}
+
+func gateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var f runFlags
+	fs := flag.NewFlagSet("gate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f.register(fs, strings.Join(scenarios.Families(), ","))
+	fs.StringVar(&f.out, "out", "", "directory for gate.json and, on a failure, the counterexample programs (default out/gate-<seed>)")
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprint(w, `Usage: simrun gate [flags]
+
+The CI gate for a change to worker code. Runs every scenario family on the
+system, each run on a fresh database (run, heal, converge, check every
+invariant): the named regression scenarios, then programs drawn from the
+seed for the crash, network, provider and chaos families. A family stops at
+its first failure, shrinks it to a shorter program that still fails, and
+prints the violation lines, the program and a paste-ready replay command.
+
+Flags:
+`)
+		fs.PrintDefaults()
+		fmt.Fprint(w, "\nSystems (-system):\n")
+		for _, s := range systems() {
+			fmt.Fprintf(w, "  %-21s %s\n", s.name, wrap(s.doc, 24, 80))
+		}
+		fmt.Fprint(w, `
+Exit codes:
+  0  every family valid
+  1  some family found a violation
+  2  usage or infrastructure error, or a run ended unknown
+
+Examples:
+  simrun gate
+  simrun gate -system CheckThenAct -run concurrent
+  simrun gate -families crash,chaos -checks 50 -seed 7
+`)
+	}
+	if code, ok := parse(fs, args, stdout); !ok {
+		return code
+	}
+	opts, err := f.options(fs)
+	if err != nil {
+		fmt.Fprintf(stderr, "simrun gate: %v\nRun \"simrun gate -h\" for help.\n", err)
+		return exitUsage
+	}
+	srv, err := startPostgres(ctx, f.dsn, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "simrun gate: no Postgres: %v\n", err)
+		return exitUsage
+	}
+	defer srv.Close()
+	opts.Server = srv
+	opts.Progress = func(ex scenarios.Example) {
+		mark := "ok  "
+		switch ex.Verdict {
+		case check.Invalid:
+			mark = "FAIL"
+		case check.Unknown:
+			mark = "?   "
+		}
+		fmt.Fprintf(stdout, "%s %-8s %-36s %s (%v)\n", mark, ex.Family, ex.Name, ex.Verdict, ex.Duration.Round(10*time.Millisecond))
+	}
+	res, err := scenarios.Run(ctx, opts)
+	if err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintln(stdout, "interrupted")
+		} else {
+			fmt.Fprintf(stderr, "simrun gate: %v\n", err)
+		}
+		return exitUsage
+	}
+	out := f.out
+	if out == "" {
+		out = filepath.Join("out", fmt.Sprintf("gate-%d", f.seed))
+	}
+	printRun(stdout, res, out)
+	if err := writeRun(out, res); err != nil {
+		fmt.Fprintf(stderr, "simrun gate: writing the report: %v\n", err)
+		return exitUsage
+	}
+	fmt.Fprintf(stdout, "gate: %s on %s (seed %d, %v); report: %s\n", res.Verdict, res.System, res.Seed, res.Duration.Round(time.Second), filepath.Join(out, "gate.json"))
+	return res.Verdict.ExitCode()
+}
+
+// printRun prints each family's line and every failure in full.
+func printRun(w io.Writer, res scenarios.Result, out string) {
+	for _, fr := range res.Families {
+		fmt.Fprintf(w, "family %-8s %-7s %d examples in %v; reached: %s\n", fr.Family, fr.Verdict, fr.Examples, fr.Duration.Round(100*time.Millisecond), strings.Join(fr.Reached, " "))
+		for _, u := range fr.Unknown {
+			fmt.Fprintf(w, "  unknown: %s\n", u)
+		}
+		if f := fr.Failure; f != nil {
+			fmt.Fprintf(w, "  %s failed (%s) after %v:\n", fr.Family, f.Name, f.Detect.Round(100*time.Millisecond))
+			for _, v := range f.Violations {
+				fmt.Fprintf(w, "    %s\n", v)
+			}
+			if f.Program != nil {
+				fmt.Fprintf(w, "  counterexample (%d actions, shrunk from %d): %s", len(f.Program.Actions), len(f.Original.Actions), f.Program)
+				fmt.Fprintf(w, "  replay the counterexample: go run ./cmd/simrun replay -system %s -program %s -expect %s\n",
+					res.System, filepath.Join(out, "counterexample-"+fr.Family+".json"), firstInvariant(f.Violations))
+			}
+			fmt.Fprintf(w, "  replay: %s\n", f.Replay)
+		}
+	}
+}
+
+func firstInvariant(lines []string) string {
+	if len(lines) == 0 {
+		return ""
+	}
+	inv, _, _ := strings.Cut(lines[0], ":")
+	return inv
+}
+
+// writeRun writes gate.json and each failure's shrunk program.
+func writeRun(dir string, res scenarios.Result) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := writeJSON(filepath.Join(dir, "gate.json"), res); err != nil {
+		return err
+	}
+	for _, fr := range res.Families {
+		if fr.Failure != nil && fr.Failure.Program != nil {
+			if err := writeJSON(filepath.Join(dir, "counterexample-"+fr.Family+".json"), fr.Failure.Program); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,244 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/workproof/workproof/reports"
+	"github.com/workproof/workproof/sim/check"
+	"github.com/workproof/workproof/sim/pgenv/pgenvtest"
+)
+
+// asMain makes the test binary act as simrun itself when the tests run it
+// as a subprocess: the real main, with its own exit code, signals and
+// files, without a second build.
+const asMain = "WORKPROOF_SIMRUN_AS_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(asMain) == "1" {
+		main()
+		return
+	}
+	pgenvtest.Main(m)
+}
+
+// simrun starts simrun with args; wait for it with finish.
+func simrun(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), asMain+"=1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	return cmd, &stdout, &stderr
+}
+
+func exitCode(t *testing.T, err error) int {
+	t.Helper()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.ExitCode()
+	}
+	t.Fatalf("simrun did not run: %v", err)
+	return -1
+}
+
+func TestUsageErrorsExit2(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		args []string
+		want string // on stderr
+	}{
+		{nil, "Usage:"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"replay"}, "give exactly one of -scenario, -family (with -seed) or -program"},
+		{[]string{"replay", "-family", "crash"}, "-family needs the program's -seed"},
+		{[]string{"replay", "-scenario", "nope"}, `no named scenario "nope"`},
+		{[]string{"gate", "-families", "crash,bogus"}, `unknown family "bogus"`},
+		{[]string{"bench", "-runs", "0"}, "-runs must be positive"},
+		{[]string{"soak", "-bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"soak", "-workers", "0"}, "-workers 0: must be at least 1"},
+		{[]string{"soak", "-rate", "-3"}, "-rate -3: must be positive"},
+		{[]string{"soak", "-duration", "0s"}, "-duration 0s: must be positive"},
+		{[]string{"soak", "-faults", "hurricane"}, `unknown -faults "hurricane" (want one of none, mild, chaos)`},
+		{[]string{"soak", "-system", "Nope"}, "FreshTokenPerAttempt"},
+		{[]string{"soak", "leftover"}, `unexpected arguments ["leftover"]`},
+		{[]string{"gate", "-system", "Nope"}, `unknown -system "Nope"`},
+		{[]string{"gate", "-run", "no-such-scenario"}, `no scenario matches -run "no-such-scenario"`},
+		{[]string{"soak", "-dsn", "postgres://nobody@127.0.0.1:1/x?connect_timeout=2", "-duration", "1s"}, "no Postgres"},
+	} {
+		cmd, _, stderr := simrun(t, c.args...)
+		code := exitCode(t, cmd.Run())
+		if code != 2 {
+			t.Errorf("simrun %q: exit %d, want 2; stderr:\n%s", c.args, code, stderr)
+		}
+		if !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("simrun %q: stderr lacks %q:\n%s", c.args, c.want, stderr)
+		}
+	}
+}
+
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	cmd, stdout, _ := simrun(t, "soak", "-h")
+	if code := exitCode(t, cmd.Run()); code != 0 {
+		t.Errorf("soak -h: exit %d", code)
+	}
+	for _, s := range []string{"-duration", "-check-every", "-keep-going", "Exit codes:", "Examples:", "chaos", "CheckThenAct", "$WORKPROOF_DATABASE_URL"} {
+		if !strings.Contains(stdout.String(), s) {
+			t.Errorf("soak -h lacks %q", s)
+		}
+	}
+}
+
+// A 3-second soak of the reference system ends valid (exit 0), writes its
+// report, and prints where and how to replay it.
+func TestSoakWritesReport(t *testing.T) {
+	t.Parallel()
+	dsn := pgenvtest.Server(t).DSN()
+	out := filepath.Join(t.TempDir(), "soak")
+	cmd, stdout, stderr := simrun(t, "soak", "-duration", "3s", "-check-every", "3s", "-seed", "5", "-rate", "30", "-dsn", dsn, "-out", out)
+	if code := exitCode(t, cmd.Run()); code != 0 {
+		t.Fatalf("exit %d, want 0\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	replay := "go run ./cmd/simrun soak -seed 5 -duration 3s -workers 3 -rate 30 -instances 8 -faults mild -system kvx -check-every 3s"
+	for _, s := range []string{"verdict: valid (exit 0)", "report: " + filepath.Join(out, "summary.md"), "replay: " + replay} {
+		if !strings.Contains(stdout.String(), s) {
+			t.Errorf("stdout lacks %q:\n%s", s, stdout)
+		}
+	}
+	md, err := os.ReadFile(filepath.Join(out, reports.MarkdownFile))
+	if err != nil || !strings.Contains(string(md), replay) {
+		t.Errorf("summary.md: %v; lacks the replay command", err)
+	}
+	rep := readReport(t, out)
+	if rep.Verdict != check.Valid || rep.Requests.Accepted == 0 || rep.Seed != 5 || rep.Postgres.Kind != "dsn" {
+		t.Errorf("report: verdict %s, requests %+v, seed %d, postgres %+v", rep.Verdict, rep.Requests, rep.Seed, rep.Postgres)
+	}
+	if _, err := os.Stat(filepath.Join(out, reports.EvidenceFile)); !os.IsNotExist(err) {
+		t.Errorf("evidence.json written for a valid run (%v)", err)
+	}
+}
+
+// Ctrl-C stops a soak cleanly: the report is still written, with an
+// unknown verdict, and the exit code is 2.
+func TestSoakInterrupted(t *testing.T) {
+	t.Parallel()
+	dsn := pgenvtest.Server(t).DSN()
+	out := filepath.Join(t.TempDir(), "soak")
+	cmd := exec.Command(os.Args[0], "soak", "-duration", "1m", "-seed", "9", "-dsn", dsn, "-out", out)
+	cmd.Env = append(os.Environ(), asMain+"=1")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	pipe, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	var stdout strings.Builder
+	sc := bufio.NewScanner(pipe)
+	for sc.Scan() {
+		stdout.WriteString(sc.Text() + "\n")
+		if strings.HasPrefix(sc.Text(), "postgres:") {
+			break
+		}
+	}
+	time.Sleep(2 * time.Second) // some traffic
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	for sc.Scan() {
+		stdout.WriteString(sc.Text() + "\n")
+	}
+	if code := exitCode(t, cmd.Wait()); code != 2 {
+		t.Fatalf("exit %d, want 2\nstdout:\n%s\nstderr:\n%s", code, &stdout, &stderr)
+	}
+	rep := readReport(t, out)
+	if rep.Ended != reports.EndInterrupted || rep.Verdict != check.Unknown {
+		t.Errorf("report: ended %s, verdict %s", rep.Ended, rep.Verdict)
+	}
+	if _, err := os.Stat(filepath.Join(out, reports.EvidenceFile)); err != nil {
+		t.Errorf("no evidence for an unknown verdict: %v", err)
+	}
+	if !strings.Contains(stdout.String(), "verdict: unknown (exit 2)") {
+		t.Errorf("stdout:\n%s", &stdout)
+	}
+}
+
+// The gate exits by verdict: 0 when the reference passes a scenario, 1
+// when a mutant fails the scenario aimed at it, with the violation line.
+func TestGateExitsByVerdict(t *testing.T) {
+	t.Parallel()
+	dsn := pgenvtest.Server(t).DSN()
+	for _, c := range []struct {
+		system string
+		want   int
+		line   string
+	}{
+		{"kvx", 0, "gate: valid on kvx"},
+		{"EmailInTx", 1, "at-most-once: instance i1"},
+	} {
+		out := t.TempDir()
+		cmd, stdout, stderr := simrun(t, "gate", "-system", c.system, "-run", "^crash-after-email-before-commit$", "-dsn", dsn, "-out", out)
+		if code := exitCode(t, cmd.Run()); code != c.want {
+			t.Errorf("gate %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", c.system, code, c.want, stdout, stderr)
+		}
+		if !strings.Contains(stdout.String(), c.line) {
+			t.Errorf("gate %s: stdout lacks %q:\n%s", c.system, c.line, stdout)
+		}
+		if _, err := os.Stat(filepath.Join(out, "gate.json")); err != nil {
+			t.Errorf("gate %s: no report: %v", c.system, err)
+		}
+	}
+}
+
+// A property-family failure is shrunk, saved, and its saved program
+// replays: replay says whether it reproduced the violation.
+func TestGateCounterexampleReplays(t *testing.T) {
+	t.Parallel()
+	dsn := pgenvtest.Server(t).DSN()
+	out := t.TempDir()
+	cmd, stdout, stderr := simrun(t, "gate", "-system", "FreshTokenPerAttempt", "-families", "crash", "-checks", "30", "-dsn", dsn, "-out", out)
+	if code := exitCode(t, cmd.Run()); code != 1 {
+		t.Fatalf("gate: exit %d, want 1\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	prog := filepath.Join(out, "counterexample-crash.json")
+	if !strings.Contains(stdout.String(), "-program "+prog) {
+		t.Fatalf("gate does not print the replay command for %s:\n%s", prog, stdout)
+	}
+	// Which worker claims an item is a real race, so a replay may need a
+	// few attempts; 12 make a miss (about 0.5^12 when two workers race)
+	// practically impossible.
+	cmd, stdout, stderr = simrun(t, "replay", "-system", "FreshTokenPerAttempt", "-program", prog, "-expect", "orphan", "-attempts", "12", "-dsn", dsn)
+	code := exitCode(t, cmd.Run())
+	if code != 1 || !strings.Contains(stdout.String(), "reproduced: orphan") {
+		t.Fatalf("replay exit %d, want 1 and reproduced:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+}
+
+func readReport(t *testing.T, dir string) reports.Report {
+	t.Helper()
+	f, err := os.Open(filepath.Join(dir, reports.JSONFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rep, err := reports.ReadJSON(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/workproof/workproof/scenarios"
+	"github.com/workproof/workproof/sim/check"
+)
+
+func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var (
+		f                   runFlags
+		scenario, program   string
+		family, expect      string
+		familyGiven, seeded bool
+		attempts            int
+	)
+	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.system, "system", "kvx", "system under test: kvx, or a mutant (see simrun gate -h)")
+	fs.Uint64Var(&f.seed, "seed", 1, "with -family: the program's own seed (as printed by gate); with -scenario: the run's root seed")
+	fs.StringVar(&family, "family", "", "regenerate the program of this property family drawn from -seed")
+	fs.IntVar(&f.workers, "workers", 2, "with -family: worker slots the program was drawn for")
+	fs.IntVar(&f.steps, "steps", 20, "with -family: most actions the program was drawn with")
+	fs.StringVar(&scenario, "scenario", "", "replay this named scenario")
+	fs.StringVar(&program, "program", "", "replay the program saved in this JSON file (gate writes counterexample-<family>.json)")
+	fs.StringVar(&expect, "expect", "", "the invariant the original run violated: the replay then says whether it reproduced or diverged")
+	fs.IntVar(&attempts, "attempts", 5, "with -expect: run up to this many times until the violation reproduces")
+	fs.DurationVar(&f.settle, "settle", 15*time.Second, "bound of the liveness phase")
+	fs.StringVar(&f.dsn, "dsn", "", "Postgres server (default: $WORKPROOF_DATABASE_URL or the PG* variables, else a private ephemeral cluster)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: simrun replay [flags] (-scenario NAME | -family F -seed N | -program FILE)
+
+Runs one example again on a fresh database and reports its verdict and
+violation lines. With -expect it also says whether the replay reproduced the
+original violation or diverged: Postgres and the workers run concurrently for
+real, so a replay narrows but does not remove timing differences.
+
+Flags:
+`)
+		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), `
+Exit codes: 0 valid, 1 a violation, 2 usage or infrastructure error or unknown.
+
+Examples:
+  simrun replay -system FreshTokenPerAttempt -family crash -seed 123 -expect orphan
+  simrun replay -program out/gate-1/counterexample-crash.json -system EmailInTx
+  simrun replay -scenario concurrent-resizes -system CheckThenAct
+`)
+	}
+	if code, ok := parse(fs, args, stdout); !ok {
+		return code
+	}
+	fs.Visit(func(fl *flag.Flag) {
+		familyGiven = familyGiven || fl.Name == "family"
+		seeded = seeded || fl.Name == "seed"
+	})
+	modes := 0
+	for _, set := range []bool{scenario != "", program != "", familyGiven} {
+		if set {
+			modes++
+		}
+	}
+	if modes != 1 {
+		fmt.Fprintln(stderr, "simrun replay: give exactly one of -scenario, -family (with -seed) or -program\nRun \"simrun replay -h\" for help.")
+		return exitUsage
+	}
+	if familyGiven && !seeded {
+		fmt.Fprintln(stderr, "simrun replay: -family needs the program's -seed (gate prints it)")
+		return exitUsage
+	}
+	sys, err := systemNamed(f.system)
+	if err != nil {
+		fmt.Fprintf(stderr, "simrun replay: %v\n", err)
+		return exitUsage
+	}
+	opts := scenarios.Options{System: sys.new(), Name: sys.name, Seed: f.seed, Workers: f.workers,
+		Budget: scenarios.Budget{Settle: f.settle}}
+	var (
+		prog *scenarios.Program
+		sc   *scenarios.Named
+	)
+	switch {
+	case program != "":
+		b, err := os.ReadFile(program)
+		if err != nil {
+			fmt.Fprintf(stderr, "simrun replay: %v\n", err)
+			return exitUsage
+		}
+		var p scenarios.Program
+		if err := json.Unmarshal(b, &p); err != nil || len(p.Actions) == 0 || p.Workers < 1 {
+			fmt.Fprintf(stderr, "simrun replay: %s is not a saved program (%v)\n", program, err)
+			return exitUsage
+		}
+		prog = &p
+	case familyGiven:
+		if family == scenarios.FamilyNamed || !slices.Contains(scenarios.Families(), family) {
+			fmt.Fprintf(stderr, "simrun replay: -family %q is not a property family (want one of %s)\n", family, strings.Join(scenarios.Families()[1:], ", "))
+			return exitUsage
+		}
+		p := scenarios.ProgramGen(family, f.workers, f.steps).Example(int(f.seed))
+		prog = &p
+	default:
+		for _, n := range scenarios.NamedScenarios() {
+			if n.Name == scenario {
+				sc = &n
+			}
+		}
+		if sc == nil {
+			fmt.Fprintf(stderr, "simrun replay: no named scenario %q\n", scenario)
+			return exitUsage
+		}
+	}
+	srv, err := startPostgres(ctx, f.dsn, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "simrun replay: no Postgres: %v\n", err)
+		return exitUsage
+	}
+	defer srv.Close()
+	opts.Server = srv
+
+	if prog != nil {
+		fmt.Fprint(stdout, prog)
+		opts.Workers = prog.Workers
+	}
+	if expect == "" || attempts < 1 {
+		attempts = 1
+	}
+	var ex scenarios.Example
+	for k := 1; k <= attempts; k++ {
+		if prog != nil {
+			ex, err = scenarios.RunProgram(ctx, opts, *prog)
+		} else {
+			ex, err = scenarios.RunScenario(ctx, opts, *sc)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "simrun replay: %v\n", err)
+			return exitUsage
+		}
+		fmt.Fprintf(stdout, "attempt %d: %s (settled: %v, %v)\n", k, ex.Verdict, ex.Settled, ex.Duration.Round(10*time.Millisecond))
+		for _, v := range ex.Result.Violations {
+			fmt.Fprintf(stdout, "  %s\n", v)
+		}
+		if expect == "" {
+			break
+		}
+		if ex.Verdict == check.Invalid && hasInvariant(ex.Result.Violations, expect) {
+			fmt.Fprintf(stdout, "reproduced: %s on attempt %d of %d\n", expect, k, attempts)
+			return ex.Verdict.ExitCode()
+		}
+	}
+	if expect != "" {
+		// Real concurrency: which worker claims an item is a race the
+		// program does not fix, so a replay can take another path.
+		fmt.Fprintf(stdout, "diverged: no %s violation in %d attempts (last: %s)\n", expect, attempts, ex.Verdict)
+	}
+	return ex.Verdict.ExitCode()
+}
+
+func hasInvariant(vs []check.Violation, inv string) bool {
+	for _, v := range vs {
+		if v.Invariant == inv {
+			return true
+		}
+	}
+	return false
+}

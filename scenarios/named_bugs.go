@@ -1,0 +1,224 @@
+package scenarios
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/workproof/workproof/contract"
+	"github.com/workproof/workproof/fakes"
+	"github.com/workproof/workproof/sim"
+	"github.com/workproof/workproof/sim/check"
+	"github.com/workproof/workproof/sim/crash"
+	"github.com/workproof/workproof/sim/netfault"
+)
+
+// TakeoverBound is how long scenario "blackholed-worker" gives the other
+// workers to finish the item of a worker whose database link went silent:
+// twice the reference's idle-in-transaction bound (kvx's Budget.IdleInTx,
+// 8s), after which Postgres ends the silent session and frees its claim.
+// The reference takes over after its worker's own call deadline (5s).
+const TakeoverBound = 16 * time.Second
+
+// bugScenarios are the regression scenarios aimed at the bug classes of
+// package kvx/mutants, each named for the fault it injects.
+func bugScenarios() []Named {
+	return []Named{
+		{
+			Name: "crash-after-charge-before-commit",
+			Doc:  "a worker crashes after the billing service charged and before its transaction commits; the redo must charge with the same idempotency key, so the event is charged once",
+			Run: func(ctx context.Context, e *sim.Env) error {
+				if err := armAll(e, crash.Rule{After: "billing:POST /charges:done", At: "sql:"}); err != nil {
+					return err
+				}
+				if err := create(ctx, e, "i1", "small"); err != nil {
+					return err
+				}
+				return crashed(ctx, e, "after the charge")
+			},
+		},
+		{
+			Name: "crash-before-charge",
+			Doc:  "a worker crashes right before it sends the charge: the change must still be charged, exactly once (a system that charges after its commit never does)",
+			Run: func(ctx context.Context, e *sim.Env) error {
+				if err := armAll(e, crash.Rule{At: "billing:POST /charges"}); err != nil {
+					return err
+				}
+				if err := create(ctx, e, "i1", "small"); err != nil {
+					return err
+				}
+				return crashed(ctx, e, "before the charge")
+			},
+		},
+		{
+			Name: "crash-before-deployment",
+			Doc:  "a worker crashes right before it applies the deployment: the redo must apply it (a system that commits before that call, or commits the claim before the work, loses it)",
+			Run: func(ctx context.Context, e *sim.Env) error {
+				if err := armAll(e, crash.Rule{At: "kube:PATCH /deployments/*"}); err != nil {
+					return err
+				}
+				if err := create(ctx, e, "i1", "medium"); err != nil {
+					return err
+				}
+				return crashed(ctx, e, "before the deployment")
+			},
+		},
+		{
+			Name: "change-during-work",
+			Doc:  "a second resize arrives while a worker is still carrying out the first (its deployment call is slow): it must be refused as busy, never carried out by another worker beside the first",
+			Run: func(ctx context.Context, e *sim.Env) error {
+				if err := create(ctx, e, "i1", "small"); err != nil {
+					return err
+				}
+				if err := idle(ctx, e, "i1"); err != nil {
+					return err
+				}
+				if err := e.ProviderFault(fakes.Fault{Service: "kube", Endpoint: "Apply", Owner: "i1", Mode: fakes.ModeLatency,
+					Latency: 800 * time.Millisecond, Times: 1}); err != nil {
+					return err
+				}
+				fired, err := onAll(e, crash.Rule{At: "kube:PATCH /deployments/*"}, func(string) {})
+				if err != nil {
+					return err
+				}
+				if _, err := e.Serve(ctx, "user1", contract.Request{Op: contract.OpResize, Instance: "i1", Size: "medium"}); err != nil {
+					return fmt.Errorf("resize i1: %w", err)
+				}
+				if err := awaitFired(ctx, fired, "the resize's deployment call never started"); err != nil {
+					return err
+				}
+				// Busy is the right answer; an accepted change is the bug.
+				_, _ = e.Serve(ctx, "user2", contract.Request{Op: contract.OpResize, Instance: "i1", Size: "large"})
+				return nil
+			},
+		},
+		{
+			Name: "transient-outage",
+			Doc:  "the Kubernetes API answers 503 to the first four deployment calls: the work must keep retrying with backoff and finish, never give up and drop it",
+			Run: func(ctx context.Context, e *sim.Env) error {
+				if err := e.ProviderFault(fakes.Fault{Service: "kube", Endpoint: "Apply", Owner: "i1", Mode: fakes.ModeFailBefore,
+					Status: 503, Times: 4}); err != nil {
+					return err
+				}
+				if err := create(ctx, e, "i1", "small"); err != nil {
+					return err
+				}
+				// Until the instance's work is gone: done, or dropped.
+				if !sim.Await(ctx, step, func() bool { return !hasWork(ctx, e, "i1") }) {
+					return fmt.Errorf("work of i1 still pending after %v", step)
+				}
+				return nil
+			},
+		},
+		{
+			Name: "deployed-bug-retry-storm",
+			Doc: fmt.Sprintf("a bug is deployed in the cloud (CreateVM answers 422) and held until the work parks, or until it was "+
+				"rejected %d times without parking (a retry storm), then fixed: the work must park after one rejection", check.HotRetryLimit+1),
+			Run: func(ctx context.Context, e *sim.Env) error {
+				if err := e.DeployBug("cloud-422", "cloud", "CreateVM"); err != nil {
+					return err
+				}
+				if err := create(ctx, e, "i1", "small"); err != nil {
+					return err
+				}
+				decided := sim.Await(ctx, step, func() bool {
+					return parked(ctx, e) || rejections(e, "cloud", "CreateVM", "i1") > check.HotRetryLimit
+				})
+				if !decided {
+					return fmt.Errorf("%w: the work neither parked nor met the bug %d times", ErrNotReached, check.HotRetryLimit+1)
+				}
+				return e.DeployFix(ctx, "cloud-422")
+			},
+		},
+		{
+			Name: "create-retried-under-lag",
+			Doc:  "the cloud lists a new VM only a while after creating it, and the first deployment call fails: the retry must find the VM it created (client token), not trust the list and create a second",
+			Lag:  2 * time.Second,
+			Run: func(ctx context.Context, e *sim.Env) error {
+				if err := e.ProviderFault(fakes.Fault{Service: "kube", Endpoint: "Apply", Owner: "i1", Mode: fakes.ModeFailBefore,
+					Status: 503, Times: 1}); err != nil {
+					return err
+				}
+				if err := create(ctx, e, "i1", "small"); err != nil {
+					return err
+				}
+				return idle(ctx, e, "i1")
+			},
+		},
+		{
+			Name: "blackholed-worker",
+			Doc: "the database link of the worker in the middle of a create goes silent (its answers are swallowed) and stays so: " +
+				"its session must not keep the claim, and another worker must finish the create within TakeoverBound while the fault lasts " +
+				"(a violation \"no-takeover\" otherwise)",
+			Run: func(ctx context.Context, e *sim.Env) error {
+				var mu sync.Mutex
+				var silent string
+				var since time.Time
+				fired, err := onAll(e, crash.Rule{At: "kube:PATCH /deployments/*:done"}, func(w string) {
+					inc, _ := e.Incarnation(w)
+					_ = e.LinkFault(w, sim.Postgres, netfault.Blackhole{Dir: netfault.Downstream})
+					mu.Lock()
+					silent, since = inc, time.Now()
+					mu.Unlock()
+				})
+				if err != nil {
+					return err
+				}
+				if err := create(ctx, e, "i1", "small"); err != nil {
+					return err
+				}
+				if err := awaitFired(ctx, fired, "the deployment was never applied"); err != nil {
+					return err
+				}
+				done := sim.Await(ctx, TakeoverBound, func() bool {
+					s, err := e.Inspect(ctx)
+					if err != nil {
+						return false
+					}
+					i := slices.IndexFunc(s.Instances, func(in contract.Instance) bool { return in.ID == "i1" })
+					return i >= 0 && !s.Instances[i].HasActiveWork && s.Instances[i].ObservedGen == s.Instances[i].Generation
+				})
+				if !done {
+					mu.Lock()
+					defer mu.Unlock()
+					e.Violate(check.Violation{Invariant: check.InvConvergence, Rule: "no-takeover", Instance: "i1",
+						Message: fmt.Sprintf("worker %s went silent inside the create of i1 (database link blackholed at %s); no worker finished the create within %v while the fault lasted: the silent worker's session kept the claim",
+							silent, since.UTC().Format("15:04:05.000"), TakeoverBound)})
+				}
+				return nil
+			},
+		},
+	}
+}
+
+// hasWork reports whether some work item (or Inspect's failure) is about
+// instance id.
+func hasWork(ctx context.Context, e *sim.Env, id string) bool {
+	s, err := e.Inspect(ctx)
+	return err != nil || slices.ContainsFunc(s.Work, func(w contract.WorkItem) bool { return w.Key == id })
+}
+
+// parked reports whether some work item is parked with a reason.
+func parked(ctx context.Context, e *sim.Env) bool {
+	s, err := e.Inspect(ctx)
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(s.Work, func(w contract.WorkItem) bool { return w.Parked && w.Reason != "" })
+}
+
+// rejections counts the requests of service endpoint for owner that an
+// intransient fault (a deployed bug) rejected.
+func rejections(e *sim.Env, service, endpoint, owner string) int {
+	n := 0
+	for _, r := range e.Providers().Snapshot().Requests {
+		if r.Service == service && r.Endpoint == endpoint && r.Owner == owner &&
+			slices.Contains(strings.Split(r.Fault, "+"), string(fakes.ModeIntransient)) {
+			n++
+		}
+	}
+	return n
+}
