@@ -73,7 +73,9 @@ func bugScenarios() []Named {
 				if err := create(ctx, e, "i1", "small"); err != nil {
 					return err
 				}
-				if err := idle(ctx, e, "i1"); err != nil {
+				// Done, not merely idle: a system that unlocks early says
+				// idle while its work still runs.
+				if err := done(ctx, e, "i1"); err != nil {
 					return err
 				}
 				if err := e.ProviderFault(fakes.Fault{Service: "kube", Endpoint: "Apply", Owner: "i1", Mode: fakes.ModeLatency,
@@ -173,15 +175,7 @@ func bugScenarios() []Named {
 				if err := awaitFired(ctx, fired, "the deployment was never applied"); err != nil {
 					return err
 				}
-				done := sim.Await(ctx, TakeoverBound, func() bool {
-					s, err := e.Inspect(ctx)
-					if err != nil {
-						return false
-					}
-					i := slices.IndexFunc(s.Instances, func(in contract.Instance) bool { return in.ID == "i1" })
-					return i >= 0 && !s.Instances[i].HasActiveWork && s.Instances[i].ObservedGen == s.Instances[i].Generation
-				})
-				if !done {
+				if !sim.Await(ctx, TakeoverBound, func() bool { return completed(ctx, e, "i1") }) {
 					mu.Lock()
 					defer mu.Unlock()
 					e.Violate(check.Violation{Invariant: check.InvConvergence, Rule: "no-takeover", Instance: "i1",
@@ -192,6 +186,25 @@ func bugScenarios() []Named {
 			},
 		},
 	}
+}
+
+// completed reports whether the system shows instance id's last change
+// done: no active work, and observed at its generation.
+func completed(ctx context.Context, e *sim.Env, id string) bool {
+	s, err := e.Inspect(ctx)
+	if err != nil {
+		return false
+	}
+	i := slices.IndexFunc(s.Instances, func(in contract.Instance) bool { return in.ID == id })
+	return i >= 0 && !s.Instances[i].HasActiveWork && s.Instances[i].ObservedGen == s.Instances[i].Generation
+}
+
+// done waits until instance id's last change is completed.
+func done(ctx context.Context, e *sim.Env, id string) error {
+	if !sim.Await(ctx, step, func() bool { return completed(ctx, e, id) }) {
+		return fmt.Errorf("instance %s's last change not completed after %v", id, step)
+	}
+	return nil
 }
 
 // hasWork reports whether some work item (or Inspect's failure) is about

@@ -66,8 +66,8 @@ type Options struct {
 	// Families to run; zero: Families().
 	Families []string
 	// Only selects the named scenarios whose name it matches; zero: all.
-	Only *regexp.Regexp
-	Budget   Budget
+	Only   *regexp.Regexp
+	Budget Budget
 	// Logger for the runs' own log; zero: discard.
 	Logger *slog.Logger
 	// Progress, when set, is called after each example.
@@ -77,8 +77,8 @@ type Options struct {
 // Example is the outcome of one run: a named scenario or a drawn program.
 type Example struct {
 	Family   string        `json:"family"`
-	Name     string        `json:"name"`           // the scenario's name, or "seed N"
-	Seed     uint64        `json:"seed"`           // the program's own seed (property families)
+	Name     string        `json:"name"` // the scenario's name, or "seed N"
+	Seed     uint64        `json:"seed"` // the program's own seed (property families)
 	Program  *Program      `json:"program,omitempty"`
 	Verdict  check.Verdict `json:"verdict"`
 	Settled  bool          `json:"settled"`

@@ -41,7 +41,8 @@ const ReadyState = "ready"
 //     since each of those may release parked work. Work that meets an
 //     intransient error must park, visibly, until a fix is deployed; one
 //     that keeps retrying is a retry storm against the bug, and its work
-//     never shows as parked.
+//     never shows as parked. Ops is the owner's latest change invoked
+//     before the first of those requests.
 func Convergence(in Input) []Violation { return newView(in).convergence() }
 
 // HotRetryLimit is how many requests rejected by a deployed bug, in a row,
@@ -179,8 +180,16 @@ func (v *view) hotRetries() []Violation {
 					keys = append(keys, r.Key)
 				}
 			}
+			// The change being carried out: the owner's latest one invoked
+			// before the storm began.
+			var ops []int
+			for _, o := range v.changeOps(first.Owner) {
+				if !o.Invoke.After(first.Start) {
+					ops = []int{o.Index}
+				}
+			}
 			out = append(out, Violation{Invariant: InvConvergence, Rule: "hot-retry", Instance: first.Owner, Keys: keys,
-				Ops: indexes(v.changeOps(first.Owner)),
+				Ops: ops,
 				Message: fmt.Sprintf("%d requests of %s %s rejected by deployed bug %s in a row from %s to %s (by %s), with no resume or fix between them: the work retried an intransient error instead of parking (limit %d)",
 					len(best), first.Service, first.Endpoint, w.bug, clock(first.Start), clock(last.Start), callers(best), HotRetryLimit)})
 		}
