@@ -101,13 +101,11 @@ Flags:
 				r.caught++
 				r.detect = append(r.detect, before+fr.Failure.Detect)
 				by := fr.Family
-				n := 1
 				if fr.Failure.Program != nil {
-					n = len(fr.Failure.Program.Actions)
+					r.length = append(r.length, len(fr.Failure.Program.Actions))
 				} else {
 					by += "/" + fr.Failure.Name
 				}
-				r.length = append(r.length, n)
 				r.by, r.inv = by, firstInvariant(fr.Failure.Violations)
 				break
 			}
@@ -123,7 +121,11 @@ Flags:
 		det, length := "–", "–"
 		if len(r.detect) > 0 {
 			det = median(r.detect).Round(100 * time.Millisecond).String()
+		}
+		if len(r.length) > 0 {
 			length = fmt.Sprint(medianInt(r.length))
+		} else if len(r.detect) > 0 {
+			length = "named scenario"
 		}
 		fmt.Fprintf(stdout, "| %s | %s | %d/%d | %s | %s | %s | %s |\n", r.name, r.breaks, r.caught, runs, or(r.by, "–"), or(r.inv, "–"), det, length)
 	}

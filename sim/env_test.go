@@ -1,0 +1,180 @@
+package sim_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/workproof/workproof/contract"
+	"github.com/workproof/workproof/kvx"
+	"github.com/workproof/workproof/sim"
+	"github.com/workproof/workproof/sim/check"
+	"github.com/workproof/workproof/sim/crash"
+	"github.com/workproof/workproof/sim/history"
+	"github.com/workproof/workproof/sim/netfault"
+	"github.com/workproof/workproof/sim/pgenv/pgenvtest"
+)
+
+func TestMain(m *testing.M) { pgenvtest.Main(m) }
+
+func newEnv(t *testing.T, workers int) *sim.Env {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	e, err := sim.New(ctx, sim.Options{System: kvx.New(kvx.Options{}), Server: pgenvtest.Server(t), Workers: workers, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return e
+}
+
+func events(e *sim.Env, kind history.EventKind) []history.Event {
+	var out []history.Event
+	for _, ev := range e.Recorder().Snapshot().Events {
+		if ev.Kind == kind {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// A crash freezes the incarnation and severs its links; Converge restarts
+// the slot as a new incarnation that finishes the work.
+func TestCrashRestartConverge(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 1)
+	if err := e.Crash("w1", crash.Rule{At: "cloud:POST /vms:done"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Serve(ctx, "u", contract.Request{Op: contract.OpCreate, Instance: "i1", Size: "small"}); err != nil {
+		t.Fatal(err)
+	}
+	if !sim.Await(ctx, 10*time.Second, func() bool { return e.Crashed("w1") }) {
+		t.Fatal("w1 never crashed")
+	}
+	if inc, _ := e.Incarnation("w1"); inc != "w1.1" {
+		t.Fatalf("incarnation %s before restart", inc)
+	}
+	settled, err := e.Converge(ctx, sim.ConvergeOptions{Timeout: 20 * time.Second})
+	if err != nil || !settled {
+		t.Fatalf("converge: settled=%v err=%v", settled, err)
+	}
+	if inc, _ := e.Incarnation("w1"); inc != "w1.2" {
+		t.Fatalf("incarnation %s after converge, want w1.2", inc)
+	}
+	res, err := e.Check(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Verdict != check.Valid {
+		t.Fatalf("verdict %s: %v", res.Verdict, res.Violations)
+	}
+	if len(events(e, history.EventCrash)) == 0 || len(res.Crashes) != 1 {
+		t.Fatalf("crash not recorded: events %v, hits %v", events(e, history.EventCrash), res.Crashes)
+	}
+}
+
+// A fault on a worker's database link that can end its session is
+// recorded as a lease loss; latency is not. Heal records the faults off.
+func TestLinkFaultsRecordLeaseLoss(t *testing.T) {
+	e := newEnv(t, 1)
+	if err := e.LinkFault("w1", sim.Postgres, netfault.Latency{Delay: 50 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(events(e, history.EventLeaseLost)); n != 0 {
+		t.Fatalf("latency recorded %d lease losses", n)
+	}
+	if err := e.LinkFault("w1", sim.Postgres, netfault.Blackhole{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.LinkFault("w1", sim.Cloud, netfault.Reset{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(events(e, history.EventLeaseLost)); n != 1 {
+		t.Fatalf("%d lease losses, want 1 (the database blackhole only)", n)
+	}
+	if got := len(e.ActiveFaults()); got != 3 {
+		t.Fatalf("active faults %v", e.ActiveFaults())
+	}
+	if err := e.HealLinks(); err != nil {
+		t.Fatal(err)
+	}
+	if len(e.ActiveFaults()) != 0 || len(events(e, history.EventFaultOff)) != 3 {
+		t.Fatalf("after heal: active %v, fault-off events %d", e.ActiveFaults(), len(events(e, history.EventFaultOff)))
+	}
+	if err := e.LinkFault("w1", "nowhere", netfault.Reset{}); err == nil {
+		t.Fatal("a fault on an unknown upstream must be an error")
+	}
+}
+
+// TerminateBackends finds the worker's listener by its LISTEN statement.
+func TestTerminateListener(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 1)
+	var n int
+	ok := sim.Await(ctx, 10*time.Second, func() bool {
+		k, err := e.TerminateBackends(ctx, "w1", sim.ListenerBackends)
+		n += k
+		return err == nil && n > 0
+	})
+	if !ok {
+		t.Fatal("no listener session found")
+	}
+	if len(events(e, history.EventLeaseLost)) != 0 {
+		t.Fatal("killing the listener holds no claim: not a lease loss")
+	}
+	if _, err := e.TerminateBackends(ctx, "w1", "bogus"); err == nil {
+		t.Fatal("unknown backend kind must be an error")
+	}
+}
+
+// Kill, then Restart: a new incarnation with new links does the work.
+func TestKillRestart(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 1)
+	if err := e.Kill("w1"); err != nil {
+		t.Fatal(err)
+	}
+	if !e.Crashed("w1") {
+		t.Fatal("killed worker not crashed")
+	}
+	if err := e.Restart(ctx, "w1"); err != nil {
+		t.Fatal(err)
+	}
+	if e.Crashed("w1") {
+		t.Fatal("restarted worker still crashed")
+	}
+	if _, err := e.Serve(ctx, "u", contract.Request{Op: contract.OpCreate, Instance: "i1", Size: "small"}); err != nil {
+		t.Fatal(err)
+	}
+	if !sim.Await(ctx, 10*time.Second, func() bool {
+		r, err := e.Serve(ctx, "u", contract.Request{Op: contract.OpGet, Instance: "i1"})
+		return err == nil && !r.HasActiveWork
+	}) {
+		t.Fatal("the new incarnation did not do the work")
+	}
+}
+
+// In scheduled mode workers park at every point until Step lets one go.
+func TestScheduledStep(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 2)
+	e.SetScheduled(true)
+	seen := map[string]bool{}
+	for range 40 {
+		p, ok := e.Step(ctx, 10*time.Millisecond)
+		if !ok {
+			continue
+		}
+		seen[p.Worker] = true
+	}
+	if len(seen) == 0 {
+		t.Fatal("no worker ever parked in scheduled mode")
+	}
+	e.SetScheduled(false)
+}
