@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"log/slog"
+	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -30,6 +31,12 @@ func TestMain(m *testing.M) {
 	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
 	if !set {
 		_ = flag.Set("test.parallel", strconv.Itoa(max(6, runtime.GOMAXPROCS(0))))
+	}
+	// In CI an interrupted rapid run must not leave a junk fail file in
+	// testdata (DEPENDENCIES.md); locally a failure's fail file is kept so
+	// the next run replays it first.
+	if os.Getenv("CI") != "" {
+		_ = flag.Set("rapid.nofailfile", "true")
 	}
 	pgenvtest.Main(m)
 }
