@@ -458,12 +458,14 @@ func (e *Env) Close() error {
 		}
 		<-done
 	}
+	// Links first: a pool closing a connection stuck behind a blackhole
+	// would wait for it.
 	for _, inc := range incs {
+		e.closeLinks(inc)
 		inc.pool.Close()
 		for _, tr := range inc.transports {
 			tr.CloseIdleConnections()
 		}
-		e.closeLinks(inc)
 	}
 	if e.net != nil {
 		errs = append(errs, e.net.Close())

@@ -247,12 +247,14 @@ func (e *Env) TerminateBackends(ctx context.Context, slotName string, which Back
 		return 0, err
 	}
 	// A session is the worker's when its application_name is the
-	// incarnation's name, possibly with a suffix (package work marks its
-	// listener "w1.2 work-listener"); a listener's last statement LISTENed.
+	// incarnation's name, possibly with a suffix. A listener is a session
+	// whose last statement LISTENed, or one package work marked as its
+	// listener ("w1.2 work-listener", work.ListenerApplicationName): after
+	// its first keep-alive ping its last statement is no longer the LISTEN.
 	q := `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 	       WHERE datname = current_database()
 	         AND (application_name = $1 OR application_name LIKE $1 || ' %')`
-	const listening = `query ~* '(^|;)\s*listen\s'`
+	const listening = `(query ~* '(^|;)\s*listen\s' OR application_name LIKE '% work-listener')`
 	switch which {
 	case ListenerBackends:
 		q += ` AND ` + listening

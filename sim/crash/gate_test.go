@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 
 	"github.com/workproof/workproof/sim/crash"
@@ -180,5 +181,29 @@ func TestOnPointRunsOnceThenProceeds(t *testing.T) {
 	}
 	if c := g.Reached()["sql:commit"]; c != 3 {
 		t.Fatalf("sql:commit reached %d times, want 3", c)
+	}
+}
+
+// A batch's statements are points too (package work claims with one).
+func TestBatchPoints(t *testing.T) {
+	g := crash.New(nil, crash.Options{})
+	t.Cleanup(g.Close)
+	tr := g.Tracer("w1").(pgx.BatchTracer)
+	b := &pgx.Batch{}
+	b.BeginTx(pgx.TxOptions{})
+	b.Queue("DELETE FROM work WHERE id = 1")
+	b.Queue("SAVEPOINT h")
+	tr.TraceBatchStart(context.Background(), nil, pgx.TraceBatchStartData{Batch: b})
+	r := g.Reached()
+	for _, p := range []string{"sql:begin", "sql:delete work", "sql:savepoint"} {
+		if r[p] != 1 {
+			t.Errorf("point %s reached %d times, want 1 (all: %v)", p, r[p], r)
+		}
+	}
+	plain := &pgx.Batch{}
+	plain.Queue("select 1")
+	tr.TraceBatchStart(context.Background(), nil, pgx.TraceBatchStartData{Batch: plain})
+	if g.Reached()["sql:begin"] != 1 {
+		t.Errorf("a batch without BeginTx must not pass sql:begin")
 	}
 }

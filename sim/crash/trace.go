@@ -42,19 +42,41 @@ func (g *Gate) ActorTracer(fallback string) pgx.QueryTracer {
 // fail a query from a tracer, and none is needed: a crashed worker's links
 // are severed, so whatever it sends after Close fails.
 func (t *tracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	if t.actor {
-		name, _ := ctx.Value(actorKey{}).(string)
-		if name == "" {
-			name = t.worker
-		}
-		_ = t.g.point(ctx, name, StatementPoint(d.SQL), false)
-		return ctx
-	}
-	_ = t.g.Point(ctx, t.worker, StatementPoint(d.SQL))
+	t.pass(ctx, StatementPoint(d.SQL))
 	return ctx
 }
 
 func (t *tracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// TraceBatchStart makes each statement of a batch a point, in order, all
+// before the batch goes out: a crash "at" one of them sends none, and a
+// rule "after" one of them fires at the worker's next point. (Package work
+// claims with one batch: begin, set_config, the claiming delete, savepoint.)
+func (t *tracer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceBatchStartData) context.Context {
+	if d.Batch == nil {
+		return ctx
+	}
+	for _, q := range d.Batch.QueuedQueries {
+		t.pass(ctx, StatementPoint(q.SQL))
+	}
+	return ctx
+}
+
+// pass is one point: the worker's own, or the ctx's actor's (never parked).
+func (t *tracer) pass(ctx context.Context, point string) {
+	if !t.actor {
+		_ = t.g.Point(ctx, t.worker, point)
+		return
+	}
+	name, _ := ctx.Value(actorKey{}).(string)
+	if name == "" {
+		name = t.worker
+	}
+	_ = t.g.point(ctx, name, point, false)
+}
+
+func (t *tracer) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (t *tracer) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
 
 // StatementPoint names the point of a SQL statement: "sql:" and its verb,
 // with the table for insert, update and delete.
