@@ -1,11 +1,10 @@
 # workproof — run `make help` for the targets.
 GO       ?= go
 PKGS     ?= ./...
-# CI passes -rapid.nofailfile so an interrupted run cannot leave a junk fail file.
 TESTFLAGS ?=
 SOAK_FLAGS ?= -duration 2m
 
-.PHONY: help test test-short bench lint soak clean
+.PHONY: help test test-short bench bench-mutants lint soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -16,9 +15,14 @@ test: ## run every test with the race detector (starts its own Postgres)
 test-short: ## the quick subset
 	$(GO) test -short -count=1 $(PKGS)
 
-bench: ## benchmarks: Postgres start/clone, claim throughput, fakes, scenarios
-	$(GO) test -run '^$$' -bench . -benchtime 3x -count 1 ./sim/pgenv/
-	$(GO) test -run '^$$' -bench . -count 1 ./work/ ./fakes/
+bench: ## Go benchmarks: Postgres start/clone, claim throughput vs pgbench, fakes, checkers, scenarios
+	$(GO) test -run '^$$' -bench . -benchtime 20x -count 1 ./sim/pgenv/
+	scripts/bench-pgbench.sh 3s 5
+	$(GO) test -run '^$$' -bench . -count 1 ./fakes/ ./sim/check/ ./sim/netfault/
+	$(GO) test -run '^$$' -bench . -benchtime 10x -count 1 ./scenarios/
+
+bench-mutants: ## the seeded-bug catalogue: time to detect and counterexample length (~15 min)
+	$(GO) run ./cmd/simrun bench -systems all -runs 3
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
