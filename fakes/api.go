@@ -1,10 +1,9 @@
 package fakes
 
-// This file fixes the API other packages (kvx, contract, sim) build against.
-// Signatures here are a contract between packages: extend, do not change.
+// This file holds the types a worker and the checkers share with the fakes:
+// the clients' request and response types and the ledger.
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"time"
@@ -132,39 +131,6 @@ type EmailClient struct{ c *client }
 func NewEmailClient(baseURL string, opts ClientOptions) *EmailClient {
 	return &EmailClient{c: newClient("email", baseURL, opts)}
 }
-
-// Client methods (implemented in the per-service files):
-//
-//	func (c *CloudClient) CreateVM(ctx context.Context, r CreateVMRequest) (VM, error)
-//	func (c *CloudClient) DescribeVM(ctx context.Context, id string) (VM, error)        // IsNotFound when absent (or lagging)
-//	func (c *CloudClient) FindByToken(ctx context.Context, token string) (VM, error)    // IsNotFound when none
-//	func (c *CloudClient) ListVMs(ctx context.Context, owner string) ([]VM, error)      // running and terminated
-//	func (c *CloudClient) ResizeVM(ctx context.Context, id, size string) (VM, error)    // idempotent: sets the size
-//	func (c *CloudClient) TerminateVM(ctx context.Context, id string) (VM, error)       // idempotent
-//
-//	func (c *BillingClient) CreateCharge(ctx context.Context, r ChargeRequest) (Charge, error)
-//	func (c *BillingClient) Refund(ctx context.Context, chargeID, idempotencyKey string) (Charge, error)
-//	func (c *BillingClient) ListCharges(ctx context.Context, owner string) ([]Charge, error)
-//
-//	func (c *KubeClient) Apply(ctx context.Context, d Deployment) (Deployment, error)   // create or replace by name
-//	func (c *KubeClient) Create(ctx context.Context, d Deployment) (Deployment, error)  // IsConflict (AlreadyExists) when present
-//	func (c *KubeClient) Get(ctx context.Context, name string) (Deployment, error)      // IsNotFound when absent
-//	func (c *KubeClient) Update(ctx context.Context, d Deployment) (Deployment, error)  // IsConflict when ResourceVersion is stale
-//	func (c *KubeClient) Delete(ctx context.Context, name string) error                // IsNotFound when absent
-//
-//	func (c *EmailClient) Send(ctx context.Context, r EmailRequest) (Email, error)
-//
-// Errors: every client error is either an *Error (the service answered with
-// a status) or a transport error (the service may or may not have acted).
-// Predicates, true also for wrapped errors:
-//
-//	func IsTransient(err error) bool   // retry with the same key: 429, 5xx, timeouts, connection errors
-//	func IsIntransient(err error) bool // 4xx other than 404/409/429: retrying will not help until a fix
-//	func IsConflict(err error) bool    // 409: AlreadyExists, stale resourceVersion, concurrent idempotent request
-//	func IsNotFound(err error) bool    // 404
-//	func IsMismatch(err error) bool    // same idempotency key, different parameters (a 400/422 subtype)
-//	func IsAmbiguous(err error) bool   // the request may have taken effect (5xx after send, connection lost mid-request)
-var _ = context.Background
 
 // ---- ledger -------------------------------------------------------------
 
