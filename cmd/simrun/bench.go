@@ -107,6 +107,11 @@ Flags:
 					by += "/" + fr.Failure.Name
 				}
 				r.by, r.inv = by, firstInvariant(fr.Failure.Violations)
+				for _, v := range fr.Failure.Violations {
+					if inv := firstInvariant([]string{v}); inv == breaks {
+						r.inv = inv // the one it is meant to break, when present
+					}
+				}
 				break
 			}
 			fmt.Fprintf(stderr, "bench: %s seed %d: %s in %v\n", f.system, opts.Seed, res.Verdict, res.Duration.Round(time.Second))
@@ -116,7 +121,7 @@ Flags:
 		}
 		rows = append(rows, r)
 	}
-	fmt.Fprintf(stdout, "| system | breaks | caught | first caught by | violation | median time to detect | median counterexample (actions) |\n|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(stdout, "| system | breaks | caught | first caught by | violation found | median time to detect | median counterexample (actions) |\n|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		det, length := "–", "–"
 		if len(r.detect) > 0 {
