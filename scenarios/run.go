@@ -331,7 +331,7 @@ func Shrink(ctx context.Context, opts Options, ex Example, limit time.Duration) 
 			if err != nil {
 				return best, err
 			}
-			if try.Verdict == check.Invalid && hasInvariant(try.Result.Violations, want) {
+			if try.Verdict == check.Invalid && check.HasInvariant(try.Result.Violations, want) {
 				best = try
 				continue // same i: the next chunk slid into place
 			}
@@ -339,13 +339,4 @@ func Shrink(ctx context.Context, opts Options, ex Example, limit time.Duration) 
 		}
 	}
 	return best, nil
-}
-
-func hasInvariant(vs []check.Violation, inv string) bool {
-	for _, v := range vs {
-		if v.Invariant == inv {
-			return true
-		}
-	}
-	return false
 }

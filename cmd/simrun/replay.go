@@ -152,7 +152,7 @@ Examples:
 		if expect == "" {
 			break
 		}
-		if ex.Verdict == check.Invalid && hasInvariant(ex.Result.Violations, expect) {
+		if ex.Verdict == check.Invalid && check.HasInvariant(ex.Result.Violations, expect) {
 			fmt.Fprintf(stdout, "reproduced: %s on attempt %d of %d\n", expect, k, attempts)
 			return ex.Verdict.ExitCode()
 		}
@@ -163,13 +163,4 @@ Examples:
 		fmt.Fprintf(stdout, "diverged: no %s violation in %d attempts (last: %s)\n", expect, attempts, ex.Verdict)
 	}
 	return ex.Verdict.ExitCode()
-}
-
-func hasInvariant(vs []check.Violation, inv string) bool {
-	for _, v := range vs {
-		if v.Invariant == inv {
-			return true
-		}
-	}
-	return false
 }

@@ -176,6 +176,17 @@ func Check(in Input) Result {
 	return r
 }
 
+// HasInvariant reports whether some violation in vs is of invariant (one of
+// the Inv… names): how a replay decides it reproduced a failure.
+func HasInvariant(vs []Violation, invariant string) bool {
+	for _, v := range vs {
+		if v.Invariant == invariant {
+			return true
+		}
+	}
+	return false
+}
+
 // ---- shared view of the input ---------------------------------------------
 
 // forever stands for the end of an open interval or a pending op.
