@@ -215,8 +215,38 @@ func ProgramGen(family string, workers, steps int) *rapid.Generator[Program] {
 		}
 		return a
 	})
+	// A fault is drawn together with the request that meets it: a crash
+	// armed at a point, or a link cut, proves nothing unless some work
+	// then runs through it. Drawn independently, most faults met no work.
+	trigger := rapid.Custom(func(t *rapid.T) []Action {
+		return []Action{
+			{Kind: rapid.SampledFrom([]string{ActCreate, ActCreate, ActResize, ActDelete}).Draw(t, "trigger"),
+				Instance: rapid.SampledFrom(instanceIDs).Draw(t, "instance"),
+				Size:     rapid.SampledFrom(sizes).Draw(t, "size")},
+			{Kind: ActWait, N: rapid.SampledFrom([]int{100, 400}).Draw(t, "ms")},
+		}
+	})
+	faults := map[string]bool{}
+	for _, k := range faultKinds {
+		faults[k] = k != ActHeal && k != ActRestart && k != ActFix
+	}
 	return rapid.Custom(func(t *rapid.T) Program {
-		return Program{Family: family, Workers: workers, Actions: rapid.SliceOfN(action, 1, steps).Draw(t, "actions")}
+		var acts []Action
+		for _, a := range rapid.SliceOfN(action, 1, steps).Draw(t, "actions") {
+			acts = append(acts, a)
+			if faults[a.Kind] && rapid.Bool().Draw(t, "triggered") {
+				acts = append(acts, trigger.Draw(t, "then")...)
+			}
+		}
+		if len(acts) > steps {
+			acts = acts[:steps]
+		}
+		for i := range acts { // a size on a delete is noise in a printed program
+			if acts[i].Kind == ActDelete || acts[i].Kind == ActGet {
+				acts[i].Size = ""
+			}
+		}
+		return Program{Family: family, Workers: workers, Actions: acts}
 	})
 }
 
