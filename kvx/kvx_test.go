@@ -250,7 +250,12 @@ func TestBusy(t *testing.T) {
 // show each effect once.
 func TestTransientRetried(t *testing.T) {
 	t.Parallel()
-	e := kvxtest.New(t, kvx.New(kvx.Options{}))
+	// The observer sees a worker leave a retried item only after the
+	// COMMIT that re-queued it has returned; with the default 25 ms backoff
+	// (12.5 ms after jitter) another worker may claim the item before that,
+	// under -race on 2 busy cores, and the observer would report an overlap
+	// that never held a claim twice. A longer backoff keeps the test exact.
+	e := kvxtest.New(t, kvx.New(kvx.Options{Budget: kvx.Budget{MinBackoff: 250 * time.Millisecond}}))
 	for _, f := range []fakes.Fault{
 		{Service: "cloud", Endpoint: "CreateVM", Mode: fakes.ModeFailAfter, Times: 2},          // VM made, 500
 		{Service: "kube", Endpoint: "Apply", Mode: fakes.ModeFailBefore, Drop: true, Times: 1}, // connection dropped
