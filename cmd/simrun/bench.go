@@ -81,7 +81,7 @@ Flags:
 		}
 		r := row{name: f.system, breaks: breaks}
 		for k := 0; k < runs; k++ {
-			opts, err := f.options(fs)
+			opts, err := f.options(fs, stderr)
 			if err != nil {
 				fmt.Fprintf(stderr, "simrun bench: %v\n", err)
 				return exitUsage

@@ -40,7 +40,7 @@ func (f *runFlags) register(fs *flag.FlagSet, defaultFamilies string) {
 	fs.BoolVar(&f.verbose, "v", false, "log the harness, the workers and the fakes to stderr (debug level)")
 }
 
-func (f *runFlags) options(fs *flag.FlagSet) (scenarios.Options, error) {
+func (f *runFlags) options(fs *flag.FlagSet, stderr io.Writer) (scenarios.Options, error) {
 	sys, err := systemNamed(f.system)
 	if err != nil {
 		return scenarios.Options{}, err
@@ -87,7 +87,7 @@ func (f *runFlags) options(fs *flag.FlagSet) (scenarios.Options, error) {
 		}
 	}
 	if f.verbose {
-		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		opts.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return opts, nil
 }
@@ -136,7 +136,7 @@ Examples:
 	if code, ok := parse(fs, args, stdout); !ok {
 		return code
 	}
-	opts, err := f.options(fs)
+	opts, err := f.options(fs, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "simrun gate: %v\nRun \"simrun gate -h\" for help.\n", err)
 		return exitUsage

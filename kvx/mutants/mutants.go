@@ -347,11 +347,7 @@ func GiveUpAfterRetries() contract.System {
 			return err
 		}
 	}
-	return kvx.New(kvx.Options{Steps: kvx.Steps{
-		Provision: giveUp(kvx.Provision),
-		Resize:    giveUp(kvx.Resize),
-		Delete:    giveUp(kvx.Delete),
-	}})
+	return kvx.New(kvx.Options{Steps: eachChange(giveUp)})
 }
 
 // RetryIntransient is kvx that classifies every provider error transient.
@@ -383,11 +379,7 @@ func ClaimCommitFirst() contract.System {
 			return nil
 		}
 	}
-	return kvx.New(kvx.Options{Steps: kvx.Steps{
-		Provision: ackFirst(kvx.Provision),
-		Resize:    ackFirst(kvx.Resize),
-		Delete:    ackFirst(kvx.Delete),
-	}})
+	return kvx.New(kvx.Options{Steps: eachChange(ackFirst)})
 }
 
 // ListenWithoutPolling is kvx whose runner polls, and re-LISTENs, hourly.
@@ -433,4 +425,10 @@ func TrustListAfterCreate() contract.System {
 			return vm, err
 		},
 	}})
+}
+
+// eachChange wraps the three change handlers (provision, resize, delete) in
+// wrap, for a bug in how every change is carried out.
+func eachChange(wrap func(kvx.Step) kvx.Step) kvx.Steps {
+	return kvx.Steps{Provision: wrap(kvx.Provision), Resize: wrap(kvx.Resize), Delete: wrap(kvx.Delete)}
 }
