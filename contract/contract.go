@@ -2,8 +2,10 @@
 // workproof can drive it: migrate a fresh database, serve one user request, run
 // one worker, and report its own state for the invariant checkers.
 //
-// A team's worker code imports this package (and the provider clients in
-// package fakes that its Deps carry) and nothing else of the harness.
+// A team's worker code imports this package and nothing else of the harness:
+// Deps hands a worker each provider as a base URL and an *http.Client, from
+// which it builds whatever clients it uses (package fakes has small ones;
+// a team's own SDK clients work the same way).
 //
 // # Conventions the invariant checkers rely on
 //
@@ -33,12 +35,11 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/workproof/workproof/fakes"
 )
 
 // System is a control plane built on the work-table pattern.
@@ -123,19 +124,33 @@ func IsBusy(err error) bool { return errors.Is(err, ErrBusy) }
 
 // Deps is what a worker receives from the harness.
 type Deps struct {
-	Worker  string // this worker incarnation's name, e.g. "w1.2"; also its provider caller identity
-	Cloud   *fakes.CloudClient
-	Billing *fakes.BillingClient
-	Kube    *fakes.KubeClient
-	Email   *fakes.EmailClient
-	Logger  *slog.Logger // never nil
-	Clock   Clock        // never nil
-	Rand    *rand.Rand   // seeded per incarnation; never nil; not safe for concurrent use
+	Worker string // this worker incarnation's name, e.g. "w1.2"; also its provider caller identity
+	// Services are the providers this worker reaches, by name ("cloud",
+	// "billing", "kube", "email": package fakes' Spec names). Each comes
+	// through this worker incarnation's own breakable network link, and
+	// every request sent through its HTTPClient is a crash point.
+	Services map[string]Service
+	Logger   *slog.Logger // never nil
+	Clock    Clock        // never nil
+	Rand     *rand.Rand   // seeded per incarnation; never nil; not safe for concurrent use
 	// Observer is told when the worker enters and leaves a work item, so the
 	// harness can check that no two workers are inside one item or one
 	// instance at once. Never nil.
 	Observer Observer
 }
+
+// Service is how a worker reaches one provider.
+type Service struct {
+	// URL is the provider's base URL, e.g. "http://127.0.0.1:41234".
+	URL string
+	// HTTPClient sends the worker's requests to it; never nil for a service
+	// the harness runs. It sets no timeout: the worker bounds its calls.
+	HTTPClient *http.Client
+}
+
+// Service returns the provider called name; the zero Service when the
+// harness runs none.
+func (d Deps) Service(name string) Service { return d.Services[name] }
 
 // Clock is the time source a worker must use instead of time.Now.
 type Clock interface {

@@ -28,10 +28,11 @@ func (mySystem) Serve(ctx context.Context, db *pgxpool.Pool, req contract.Reques
 	return contract.Response{}, fmt.Errorf("%w: instance %s", contract.ErrBusy, req.Instance)
 }
 
-// Work claims items in a transaction and calls deps.Cloud, deps.Kube and
-// deps.Billing with keys derived from the instance and its generation, so a
-// crash at any point and a redo never doubles an effect. Billable events are
-// named by contract.BillableEvent.
+// Work claims items in a transaction and calls the providers of
+// deps.Services (each a base URL and an *http.Client to build a client on)
+// with keys derived from the instance and its generation, so a crash at any
+// point and a redo never doubles an effect. Billable events are named by
+// contract.BillableEvent.
 func (mySystem) Work(ctx context.Context, db *pgxpool.Pool, deps contract.Deps) error {
 	<-ctx.Done()
 	return nil

@@ -134,9 +134,12 @@ func NewEmailClient(baseURL string, opts ClientOptions) *EmailClient {
 
 // ---- ledger -------------------------------------------------------------
 
-// Snapshot is a fake's ledger (or all four merged) as plain data: the ground
-// truth about the outside world that the invariant checkers read.
+// Snapshot is a fake's ledger (or a World's, merged) as plain data: the
+// ground truth about the outside world that the invariant checkers read.
 type Snapshot struct {
+	// AtMostOnce names the services without idempotency (Spec.AtMostOnce),
+	// so a checker reading the snapshot knows which effects must not repeat.
+	AtMostOnce  []string     `json:"at_most_once,omitempty"`
 	VMs         []VM         `json:"vms,omitempty"`         // every VM ever created, terminated ones too
 	Deployments []Deployment `json:"deployments,omitempty"` // live deployments
 	Charges     []Charge     `json:"charges,omitempty"`     // every charge, refunded ones too
@@ -147,11 +150,12 @@ type Snapshot struct {
 // Record is one request a fake received, with what it did.
 type Record struct {
 	Seq      int64           `json:"seq"`      // arrival order within the fake
-	Service  string          `json:"service"`  // "cloud", "billing", "kube", "email"
+	Service  string          `json:"service"`  // a Spec's name: "cloud", "billing", "kube", "email"
 	Endpoint string          `json:"endpoint"` // e.g. "CreateVM", "CreateCharge", "Apply"
 	Caller   string          `json:"caller"`
 	Key      string          `json:"key,omitempty"`   // idempotency key or client token
 	Owner    string          `json:"owner,omitempty"` // owning instance, when the request names one
+	Event    string          `json:"event,omitempty"` // the event a charge pays for or an email is about
 	Mutation bool            `json:"mutation"`        // the endpoint can change state
 	Params   json.RawMessage `json:"params,omitempty"`
 	Status   int             `json:"status"`          // HTTP status sent; 0 when the connection was dropped

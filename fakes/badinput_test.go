@@ -54,40 +54,40 @@ func TestBadInput(t *testing.T) {
 		method, target, key, body string
 		status                    int
 	}{
-		{w.Cloud.server, "POST", "/vms", "", `{`, 400},
-		{w.Cloud.server, "POST", "/vms", "", ``, 400},
-		{w.Cloud.server, "POST", "/vms", "", `[]`, 400},
-		{w.Cloud.server, "POST", "/vms", "", `null`, 400},
-		{w.Cloud.server, "POST", "/vms", "", `{"owner":1}`, 400},
-		{w.Cloud.server, "POST", "/vms", "", `{"owner":"i","size":"s","region":"r","color":"red"}`, 400},
-		{w.Cloud.server, "POST", "/vms", "", `{"owner":"i","size":"s","region":"r"}{}`, 400},
-		{w.Cloud.server, "POST", "/vms", "", `{"size":"s","region":"r"}`, 400},
-		{w.Cloud.server, "POST", "/vms", "", `{"owner":"i","size":"s","region":"r","client_token":"` + longKey + `"}`, 400},
-		{w.Cloud.server, "POST", "/vms", "", `{"owner":"i","size":"s","region":"r","client_token":"a\tb"}`, 400},
-		{w.Cloud.server, "POST", "/vms", "", `{"owner":"i\u0000","size":"s","region":"r"}`, 400},
-		{w.Cloud.server, "GET", "/vms?owner=" + strings.Repeat("o", 300), "", ``, 400},
-		{w.Cloud.server, "GET", "/vms/x", "", `{"a":1}`, 400},
-		{w.Cloud.server, "GET", "/tokens", "", ``, 400},
-		{w.Cloud.server, "POST", "/vms/x/resize", "", `{"size":""}`, 400},
-		{w.Cloud.server, "DELETE", "/vms", "", ``, 404},
-		{w.Cloud.server, "GET", "/nope", "", ``, 404},
-		{w.Cloud.server, "GET", "/vms/../tokens", "", ``, 404},
-		{w.Billing.server, "POST", "/charges", "", `{"customer":"c","owner":"i","event":"e","amount":0}`, 400},
-		{w.Billing.server, "POST", "/charges", "", `{"customer":"c","owner":"i","event":"e","amount":-5}`, 400},
-		{w.Billing.server, "POST", "/charges", "", `{"customer":"c","owner":"i","event":"e","amount":1e30}`, 400},
-		{w.Billing.server, "POST", "/charges", "", `{"customer":"c","owner":"i","event":"e","amount":99999999999999}`, 400},
-		{w.Billing.server, "POST", "/charges", longKey, `{"customer":"c","owner":"i","event":"e","amount":1}`, 400},
-		{w.Billing.server, "POST", "/charges", "k\x01", `{"customer":"c","owner":"i","event":"e","amount":1}`, 400},
-		{w.Billing.server, "POST", "/charges", "ключ", `{"customer":"c","owner":"i","event":"e","amount":1}`, 400},
-		{w.Billing.server, "POST", "/charges/x/refund", longKey, ``, 400},
-		{w.Kube.server, "PATCH", "/deployments/a", "", `{"name":"b","owner":"i"}`, 422},
-		{w.Kube.server, "POST", "/deployments", "", `{"name":"","owner":"i"}`, 422},
-		{w.Kube.server, "POST", "/deployments", "", `{"name":"a","owner":"i","replicas":100000}`, 422},
-		{w.Kube.server, "POST", "/deployments", "", `{"name":"a","owner":"i","replicas":1.5}`, 400},
-		{w.Kube.server, "GET", "/deployments/UPPER", "", ``, 422},
-		{w.Kube.server, "DELETE", "/deployments/" + strings.Repeat("a", 254), "", ``, 422},
-		{w.Email.server, "POST", "/emails", "", huge, 413},
-		{w.Email.server, "POST", "/emails", "", `{"to":"a","owner":"i","event":"e","subject":"` + strings.Repeat("s", 2000) + `"}`, 400},
+		{w.Cloud().server, "POST", "/vms", "", `{`, 400},
+		{w.Cloud().server, "POST", "/vms", "", ``, 400},
+		{w.Cloud().server, "POST", "/vms", "", `[]`, 400},
+		{w.Cloud().server, "POST", "/vms", "", `null`, 400},
+		{w.Cloud().server, "POST", "/vms", "", `{"owner":1}`, 400},
+		{w.Cloud().server, "POST", "/vms", "", `{"owner":"i","size":"s","region":"r","color":"red"}`, 400},
+		{w.Cloud().server, "POST", "/vms", "", `{"owner":"i","size":"s","region":"r"}{}`, 400},
+		{w.Cloud().server, "POST", "/vms", "", `{"size":"s","region":"r"}`, 400},
+		{w.Cloud().server, "POST", "/vms", "", `{"owner":"i","size":"s","region":"r","client_token":"` + longKey + `"}`, 400},
+		{w.Cloud().server, "POST", "/vms", "", `{"owner":"i","size":"s","region":"r","client_token":"a\tb"}`, 400},
+		{w.Cloud().server, "POST", "/vms", "", `{"owner":"i\u0000","size":"s","region":"r"}`, 400},
+		{w.Cloud().server, "GET", "/vms?owner=" + strings.Repeat("o", 300), "", ``, 400},
+		{w.Cloud().server, "GET", "/vms/x", "", `{"a":1}`, 400},
+		{w.Cloud().server, "GET", "/tokens", "", ``, 400},
+		{w.Cloud().server, "POST", "/vms/x/resize", "", `{"size":""}`, 400},
+		{w.Cloud().server, "DELETE", "/vms", "", ``, 404},
+		{w.Cloud().server, "GET", "/nope", "", ``, 404},
+		{w.Cloud().server, "GET", "/vms/../tokens", "", ``, 404},
+		{w.Billing().server, "POST", "/charges", "", `{"customer":"c","owner":"i","event":"e","amount":0}`, 400},
+		{w.Billing().server, "POST", "/charges", "", `{"customer":"c","owner":"i","event":"e","amount":-5}`, 400},
+		{w.Billing().server, "POST", "/charges", "", `{"customer":"c","owner":"i","event":"e","amount":1e30}`, 400},
+		{w.Billing().server, "POST", "/charges", "", `{"customer":"c","owner":"i","event":"e","amount":99999999999999}`, 400},
+		{w.Billing().server, "POST", "/charges", longKey, `{"customer":"c","owner":"i","event":"e","amount":1}`, 400},
+		{w.Billing().server, "POST", "/charges", "k\x01", `{"customer":"c","owner":"i","event":"e","amount":1}`, 400},
+		{w.Billing().server, "POST", "/charges", "ключ", `{"customer":"c","owner":"i","event":"e","amount":1}`, 400},
+		{w.Billing().server, "POST", "/charges/x/refund", longKey, ``, 400},
+		{w.Kube().server, "PATCH", "/deployments/a", "", `{"name":"b","owner":"i"}`, 422},
+		{w.Kube().server, "POST", "/deployments", "", `{"name":"","owner":"i"}`, 422},
+		{w.Kube().server, "POST", "/deployments", "", `{"name":"a","owner":"i","replicas":100000}`, 422},
+		{w.Kube().server, "POST", "/deployments", "", `{"name":"a","owner":"i","replicas":1.5}`, 400},
+		{w.Kube().server, "GET", "/deployments/UPPER", "", ``, 422},
+		{w.Kube().server, "DELETE", "/deployments/" + strings.Repeat("a", 254), "", ``, 422},
+		{w.Email().server, "POST", "/emails", "", huge, 413},
+		{w.Email().server, "POST", "/emails", "", `{"to":"a","owner":"i","event":"e","subject":"` + strings.Repeat("s", 2000) + `"}`, 400},
 	} {
 		before := len(tc.srv.requests())
 		rw := serveRaw(tc.srv, tc.method, tc.target, tc.key, tc.body)
@@ -101,7 +101,7 @@ func TestBadInput(t *testing.T) {
 		}
 	}
 	// Over the network too, and the servers keep serving.
-	resp, err := http.Post(w.Email.URL()+"/emails", "application/json", bytes.NewReader([]byte(huge)))
+	resp, err := http.Post(w.Email().URL()+"/emails", "application/json", bytes.NewReader([]byte(huge)))
 	if err != nil {
 		t.Fatal(err)
 	}

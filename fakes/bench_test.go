@@ -91,7 +91,7 @@ func BenchmarkCreateOrReplay(b *testing.B) {
 				// holds up when other processes share the cores.
 				b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/req")
 				var conns int64
-				for _, s := range []*server{w.Cloud.server, w.Billing.server, w.Kube.server, w.Email.server} {
+				for _, s := range []*server{w.Cloud().server, w.Billing().server, w.Kube().server, w.Email().server} {
 					conns += s.newConns.Load()
 				}
 				b.ReportMetric(float64(conns), "conns")
@@ -112,17 +112,17 @@ func BenchmarkHandler(b *testing.B) {
 		body         func(k string) string
 	}
 	for _, tg := range []target{
-		{"cloud/CreateVM", func(w *World) *server { return w.Cloud.server }, "POST", "/vms", func(string) string { return "" },
+		{"cloud/CreateVM", func(w *World) *server { return w.Cloud().server }, "POST", "/vms", func(string) string { return "" },
 			func(k string) string {
 				return `{"owner":"i-` + k + `","size":"small","region":"eu-1","client_token":"` + k + `"}`
 			}},
-		{"billing/CreateCharge", func(w *World) *server { return w.Billing.server }, "POST", "/charges", func(k string) string { return k },
+		{"billing/CreateCharge", func(w *World) *server { return w.Billing().server }, "POST", "/charges", func(k string) string { return k },
 			func(k string) string {
 				return `{"customer":"c","owner":"i-` + k + `","amount":100,"event":"e-` + k + `"}`
 			}},
-		{"kube/Apply", func(w *World) *server { return w.Kube.server }, "PATCH", "/deployments/d-", func(string) string { return "" },
+		{"kube/Apply", func(w *World) *server { return w.Kube().server }, "PATCH", "/deployments/d-", func(string) string { return "" },
 			func(k string) string { return `{"owner":"i-` + k + `","size":"small","replicas":1}` }},
-		{"email/Send", func(w *World) *server { return w.Email.server }, "POST", "/emails", func(string) string { return "" },
+		{"email/Send", func(w *World) *server { return w.Email().server }, "POST", "/emails", func(string) string { return "" },
 			func(k string) string { return `{"to":"a@b","owner":"i-` + k + `","event":"e-` + k + `"}` }},
 	} {
 		for _, n := range []int{1, 8} {

@@ -48,9 +48,21 @@ type idemEntry struct {
 	expires     time.Time
 }
 
+func billingSpec() Spec {
+	return newSpec(ServiceBilling, "a Stripe-like billing service: charges made idempotently by Idempotency-Key, with the owner and billable event as metadata", false,
+		func(o Options, so ServerOptions) (Server, error) {
+			return NewBillingServer(BillingOptions{ServerOptions: so, KeyTTL: o.KeyTTL})
+		},
+		ep(CreateCharge, http.MethodPost, "/charges", true),
+		ep(Refund, http.MethodPost, "/charges/{id}/refund", true),
+		ep(ListCharges, http.MethodGet, "/charges", false),
+	)
+}
+
 // NewBillingServer starts a fake billing service on loopback.
 func NewBillingServer(opts BillingOptions) (*BillingServer, error) {
-	srv, err := newServer("billing", opts.ServerOptions)
+	spec := billingSpec()
+	srv, err := newServer(spec.Name, opts.ServerOptions)
 	if err != nil {
 		return nil, err
 	}
@@ -63,10 +75,7 @@ func NewBillingServer(opts BillingOptions) (*BillingServer, error) {
 	if s.ttl <= 0 {
 		s.ttl = DefaultTTL
 	}
-	m := srv.mux
-	m.HandleFunc("POST /charges", srv.handle("CreateCharge", true, s.create))
-	m.HandleFunc("POST /charges/{id}/refund", srv.handle("Refund", true, s.refund))
-	m.HandleFunc("GET /charges", srv.handle("ListCharges", false, s.list))
+	spec.route(srv, map[string]func(*rctx){CreateCharge: s.create, Refund: s.refund, ListCharges: s.list})
 	if err := srv.start(opts.Addr); err != nil {
 		return nil, err
 	}
@@ -165,7 +174,7 @@ func (s *BillingServer) create(c *rctx) {
 		return
 	}
 	req.IdempotencyKey = c.r.Header.Get(HeaderIdempotencyKey)
-	c.rec.Owner, c.rec.Key = req.Owner, req.IdempotencyKey
+	c.rec.Owner, c.rec.Key, c.rec.Event = req.Owner, req.IdempotencyKey, req.Event
 	c.params(req)
 	if err := firstErr(checkField("customer", req.Customer), checkField("owner", req.Owner),
 		checkField("event", req.Event), checkKey("Idempotency-Key", req.IdempotencyKey)); err != nil {

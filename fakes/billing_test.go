@@ -43,7 +43,7 @@ func TestBillingIdempotencyConformance(t *testing.T) {
 			if a != b {
 				t.Fatalf("replay differs: %+v vs %+v", a, b)
 			}
-			s := w.Billing.Snapshot()
+			s := w.Billing().Snapshot()
 			if len(s.Charges) != 1 || len(s.ChargesByEvent()[req.Event]) != 1 {
 				t.Fatalf("charges: %+v", s.Charges)
 			}
@@ -53,7 +53,7 @@ func TestBillingIdempotencyConformance(t *testing.T) {
 		}},
 		{"replay sets the Idempotent-Replayed header", func(t *testing.T, w *World, clk *ManualClock, c clients) {
 			val(c.billing.CreateCharge(ctxT(t), req)).must(t)
-			hr, _ := http.NewRequest("POST", w.Billing.URL()+"/charges",
+			hr, _ := http.NewRequest("POST", w.Billing().URL()+"/charges",
 				strings.NewReader(`{"customer":"cus_1","owner":"i1","amount":1200,"event":"create:i1:1"}`))
 			hr.Header.Set(HeaderIdempotencyKey, req.IdempotencyKey)
 			resp, err := http.DefaultClient.Do(hr)
@@ -84,12 +84,12 @@ func TestBillingIdempotencyConformance(t *testing.T) {
 			}
 			_, err := c.billing.Refund(ctxT(t), a.ID, req.IdempotencyKey)
 			wantErr(t, err, "mismatch (other endpoint)", IsMismatch)
-			if n := len(w.Billing.Snapshot().Charges); n != 1 {
+			if n := len(w.Billing().Snapshot().Charges); n != 1 {
 				t.Fatalf("%d charges", n)
 			}
 		}},
 		{"concurrent request with the key is 409", func(t *testing.T, w *World, clk *ManualClock, c clients) {
-			entered, release := hold(t, w.Billing.server, "slow")
+			entered, release := hold(t, w.Billing().server, "slow")
 			slow := clientsFor(w, "slow").billing
 			done := make(chan error, 1)
 			var first Charge
@@ -108,12 +108,12 @@ func TestBillingIdempotencyConformance(t *testing.T) {
 			other.Amount = 1
 			_, err = c.billing.CreateCharge(ctxT(t), other)
 			wantErr(t, err, "conflict before mismatch", IsConflict)
-			if r := lastReq(t, w.Billing); r.Status != 409 || r.Effect || r.Caller != "w1" {
+			if r := lastReq(t, w.Billing()); r.Status != 409 || r.Effect || r.Caller != "w1" {
 				t.Fatalf("409 record: %+v", r)
 			}
 			// The in-flight request shows in a snapshot with a zero End.
 			var inflight int
-			for _, r := range w.Billing.Snapshot().Requests {
+			for _, r := range w.Billing().Snapshot().Requests {
 				if r.End.IsZero() && r.Caller == "slow" {
 					inflight++
 				}
@@ -126,7 +126,7 @@ func TestBillingIdempotencyConformance(t *testing.T) {
 				t.Fatal(err)
 			}
 			b := val(c.billing.CreateCharge(ctxT(t), req)).must(t)
-			if b != first || len(w.Billing.Snapshot().Charges) != 1 {
+			if b != first || len(w.Billing().Snapshot().Charges) != 1 {
 				t.Fatalf("after the race: %+v vs %+v", b, first)
 			}
 		}},
@@ -138,7 +138,7 @@ func TestBillingIdempotencyConformance(t *testing.T) {
 			}
 			clk.Advance(time.Nanosecond)
 			b := val(c.billing.CreateCharge(ctxT(t), req)).must(t)
-			if b.ID == a.ID || len(w.Billing.Snapshot().ChargesByEvent()[req.Event]) != 2 {
+			if b.ID == a.ID || len(w.Billing().Snapshot().ChargesByEvent()[req.Event]) != 2 {
 				t.Fatalf("after TTL want a second charge (the double-billing trap), got %+v", b)
 			}
 			// The key is bound again, to the new charge.
@@ -147,7 +147,7 @@ func TestBillingIdempotencyConformance(t *testing.T) {
 			}
 		}},
 		{"a stored 500 is replayed", func(t *testing.T, w *World, clk *ManualClock, c clients) {
-			if err := w.Billing.AddFault(Fault{Mode: ModeFailAfter, Times: 1}); err != nil {
+			if err := w.Billing().AddFault(Fault{Mode: ModeFailAfter, Times: 1}); err != nil {
 				t.Fatal(err)
 			}
 			_, err := c.billing.CreateCharge(ctxT(t), req)
@@ -155,17 +155,17 @@ func TestBillingIdempotencyConformance(t *testing.T) {
 			if !IsTransient(err) {
 				t.Fatalf("500 not transient: %v", err)
 			}
-			if r := lastReq(t, w.Billing); !r.Effect || r.Status != 500 || r.Fault != "fail-after" {
+			if r := lastReq(t, w.Billing()); !r.Effect || r.Status != 500 || r.Fault != "fail-after" {
 				t.Fatalf("fail-after record: %+v", r)
 			}
 			for range 2 {
 				_, err = c.billing.CreateCharge(ctxT(t), req)
 				wantErr(t, err, "replayed 500", IsAmbiguous)
-				if r := lastReq(t, w.Billing); !r.Replayed || r.Effect || r.Status != 500 || r.Fault != "" {
+				if r := lastReq(t, w.Billing()); !r.Replayed || r.Effect || r.Status != 500 || r.Fault != "" {
 					t.Fatalf("replay record: %+v", r)
 				}
 			}
-			s := w.Billing.Snapshot()
+			s := w.Billing().Snapshot()
 			if len(s.Charges) != 1 {
 				t.Fatalf("want exactly one charge behind the 500s, got %d", len(s.Charges))
 			}
@@ -174,25 +174,25 @@ func TestBillingIdempotencyConformance(t *testing.T) {
 			}
 		}},
 		{"a dropped answer stores the real one", func(t *testing.T, w *World, clk *ManualClock, c clients) {
-			if err := w.Billing.AddFault(Fault{Mode: ModeFailAfter, Drop: true, Times: 1}); err != nil {
+			if err := w.Billing().AddFault(Fault{Mode: ModeFailAfter, Drop: true, Times: 1}); err != nil {
 				t.Fatal(err)
 			}
 			_, err := c.billing.CreateCharge(ctxT(t), req)
 			wantErr(t, err, "ambiguous drop", IsAmbiguous)
 			b := val(c.billing.CreateCharge(ctxT(t), req)).must(t)
-			s := w.Billing.Snapshot()
+			s := w.Billing().Snapshot()
 			if len(s.Charges) != 1 || s.Charges[0] != b || !s.Requests[1].Replayed {
 				t.Fatalf("after drop: %+v", s)
 			}
 		}},
 		{"fail-before stores nothing", func(t *testing.T, w *World, clk *ManualClock, c clients) {
-			if err := w.Billing.AddFault(Fault{Mode: ModeFailBefore, Times: 1}); err != nil {
+			if err := w.Billing().AddFault(Fault{Mode: ModeFailBefore, Times: 1}); err != nil {
 				t.Fatal(err)
 			}
 			_, err := c.billing.CreateCharge(ctxT(t), req)
 			wantErr(t, err, "503", IsTransient)
 			b := val(c.billing.CreateCharge(ctxT(t), req)).must(t)
-			s := w.Billing.Snapshot()
+			s := w.Billing().Snapshot()
 			if len(s.Charges) != 1 || s.Requests[1].Replayed || !s.Requests[1].Effect || b.ID != s.Charges[0].ID {
 				t.Fatalf("after fail-before: %+v", s)
 			}
@@ -202,7 +202,7 @@ func TestBillingIdempotencyConformance(t *testing.T) {
 			r.IdempotencyKey = ""
 			val(c.billing.CreateCharge(ctxT(t), r)).must(t)
 			val(c.billing.CreateCharge(ctxT(t), r)).must(t)
-			if n := len(w.Billing.Snapshot().ChargesByEvent()[r.Event]); n != 2 {
+			if n := len(w.Billing().Snapshot().ChargesByEvent()[r.Event]); n != 2 {
 				t.Fatalf("%d charges", n)
 			}
 		}},
@@ -230,10 +230,10 @@ func TestBillingRefund(t *testing.T) {
 	ctx := ctxT(t)
 	ch := val(c.CreateCharge(ctx, ChargeRequest{Customer: "c", Owner: "i1", Amount: 5, Event: "e"})).must(t)
 	r := val(c.Refund(ctx, ch.ID, "refund-1")).must(t)
-	if !r.Refunded || !lastReq(t, w.Billing).Effect || lastReq(t, w.Billing).Owner != "i1" {
+	if !r.Refunded || !lastReq(t, w.Billing()).Effect || lastReq(t, w.Billing()).Owner != "i1" {
 		t.Fatalf("refund: %+v", r)
 	}
-	if again := val(c.Refund(ctx, ch.ID, "refund-1")).must(t); again != r || !lastReq(t, w.Billing).Replayed {
+	if again := val(c.Refund(ctx, ch.ID, "refund-1")).must(t); again != r || !lastReq(t, w.Billing()).Replayed {
 		t.Fatalf("refund replay: %+v", again)
 	}
 	_, err := c.Refund(ctx, ch.ID, "")
@@ -245,10 +245,10 @@ func TestBillingRefund(t *testing.T) {
 	wantErr(t, err, "not found", IsNotFound)
 	_, err = c.Refund(ctx, "ch_nope", "refund-2")
 	wantErr(t, err, "stored not found", IsNotFound)
-	if !lastReq(t, w.Billing).Replayed {
+	if !lastReq(t, w.Billing()).Replayed {
 		t.Fatalf("a 404 after execution began is stored and replayed")
 	}
-	if s := w.Billing.Snapshot(); len(s.Charges) != 1 || !s.Charges[0].Refunded {
+	if s := w.Billing().Snapshot(); len(s.Charges) != 1 || !s.Charges[0].Refunded {
 		t.Fatalf("snapshot: %+v", s.Charges)
 	}
 }

@@ -13,14 +13,14 @@ import (
 
 func TestClientCallerAndBaseURL(t *testing.T) {
 	w := world(t, Options{})
-	c := NewEmailClient(w.Email.URL()+"/", ClientOptions{Caller: "w3.1"})
+	c := NewEmailClient(w.Email().URL()+"/", ClientOptions{Caller: "w3.1"})
 	val(c.Send(ctxT(t), EmailRequest{To: "a", Owner: "i1", Event: "e"})).must(t)
-	if r := lastReq(t, w.Email); r.Caller != "w3.1" {
+	if r := lastReq(t, w.Email()); r.Caller != "w3.1" {
 		t.Fatalf("caller %q", r.Caller)
 	}
-	anon := NewEmailClient(w.Email.URL(), ClientOptions{})
+	anon := NewEmailClient(w.Email().URL(), ClientOptions{})
 	val(anon.Send(ctxT(t), EmailRequest{To: "a", Owner: "i1", Event: "e"})).must(t)
-	if r := lastReq(t, w.Email); r.Caller != "anonymous" {
+	if r := lastReq(t, w.Email()); r.Caller != "anonymous" {
 		t.Fatalf("caller %q", r.Caller)
 	}
 	// A custom HTTP client (the harness's crash point) carries the calls.
@@ -31,7 +31,7 @@ func TestClientCallerAndBaseURL(t *testing.T) {
 	})}
 	t.Cleanup(http.DefaultClient.CloseIdleConnections)
 	t.Cleanup(http.DefaultTransport.(*http.Transport).CloseIdleConnections)
-	cc := NewCloudClient(w.Cloud.URL(), ClientOptions{HTTPClient: hc})
+	cc := NewCloudClient(w.Cloud().URL(), ClientOptions{HTTPClient: hc})
 	val(cc.ListVMs(ctxT(t), "")).must(t)
 	if seen != 1 {
 		t.Fatalf("custom transport used %d times", seen)
@@ -59,10 +59,10 @@ func TestClientTransportErrors(t *testing.T) {
 
 	// The caller's own ctx: not transient, but ambiguous once sent.
 	w := world(t, Options{})
-	if err := w.Email.AddFault(Fault{Mode: ModeFailAfter, Hang: true}); err != nil {
+	if err := w.Email().AddFault(Fault{Mode: ModeFailAfter, Hang: true}); err != nil {
 		t.Fatal(err)
 	}
-	ec := NewEmailClient(w.Email.URL(), ClientOptions{Timeout: time.Minute})
+	ec := NewEmailClient(w.Email().URL(), ClientOptions{Timeout: time.Minute})
 	ctx, cancel := context.WithTimeout(ctxT(t), 30*time.Millisecond)
 	defer cancel()
 	_, err = ec.Send(ctx, EmailRequest{To: "a", Owner: "i1", Event: "e"})

@@ -48,9 +48,24 @@ type tokenBinding struct {
 	req CreateVMRequest // as first asked: a later resize does not change it
 }
 
+func cloudSpec() Spec {
+	return newSpec(ServiceCloud, "an EC2-like cloud: VMs created idempotently by client token, tagged with their owner", false,
+		func(o Options, so ServerOptions) (Server, error) {
+			return NewCloudServer(CloudOptions{ServerOptions: so, TokenTTL: o.TokenTTL, Lag: o.Lag})
+		},
+		ep(CreateVM, http.MethodPost, "/vms", true),
+		ep(DescribeVM, http.MethodGet, "/vms/{id}", false),
+		ep(ListVMs, http.MethodGet, "/vms", false),
+		ep(FindByToken, http.MethodGet, "/tokens", false),
+		ep(ResizeVM, http.MethodPost, "/vms/{id}/resize", true),
+		ep(TerminateVM, http.MethodPost, "/vms/{id}/terminate", true),
+	)
+}
+
 // NewCloudServer starts a fake cloud on loopback.
 func NewCloudServer(opts CloudOptions) (*CloudServer, error) {
-	srv, err := newServer("cloud", opts.ServerOptions)
+	spec := cloudSpec()
+	srv, err := newServer(spec.Name, opts.ServerOptions)
 	if err != nil {
 		return nil, err
 	}
@@ -64,13 +79,10 @@ func NewCloudServer(opts CloudOptions) (*CloudServer, error) {
 	if s.ttl <= 0 {
 		s.ttl = DefaultTTL
 	}
-	m := srv.mux
-	m.HandleFunc("POST /vms", srv.handle("CreateVM", true, s.create))
-	m.HandleFunc("GET /vms/{id}", srv.handle("DescribeVM", false, s.describe))
-	m.HandleFunc("GET /vms", srv.handle("ListVMs", false, s.list))
-	m.HandleFunc("GET /tokens", srv.handle("FindByToken", false, s.findByToken))
-	m.HandleFunc("POST /vms/{id}/resize", srv.handle("ResizeVM", true, s.resize))
-	m.HandleFunc("POST /vms/{id}/terminate", srv.handle("TerminateVM", true, s.terminate))
+	spec.route(srv, map[string]func(*rctx){
+		CreateVM: s.create, DescribeVM: s.describe, ListVMs: s.list,
+		FindByToken: s.findByToken, ResizeVM: s.resize, TerminateVM: s.terminate,
+	})
 	if err := srv.start(opts.Addr); err != nil {
 		return nil, err
 	}

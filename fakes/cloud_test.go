@@ -17,7 +17,7 @@ func TestCloudIdempotencyConformance(t *testing.T) {
 			if a != b {
 				t.Fatalf("replay differs: %+v vs %+v", a, b)
 			}
-			s := w.Cloud.Snapshot()
+			s := w.Cloud().Snapshot()
 			if len(s.VMs) != 1 || len(s.LiveVMs("i1")) != 1 {
 				t.Fatalf("want one VM, got %+v", s.VMs)
 			}
@@ -47,7 +47,7 @@ func TestCloudIdempotencyConformance(t *testing.T) {
 					t.Fatalf("mismatch classified wrong: %v", err)
 				}
 			}
-			if n := len(w.Cloud.Snapshot().VMs); n != 1 {
+			if n := len(w.Cloud().Snapshot().VMs); n != 1 {
 				t.Fatalf("want 1 VM, got %d", n)
 			}
 		}},
@@ -56,7 +56,7 @@ func TestCloudIdempotencyConformance(t *testing.T) {
 			r.ClientToken = ""
 			a := val(c.cloud.CreateVM(ctxT(t), r)).must(t)
 			b := val(c.cloud.CreateVM(ctxT(t), r)).must(t)
-			if a.ID == b.ID || len(w.Cloud.Snapshot().LiveVMs("i1")) != 2 {
+			if a.ID == b.ID || len(w.Cloud().Snapshot().LiveVMs("i1")) != 2 {
 				t.Fatalf("want two VMs")
 			}
 		}},
@@ -99,7 +99,7 @@ func TestCloudIdempotencyConformance(t *testing.T) {
 			}
 		}},
 		{"read-after-write lag", func(t *testing.T, w *World, clk *ManualClock, c clients) {
-			w.Cloud.SetLag(30 * time.Second)
+			w.Cloud().SetLag(30 * time.Second)
 			a := val(c.cloud.CreateVM(ctxT(t), req)).must(t)
 			_, err := c.cloud.DescribeVM(ctxT(t), a.ID)
 			wantErr(t, err, "not found (lag)", IsNotFound)
@@ -111,7 +111,7 @@ func TestCloudIdempotencyConformance(t *testing.T) {
 			if b := val(c.cloud.CreateVM(ctxT(t), req)).must(t); b.ID != a.ID {
 				t.Fatalf("replay during lag made %s", b.ID)
 			}
-			if n := len(w.Cloud.Snapshot().LiveVMs("i1")); n != 1 {
+			if n := len(w.Cloud().Snapshot().LiveVMs("i1")); n != 1 {
 				t.Fatalf("ground truth during lag: %d VMs", n)
 			}
 			clk.Advance(30 * time.Second)
@@ -148,20 +148,20 @@ func TestCloudLifecycle(t *testing.T) {
 		t.Fatalf("create: %+v %+v", a, b)
 	}
 	r := val(c.ResizeVM(ctx, a.ID, "medium")).must(t)
-	if r.Size != "medium" || !lastReq(t, w.Cloud).Effect {
+	if r.Size != "medium" || !lastReq(t, w.Cloud()).Effect {
 		t.Fatalf("resize: %+v", r)
 	}
 	val(c.ResizeVM(ctx, a.ID, "medium")).must(t)
-	if lastReq(t, w.Cloud).Effect {
+	if lastReq(t, w.Cloud()).Effect {
 		t.Fatalf("resize to the same size had an effect")
 	}
 	val(c.TerminateVM(ctx, a.ID)).must(t)
-	rec := lastReq(t, w.Cloud)
+	rec := lastReq(t, w.Cloud())
 	if !rec.Effect || rec.Owner != "i1" || !rec.Mutation {
 		t.Fatalf("terminate record: %+v", rec)
 	}
 	again := val(c.TerminateVM(ctx, a.ID)).must(t)
-	if again.State != "terminated" || lastReq(t, w.Cloud).Effect {
+	if again.State != "terminated" || lastReq(t, w.Cloud()).Effect {
 		t.Fatalf("second terminate: %+v", again)
 	}
 	_, err := c.ResizeVM(ctx, a.ID, "large")
@@ -187,7 +187,7 @@ func TestCloudLifecycle(t *testing.T) {
 	if len(l1) != 1 || l1[0].ID != a.ID || len(all) != 2 {
 		t.Fatalf("list: %+v / %+v", l1, all)
 	}
-	s := w.Cloud.Snapshot()
+	s := w.Cloud().Snapshot()
 	if live := s.LiveVMs(""); len(live) != 1 || live[0].ID != b.ID {
 		t.Fatalf("live: %+v", live)
 	}

@@ -24,14 +24,24 @@ type EmailServer struct {
 	emails []Email
 }
 
+func emailSpec() Spec {
+	return newSpec(ServiceEmail, "an email service with no idempotency: every request that reaches it sends", true,
+		func(_ Options, so ServerOptions) (Server, error) {
+			return NewEmailServer(EmailOptions{ServerOptions: so})
+		},
+		ep(SendEmail, http.MethodPost, "/emails", true),
+	)
+}
+
 // NewEmailServer starts a fake email service on loopback.
 func NewEmailServer(opts EmailOptions) (*EmailServer, error) {
-	srv, err := newServer("email", opts.ServerOptions)
+	spec := emailSpec()
+	srv, err := newServer(spec.Name, opts.ServerOptions)
 	if err != nil {
 		return nil, err
 	}
 	s := &EmailServer{server: srv}
-	srv.mux.HandleFunc("POST /emails", srv.handle("Send", true, s.send))
+	spec.route(srv, map[string]func(*rctx){SendEmail: s.send})
 	if err := srv.start(opts.Addr); err != nil {
 		return nil, err
 	}
@@ -54,7 +64,7 @@ func (s *EmailServer) send(c *rctx) {
 	if !c.decode(&req) {
 		return
 	}
-	c.rec.Owner = req.Owner
+	c.rec.Owner, c.rec.Event = req.Owner, req.Event
 	c.params(req)
 	err := firstErr(checkField("to", req.To), checkField("owner", req.Owner), checkField("event", req.Event))
 	if err == nil && len(req.Subject) > maxSubject {

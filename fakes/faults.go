@@ -47,7 +47,8 @@ const (
 type Fault struct {
 	// ID names the fault so that it can be cleared alone; zero: unnamed.
 	ID string `json:"id,omitempty"`
-	// Service is "cloud", "billing", "kube" or "email"; zero: any.
+	// Service is a Spec's name ("cloud", "billing", "kube", "email"); zero:
+	// any.
 	Service string `json:"service,omitempty"`
 	// Endpoint is e.g. "CreateVM", "CreateCharge", "Apply" (the Record
 	// endpoint names); zero: any.
@@ -140,10 +141,8 @@ func (f Fault) Validate() error {
 	default:
 		return bad("unknown mode %q", f.Mode)
 	}
-	switch f.Service {
-	case "", "cloud", "billing", "kube", "email":
-	default:
-		return bad("unknown service %q", f.Service)
+	if _, ok := SpecNamed(f.Service); !ok && f.Service != "" {
+		return bad("unknown service %q (want one of %v)", f.Service, ServiceNames())
 	}
 	if f.Status != 0 && (f.Status < 400 || f.Status > 599) {
 		return bad("status %d is not a 4xx or 5xx", f.Status)

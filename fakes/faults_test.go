@@ -87,7 +87,7 @@ func TestFaultModesToLedger(t *testing.T) {
 			if tc.want.timeout {
 				o.Timeout = 200 * time.Millisecond
 			}
-			c := NewCloudClient(w.Cloud.URL(), o)
+			c := NewCloudClient(w.Cloud().URL(), o)
 			_, err := c.CreateVM(ctxT(t), req)
 			if tc.want.status == 200 {
 				if err != nil {
@@ -110,9 +110,9 @@ func TestFaultModesToLedger(t *testing.T) {
 				}
 			}
 			// A hung request is recorded once the server noticed the client left.
-			waitFor(t, "the request to end", func() bool { return lastEnded(w.Cloud) })
-			r := lastReq(t, w.Cloud)
-			s := w.Cloud.Snapshot()
+			waitFor(t, "the request to end", func() bool { return lastEnded(w.Cloud()) })
+			r := lastReq(t, w.Cloud())
+			s := w.Cloud().Snapshot()
 			if r.Status != tc.want.status || r.Effect != tc.want.effect || r.Fault != tc.want.fault || len(s.VMs) != tc.want.vms {
 				t.Fatalf("record %+v, %d VMs", r, len(s.VMs))
 			}
@@ -190,7 +190,7 @@ func TestFaultMatchingAndTimes(t *testing.T) {
 
 	_, err = a.cloud.TerminateVM(ctxT(t), vm.ID)
 	wantErr(t, err, "endpoint fault", IsTransient)
-	if r := lastReq(t, w.Cloud); r.Owner != "i2" || r.Fault != "down" || r.Effect {
+	if r := lastReq(t, w.Cloud()); r.Owner != "i2" || r.Fault != "down" || r.Effect {
 		t.Fatalf("terminate record: %+v", r)
 	}
 	val(a.cloud.DescribeVM(ctxT(t), vm.ID)).must(t)
@@ -214,7 +214,7 @@ func fired(t *testing.T, plan Plan, n int) []bool {
 		c.Send(ctxT(t), EmailRequest{To: "a@b", Owner: "i1", Event: "e"})
 	}
 	var out []bool
-	for _, r := range w.Email.Snapshot().Requests {
+	for _, r := range w.Email().Snapshot().Requests {
 		out = append(out, r.Fault != "")
 	}
 	return out
@@ -310,7 +310,7 @@ func TestFaultValidate(t *testing.T) {
 	if err := w.SetFaults(Plan{Faults: []Fault{{Mode: "x"}}}); err == nil {
 		t.Fatal("invalid plan accepted")
 	}
-	if err := w.Cloud.AddFault(Fault{Mode: "x"}); err == nil {
+	if err := w.Cloud().AddFault(Fault{Mode: "x"}); err == nil {
 		t.Fatal("invalid fault accepted")
 	}
 	if _, err := Start(Options{Faults: Plan{Faults: []Fault{{Mode: "x"}}}}); err == nil {
@@ -322,18 +322,18 @@ func TestLatencyOutlivesTheClient(t *testing.T) {
 	// The client gives up during the latency; the server still acts: the
 	// classic ambiguous timeout.
 	w := world(t, Options{})
-	if err := w.Cloud.AddFault(Fault{Mode: ModeLatency, Latency: 400 * time.Millisecond}); err != nil {
+	if err := w.Cloud().AddFault(Fault{Mode: ModeLatency, Latency: 400 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
-	c := NewCloudClient(w.Cloud.URL(), ClientOptions{Timeout: 150 * time.Millisecond})
+	c := NewCloudClient(w.Cloud().URL(), ClientOptions{Timeout: 150 * time.Millisecond})
 	_, err := c.CreateVM(ctxT(t), CreateVMRequest{Owner: "i1", Size: "s", Region: "r", ClientToken: "t"})
 	wantErr(t, err, "timeout", IsAmbiguous)
 	if te := err.(*TransportError); !te.Timeout || !IsTransient(err) {
 		t.Fatalf("got %+v", te)
 	}
-	waitFor(t, "the request to end", func() bool { return lastEnded(w.Cloud) })
-	r := lastReq(t, w.Cloud)
-	if !r.Effect || !strings.Contains(r.Error, "client gone") || len(w.Cloud.Snapshot().LiveVMs("i1")) != 1 {
+	waitFor(t, "the request to end", func() bool { return lastEnded(w.Cloud()) })
+	r := lastReq(t, w.Cloud())
+	if !r.Effect || !strings.Contains(r.Error, "client gone") || len(w.Cloud().Snapshot().LiveVMs("i1")) != 1 {
 		t.Fatalf("record: %+v", r)
 	}
 }

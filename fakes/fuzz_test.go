@@ -42,7 +42,7 @@ func fuzzCloud(tb testing.TB) *server {
 	if _, err := c.CreateVM(ctxT(tb), CreateVMRequest{Owner: "i1", Size: "small", Region: "r", ClientToken: "t1"}); err != nil {
 		tb.Fatal(err)
 	}
-	return w.Cloud.server
+	return w.Cloud().server
 }
 
 func fuzzBilling(tb testing.TB) *server {
@@ -51,7 +51,7 @@ func fuzzBilling(tb testing.TB) *server {
 	if _, err := c.CreateCharge(ctxT(tb), ChargeRequest{Customer: "c", Owner: "i1", Amount: 1, Event: "e", IdempotencyKey: "k1"}); err != nil {
 		tb.Fatal(err)
 	}
-	return w.Billing.server
+	return w.Billing().server
 }
 
 func fuzzKube(tb testing.TB) *server {
@@ -60,10 +60,10 @@ func fuzzKube(tb testing.TB) *server {
 	if _, err := c.Apply(ctxT(tb), Deployment{Name: "d1", Owner: "i1", Size: "small", Replicas: 1}); err != nil {
 		tb.Fatal(err)
 	}
-	return w.Kube.server
+	return w.Kube().server
 }
 
-func fuzzEmail(tb testing.TB) *server { return world(tb, Options{}).Email.server }
+func fuzzEmail(tb testing.TB) *server { return world(tb, Options{}).Email().server }
 
 func FuzzCreateVM(f *testing.F)    { fuzzTarget(f, fuzzCloud, "POST", path("/vms", "")) }
 func FuzzDescribeVM(f *testing.F)  { fuzzTarget(f, fuzzCloud, "GET", path("/vms/", "")) }

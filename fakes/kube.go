@@ -31,20 +31,32 @@ type KubeServer struct {
 	deps map[string]*Deployment
 }
 
+func kubeSpec() Spec {
+	return newSpec(ServiceKube, "a Kubernetes API server, deployments only: apply, create (409 when present), update by resourceVersion, delete", false,
+		func(_ Options, so ServerOptions) (Server, error) {
+			return NewKubeServer(KubeOptions{ServerOptions: so})
+		},
+		ep(KubeApply, http.MethodPatch, "/deployments/{name}", true),
+		ep(KubeCreate, http.MethodPost, "/deployments", true),
+		ep(KubeGet, http.MethodGet, "/deployments/{name}", false),
+		ep(KubeUpdate, http.MethodPut, "/deployments/{name}", true),
+		ep(KubeDelete, http.MethodDelete, "/deployments/{name}", true),
+		ep(KubeList, http.MethodGet, "/deployments", false),
+	)
+}
+
 // NewKubeServer starts a fake Kubernetes API server on loopback.
 func NewKubeServer(opts KubeOptions) (*KubeServer, error) {
-	srv, err := newServer("kube", opts.ServerOptions)
+	spec := kubeSpec()
+	srv, err := newServer(spec.Name, opts.ServerOptions)
 	if err != nil {
 		return nil, err
 	}
 	s := &KubeServer{server: srv, deps: make(map[string]*Deployment)}
-	m := srv.mux
-	m.HandleFunc("PATCH /deployments/{name}", srv.handle("Apply", true, s.apply))
-	m.HandleFunc("POST /deployments", srv.handle("Create", true, s.create))
-	m.HandleFunc("GET /deployments/{name}", srv.handle("Get", false, s.get))
-	m.HandleFunc("PUT /deployments/{name}", srv.handle("Update", true, s.update))
-	m.HandleFunc("DELETE /deployments/{name}", srv.handle("Delete", true, s.delete))
-	m.HandleFunc("GET /deployments", srv.handle("List", false, s.list))
+	spec.route(srv, map[string]func(*rctx){
+		KubeApply: s.apply, KubeCreate: s.create, KubeGet: s.get,
+		KubeUpdate: s.update, KubeDelete: s.delete, KubeList: s.list,
+	})
 	if err := srv.start(opts.Addr); err != nil {
 		return nil, err
 	}

@@ -9,10 +9,10 @@ func TestKubeConformance(t *testing.T) {
 	d := Deployment{Name: "kvx-i1", Owner: "i1", Size: "small", Replicas: 1}
 
 	a := val(c.Apply(ctx, d)).must(t)
-	if a.ResourceVersion == "" || !lastReq(t, w.Kube).Effect {
+	if a.ResourceVersion == "" || !lastReq(t, w.Kube()).Effect {
 		t.Fatalf("apply create: %+v", a)
 	}
-	if b := val(c.Apply(ctx, d)).must(t); b != a || lastReq(t, w.Kube).Effect {
+	if b := val(c.Apply(ctx, d)).must(t); b != a || lastReq(t, w.Kube()).Effect {
 		t.Fatalf("idempotent apply changed something: %+v", b)
 	}
 	d2 := d
@@ -62,7 +62,7 @@ func TestKubeConformance(t *testing.T) {
 	if l := val(c.List(ctx, "")).must(t); len(l) != 2 || l[0].Name != "kvx-i1" {
 		t.Fatalf("list all: %+v", l)
 	}
-	s := w.Kube.Snapshot()
+	s := w.Kube().Snapshot()
 	if len(s.LiveDeployments("i1")) != 1 || len(s.LiveDeployments("")) != 2 {
 		t.Fatalf("snapshot: %+v", s.Deployments)
 	}
@@ -70,13 +70,13 @@ func TestKubeConformance(t *testing.T) {
 	if err := c.Delete(ctx, d.Name); err != nil {
 		t.Fatal(err)
 	}
-	if r := lastReq(t, w.Kube); !r.Effect || r.Owner != "i1" {
+	if r := lastReq(t, w.Kube()); !r.Effect || r.Owner != "i1" {
 		t.Fatalf("delete record: %+v", r)
 	}
 	wantErr(t, c.Delete(ctx, d.Name), "delete of absent", IsNotFound)
 	_, err = c.Get(ctx, d.Name)
 	wantErr(t, err, "get of deleted", IsNotFound)
-	if len(w.Kube.Snapshot().LiveDeployments("i1")) != 0 {
+	if len(w.Kube().Snapshot().LiveDeployments("i1")) != 0 {
 		t.Fatalf("deleted deployment still live")
 	}
 

@@ -85,7 +85,7 @@ func TestLedgerQueriesHandMade(t *testing.T) {
 
 func TestOverlapFromRealTraffic(t *testing.T) {
 	w := world(t, Options{Clock: NewOffsetClock()})
-	entered, release := hold(t, w.Cloud.server, "w1")
+	entered, release := hold(t, w.Cloud().server, "w1")
 	a, b := clientsFor(w, "w1"), clientsFor(w, "w2")
 	done := make(chan error, 1)
 	go func() {
@@ -154,7 +154,7 @@ func TestOmitReads(t *testing.T) {
 	vm := val(c.CreateVM(ctxT(t), CreateVMRequest{Owner: "i1", Size: "s", Region: "r"})).must(t)
 	val(c.DescribeVM(ctxT(t), vm.ID)).must(t)
 	val(c.ListVMs(ctxT(t), "")).must(t)
-	if rs := w.Cloud.Snapshot().Requests; len(rs) != 1 || rs[0].Endpoint != "CreateVM" {
+	if rs := w.Cloud().Snapshot().Requests; len(rs) != 1 || rs[0].Endpoint != "CreateVM" {
 		t.Fatalf("requests %+v", rs)
 	}
 }

@@ -37,10 +37,10 @@ type clients struct {
 func clientsFor(w *World, caller string) clients {
 	o := ClientOptions{Caller: caller, Timeout: 5 * time.Second}
 	return clients{
-		cloud:   NewCloudClient(w.Cloud.URL(), o),
-		billing: NewBillingClient(w.Billing.URL(), o),
-		kube:    NewKubeClient(w.Kube.URL(), o),
-		email:   NewEmailClient(w.Email.URL(), o),
+		cloud:   NewCloudClient(w.Cloud().URL(), o),
+		billing: NewBillingClient(w.Billing().URL(), o),
+		kube:    NewKubeClient(w.Kube().URL(), o),
+		email:   NewEmailClient(w.Email().URL(), o),
 	}
 }
 

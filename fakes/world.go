@@ -2,14 +2,16 @@ package fakes
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 )
 
-// Server is what the four fake servers have in common.
+// Server is what the fake servers have in common.
 type Server interface {
-	Service() string // "cloud", "billing", "kube", "email"
+	Service() string // its Spec's name
 	URL() string     // "http://127.0.0.1:port"
 	Addr() string    // "127.0.0.1:port", for a proxy's upstream
 	Close() error
@@ -30,7 +32,7 @@ var (
 
 // Options configures a World.
 type Options struct {
-	// Clock is shared by the four servers; zero: real time.
+	// Clock is shared by the servers; zero: real time.
 	Clock Clock
 	// Logger; zero: discard.
 	Logger *slog.Logger
@@ -39,8 +41,8 @@ type Options struct {
 	// OmitReads leaves read-only requests out of the ledgers; zero: all
 	// requests are recorded.
 	OmitReads bool
-	// Faults is the initial plan (each fault goes to its Service, or to all
-	// four when Service is ""); zero: none.
+	// Faults is the initial plan (each fault goes to its Service, or to
+	// every server when Service is ""); zero: none.
 	Faults Plan
 	// TokenTTL: see CloudOptions; zero: DefaultTTL.
 	TokenTTL time.Duration
@@ -50,16 +52,15 @@ type Options struct {
 	Lag time.Duration
 }
 
-// World is the four fakes of one run, sharing one clock and one ledger
-// sequence (so Seq orders requests across services).
+// World is the fakes of one run, one server per Spec, sharing one clock and
+// one ledger sequence (so Seq orders requests across services).
 type World struct {
-	Cloud   *CloudServer
-	Billing *BillingServer
-	Kube    *KubeServer
-	Email   *EmailServer
+	servers []Server // in Specs order
+	byName  map[string]Server
+	atMost  []string // services without idempotency
 }
 
-// Start starts the four fakes on loopback.
+// Start starts every provider of Specs on loopback.
 func Start(opts Options) (*World, error) {
 	if err := opts.Faults.Validate(); err != nil {
 		return nil, err
@@ -75,60 +76,46 @@ func Start(opts Options) (*World, error) {
 	if so.Clock == nil {
 		so.Clock = realClock{}
 	}
-	w := &World{}
-	var err error
-	if w.Cloud, err = NewCloudServer(CloudOptions{ServerOptions: so, TokenTTL: opts.TokenTTL, Lag: opts.Lag}); err != nil {
-		return nil, err
-	}
-	if w.Billing, err = NewBillingServer(BillingOptions{ServerOptions: so, KeyTTL: opts.KeyTTL}); err != nil {
-		w.Close()
-		return nil, err
-	}
-	if w.Kube, err = NewKubeServer(KubeOptions{ServerOptions: so}); err != nil {
-		w.Close()
-		return nil, err
-	}
-	if w.Email, err = NewEmailServer(EmailOptions{ServerOptions: so}); err != nil {
-		w.Close()
-		return nil, err
+	w := &World{byName: map[string]Server{}}
+	for _, spec := range Specs() {
+		srv, err := spec.start(opts, so)
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("fakes: start %s: %w", spec.Name, err)
+		}
+		w.servers = append(w.servers, srv)
+		w.byName[spec.Name] = srv
+		if spec.AtMostOnce {
+			w.atMost = append(w.atMost, spec.Name)
+		}
 	}
 	return w, nil
 }
 
-// Servers returns the started servers: cloud, billing, kube, email.
-func (w *World) Servers() []Server {
-	var out []Server
-	if w.Cloud != nil {
-		out = append(out, w.Cloud)
-	}
-	if w.Billing != nil {
-		out = append(out, w.Billing)
-	}
-	if w.Kube != nil {
-		out = append(out, w.Kube)
-	}
-	if w.Email != nil {
-		out = append(out, w.Email)
-	}
-	return out
-}
+// Server returns the server of service name, or nil.
+func (w *World) Server(name string) Server { return w.byName[name] }
 
-// Close closes the four servers.
+// Servers returns the started servers, in Specs order.
+func (w *World) Servers() []Server { return slices.Clone(w.servers) }
+
+// Close closes every server.
 func (w *World) Close() error {
 	var errs []error
-	for _, s := range w.Servers() {
+	for _, s := range w.servers {
 		errs = append(errs, s.Close())
 	}
 	return errors.Join(errs...)
 }
 
-// Snapshot merges the four ledgers; requests are sorted by Seq.
+// Snapshot merges the ledgers; requests are sorted by Seq.
 func (w *World) Snapshot() Snapshot {
 	var ss []Snapshot
-	for _, s := range w.Servers() {
+	for _, s := range w.servers {
 		ss = append(ss, s.Snapshot())
 	}
-	return Merge(ss...)
+	m := Merge(ss...)
+	m.AtMostOnce = slices.Clone(w.atMost)
+	return m
 }
 
 // SetFaults replaces every server's plan with the faults for its service.
@@ -136,7 +123,7 @@ func (w *World) SetFaults(p Plan) error {
 	if err := p.Validate(); err != nil {
 		return err
 	}
-	for _, s := range w.Servers() {
+	for _, s := range w.servers {
 		if err := s.SetFaults(p); err != nil {
 			return err
 		}
@@ -144,12 +131,12 @@ func (w *World) SetFaults(p Plan) error {
 	return nil
 }
 
-// AddFault adds f to its service's plan (to all four when Service is "").
+// AddFault adds f to its service's plan (to every server when Service is "").
 func (w *World) AddFault(f Fault) error {
 	if err := f.Validate(); err != nil {
 		return err
 	}
-	for _, s := range w.Servers() {
+	for _, s := range w.servers {
 		if err := s.AddFault(f); err != nil {
 			return err
 		}
@@ -159,7 +146,7 @@ func (w *World) AddFault(f Fault) error {
 
 // ClearFaults clears every plan.
 func (w *World) ClearFaults() {
-	for _, s := range w.Servers() {
+	for _, s := range w.servers {
 		s.ClearFaults()
 	}
 }
@@ -168,7 +155,7 @@ func (w *World) ClearFaults() {
 // many.
 func (w *World) ClearFault(id string) int {
 	n := 0
-	for _, s := range w.Servers() {
+	for _, s := range w.servers {
 		n += s.ClearFault(id)
 	}
 	return n
@@ -178,10 +165,17 @@ func (w *World) ClearFault(id string) int {
 // that SetFaults of the result restores them.
 func (w *World) Faults() Plan {
 	var p Plan
-	for _, s := range w.Servers() {
+	for _, s := range w.servers {
 		sp := s.Faults()
 		p.Seed = sp.Seed
 		p.Faults = append(p.Faults, sp.Faults...)
 	}
 	return p
 }
+
+// Cloud, Billing, Kube and Email return the typed servers, for tests that
+// reach into one; nil when the World runs no such service.
+func (w *World) Cloud() *CloudServer     { s, _ := w.byName[ServiceCloud].(*CloudServer); return s }
+func (w *World) Billing() *BillingServer { s, _ := w.byName[ServiceBilling].(*BillingServer); return s }
+func (w *World) Kube() *KubeServer       { s, _ := w.byName[ServiceKube].(*KubeServer); return s }
+func (w *World) Email() *EmailServer     { s, _ := w.byName[ServiceEmail].(*EmailServer); return s }

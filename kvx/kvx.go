@@ -107,9 +107,10 @@ func (s *System) Migrate(ctx context.Context, db *pgxpool.Pool) error { return M
 // ends.
 func (s *System) Work(ctx context.Context, db *pgxpool.Pool, deps contract.Deps) error {
 	logger := deps.Logger.With("worker", deps.Worker)
+	clients := NewClients(deps, s.budget.Provider)
 	handlers := make(map[string]work.Handler, 4)
 	for _, kind := range []string{KindProvision, KindResize, KindDelete, KindEmail} {
-		handlers[kind] = s.handler(db, deps, logger, kind)
+		handlers[kind] = s.handler(db, deps, clients, logger, kind)
 	}
 	opts := work.RunnerOptions{
 		Handlers:         handlers,
@@ -138,7 +139,7 @@ func (s *System) Work(ctx context.Context, db *pgxpool.Pool, deps contract.Deps)
 }
 
 // handler adapts the step for kind to a work.Handler.
-func (s *System) handler(db *pgxpool.Pool, deps contract.Deps, logger *slog.Logger, kind string) work.Handler {
+func (s *System) handler(db *pgxpool.Pool, deps contract.Deps, clients Clients, logger *slog.Logger, kind string) work.Handler {
 	return func(ctx context.Context, tx *work.Tx, it work.Item) error {
 		var c Change
 		if err := json.Unmarshal(it.Spec, &c); err != nil {
@@ -147,13 +148,14 @@ func (s *System) handler(db *pgxpool.Pool, deps contract.Deps, logger *slog.Logg
 		ctx, cancel := context.WithTimeout(ctx, s.budget.Handler)
 		defer cancel()
 		e := &Env{
-			DB:     db,
-			Tx:     tx,
-			Item:   it,
-			Deps:   deps,
-			Logger: logger.With("item", it.ID, "kind", kind, "instance", c.ID, "generation", c.Generation),
-			Steps:  &s.steps,
-			Budget: s.budget,
+			DB:      db,
+			Tx:      tx,
+			Item:    it,
+			Deps:    deps,
+			Clients: clients,
+			Logger:  logger.With("item", it.ID, "kind", kind, "instance", c.ID, "generation", c.Generation),
+			Steps:   &s.steps,
+			Budget:  s.budget,
 		}
 		return s.steps.handler(kind)(ctx, e, c)
 	}

@@ -362,8 +362,8 @@ func TestMismatchParks(t *testing.T) {
 		t.Fatal(err)
 	}
 	event := fmt.Sprintf("provision:i1:g%d", r.Generation)
-	deps := e.Deps("squatter", 9)
-	if _, err := deps.Billing.CreateCharge(t.Context(), fakes.ChargeRequest{
+	billing := kvx.NewClients(e.Deps("squatter", 9), 2*time.Second).Billing
+	if _, err := billing.CreateCharge(t.Context(), fakes.ChargeRequest{
 		Customer: "i1", Owner: "i1", Amount: 1, Event: event, IdempotencyKey: kvx.ChargeKey(uid, event),
 	}); err != nil {
 		t.Fatal(err)

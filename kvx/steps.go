@@ -54,10 +54,12 @@ type Env struct {
 	// DB is the worker's pool. The reference never uses it from a step
 	// (everything goes through Tx); it is here so that a variant can commit
 	// outside the claim, which is how several bugs are built.
-	DB     *pgxpool.Pool
-	Tx     *work.Tx // the claiming transaction
-	Item   work.Item
-	Deps   contract.Deps
+	DB   *pgxpool.Pool
+	Tx   *work.Tx // the claiming transaction
+	Item work.Item
+	Deps contract.Deps
+	// Clients call the providers, built from Deps once per worker.
+	Clients
 	Logger *slog.Logger // Deps.Logger with the worker, item and instance
 	Steps  *Steps       // the complete step set, so a step calls the others through it
 	Budget Budget
@@ -262,7 +264,7 @@ func Email(ctx context.Context, e *Env, c Change) error {
 func CreateVM(ctx context.Context, e *Env, c Change) (fakes.VM, error) {
 	var vm fakes.VM
 	err := e.Call(ctx, "create vm", func(ctx context.Context) (err error) {
-		vm, err = e.Deps.Cloud.CreateVM(ctx, fakes.CreateVMRequest{
+		vm, err = e.Cloud.CreateVM(ctx, fakes.CreateVMRequest{
 			Owner:       c.ID,
 			Size:        c.Size,
 			Region:      Region,
@@ -285,7 +287,7 @@ func CreateVM(ctx context.Context, e *Env, c Change) (fakes.VM, error) {
 // never be resized: that parks, since only a human can say why.
 func ResizeVM(ctx context.Context, e *Env, c Change, vmID string) error {
 	return e.Call(ctx, "resize vm", func(ctx context.Context) error {
-		_, err := e.Deps.Cloud.ResizeVM(ctx, vmID, c.Size)
+		_, err := e.Cloud.ResizeVM(ctx, vmID, c.Size)
 		if fe, ok := errors.AsType[*fakes.Error](err); ok && fe.Code == fakes.CodeIncorrectInstanceState {
 			return work.Intransient("resize vm "+vmID+": "+fe.Error(), err)
 		}
@@ -297,7 +299,7 @@ func ResizeVM(ctx context.Context, e *Env, c Change, vmID string) error {
 // desired size.
 func ApplyDeployment(ctx context.Context, e *Env, c Change) error {
 	return e.Call(ctx, "apply deployment", func(ctx context.Context) error {
-		_, err := e.Deps.Kube.Apply(ctx, fakes.Deployment{
+		_, err := e.Kube.Apply(ctx, fakes.Deployment{
 			Name:     DeploymentName(c.ID),
 			Owner:    c.ID,
 			Size:     c.Size,
@@ -322,7 +324,7 @@ func Charge(ctx context.Context, e *Env, c Change) error {
 		return nil
 	}
 	err := e.Call(ctx, "charge", func(ctx context.Context) error {
-		_, err := e.Deps.Billing.CreateCharge(ctx, fakes.ChargeRequest{
+		_, err := e.Billing.CreateCharge(ctx, fakes.ChargeRequest{
 			Customer:       c.Customer,
 			Owner:          c.ID,
 			Amount:         Price(c.Size),
@@ -336,7 +338,7 @@ func Charge(ctx context.Context, e *Env, c Change) error {
 	}
 	var paid bool
 	if lerr := e.Call(ctx, "find charge", func(ctx context.Context) error {
-		charges, err := e.Deps.Billing.ListCharges(ctx, c.ID)
+		charges, err := e.Billing.ListCharges(ctx, c.ID)
 		for _, ch := range charges {
 			paid = paid || ch.Event == event
 		}
@@ -364,7 +366,7 @@ func TerminateVMs(ctx context.Context, e *Env, c Change, in Instance) error {
 	add(in.VMID)
 	create := Change{Op: contract.OpCreate, ID: in.ID, UID: in.UID, Generation: in.CreatedGen, Customer: in.Customer}
 	err := e.Call(ctx, "find vm by token", func(ctx context.Context) error {
-		vm, err := e.Deps.Cloud.FindByToken(ctx, e.Steps.VMToken(e, create))
+		vm, err := e.Cloud.FindByToken(ctx, e.Steps.VMToken(e, create))
 		if fakes.IsNotFound(err) {
 			return nil
 		}
@@ -377,7 +379,7 @@ func TerminateVMs(ctx context.Context, e *Env, c Change, in Instance) error {
 		return err
 	}
 	err = e.Call(ctx, "list vms", func(ctx context.Context) error {
-		vms, err := e.Deps.Cloud.ListVMs(ctx, c.ID)
+		vms, err := e.Cloud.ListVMs(ctx, c.ID)
 		for _, vm := range vms {
 			if vm.State != "terminated" {
 				add(vm.ID)
@@ -390,7 +392,7 @@ func TerminateVMs(ctx context.Context, e *Env, c Change, in Instance) error {
 	}
 	for _, id := range order {
 		err := e.Call(ctx, "terminate vm", func(ctx context.Context) error {
-			_, err := e.Deps.Cloud.TerminateVM(ctx, id)
+			_, err := e.Cloud.TerminateVM(ctx, id)
 			return err
 		})
 		if err != nil {
@@ -403,7 +405,7 @@ func TerminateVMs(ctx context.Context, e *Env, c Change, in Instance) error {
 // DeleteDeployment deletes the instance's deployment; already gone is done.
 func DeleteDeployment(ctx context.Context, e *Env, c Change) error {
 	return e.Call(ctx, "delete deployment", func(ctx context.Context) error {
-		err := e.Deps.Kube.Delete(ctx, DeploymentName(c.ID))
+		err := e.Kube.Delete(ctx, DeploymentName(c.ID))
 		if fakes.IsNotFound(err) {
 			return nil
 		}
@@ -428,7 +430,7 @@ func WelcomeEmail(c Change) fakes.EmailRequest {
 // failed send is logged and not retried, since a failure may have sent it.
 func SendWelcome(ctx context.Context, e *Env, c Change) error {
 	req := WelcomeEmail(c)
-	logger, client, budget := e.Logger, e.Deps.Email, e.Budget.Provider
+	logger, client, budget := e.Logger, e.Email, e.Budget.Provider
 	e.Tx.AfterCommit(func(ctx context.Context) {
 		ctx, cancel := context.WithTimeout(ctx, budget)
 		defer cancel()

@@ -53,7 +53,7 @@ func validReport() reports.Report {
 		Work:         reports.Work{Entered: 900, Done: 820, Retried: 60, Parked: 4, Errored: 2, Cut: 14},
 		Throughput:   reports.Throughput{RequestsPerS: 19.9, ChangesPerS: 5.83, WorkPerS: 6.83},
 		Faults:       []reports.Count{{Name: "crash-armed", Count: 8}, {Name: "link-latency", Count: 30}, {Name: "provider-transient", Count: 22}, {Name: "restart", Count: 8}},
-		CrashPoints:  []reports.Count{{Name: "cloud:POST /vms:done", Count: 3}, {Name: "sql:commit", Count: 5}},
+		CrashPoints:  []reports.Count{{Name: "cloud:CreateVM:done", Count: 3}, {Name: "sql:commit", Count: 5}},
 		PointsPassed: 31,
 		Reached:      []string{check.PathBusy, check.PathProviderFault, check.PathWorkerCrash, check.PathNetworkFault},
 		Unreached:    []string{check.PathDeployFix, check.PathRefunded},
@@ -292,8 +292,8 @@ func TestCounts(t *testing.T) {
 	if got, want := reports.CountWork(h), (reports.Work{Entered: 8, Done: 2, Retried: 1, Parked: 1, Errored: 1, Cut: 2}); got != want {
 		t.Errorf("work %+v, want %+v", got, want)
 	}
-	hits := []crash.Hit{{Point: "sql:commit", Rule: "at sql:commit"}, {Point: "sql:commit", Rule: "at sql:"}, {Point: "(killed)", Rule: "kill"}, {Point: "cloud:POST /vms:done"}}
-	if diff := cmp.Diff([]reports.Count{{Name: "cloud:POST /vms:done", Count: 1}, {Name: "sql:commit", Count: 2}}, reports.CrashPoints(hits)); diff != "" {
+	hits := []crash.Hit{{Point: "sql:commit", Rule: "at sql:commit"}, {Point: "sql:commit", Rule: "at sql:"}, {Point: "(killed)", Rule: "kill"}, {Point: "cloud:CreateVM:done"}}
+	if diff := cmp.Diff([]reports.Count{{Name: "cloud:CreateVM:done", Count: 1}, {Name: "sql:commit", Count: 2}}, reports.CrashPoints(hits)); diff != "" {
 		t.Errorf("crash points (-want +got):\n%s", diff)
 	}
 	if got := reports.Unreached(check.Paths()[1:]); len(got) != 1 || got[0] != check.Paths()[0] {

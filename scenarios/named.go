@@ -137,7 +137,7 @@ func NamedScenarios() []Named {
 			Name: "crash-after-vm-before-commit",
 			Doc:  "a worker crashes after the cloud created the VM and before its transaction commits; the redo must find the same VM (client token), not create a second",
 			Run: func(ctx context.Context, e *sim.Env) error {
-				if err := armAll(e, crash.Rule{After: "cloud:POST /vms:done", At: "sql:commit"}); err != nil {
+				if err := armAll(e, crash.Rule{After: "cloud:CreateVM:done", At: "sql:commit"}); err != nil {
 					return err
 				}
 				if err := create(ctx, e, "i1", "small"); err != nil {
@@ -176,7 +176,7 @@ func NamedScenarios() []Named {
 			Name: "commit-cut-mid-flight",
 			Doc:  "the worker's database link is cut right after COMMIT is sent (limit_data on the answer): the commit happened but the worker cannot know; nothing may run twice",
 			Run: func(ctx context.Context, e *sim.Env) error {
-				fired, err := onAll(e, crash.Rule{After: "billing:POST /charges:done", At: "sql:commit"}, func(w string) {
+				fired, err := onAll(e, crash.Rule{After: "billing:CreateCharge:done", At: "sql:commit"}, func(w string) {
 					_ = e.LinkFault(w, sim.Postgres, netfault.CutAfter{Bytes: 0, Dir: netfault.Downstream})
 				})
 				if err != nil {
@@ -192,7 +192,7 @@ func NamedScenarios() []Named {
 			Name: "terminate-worker-backend",
 			Doc:  "pg_terminate_backend of the worker's session in the middle of an item: the claim rolls back and the item is redone",
 			Run: func(ctx context.Context, e *sim.Env) error {
-				fired, err := onAll(e, crash.Rule{At: "kube:PATCH /deployments/*:done"}, func(w string) {
+				fired, err := onAll(e, crash.Rule{At: "kube:Apply:done"}, func(w string) {
 					_, _ = e.TerminateBackends(ctx, w, sim.WorkerBackends)
 				})
 				if err != nil {
@@ -332,7 +332,7 @@ func NamedScenarios() []Named {
 				if err := idle(ctx, e, "i1"); err != nil {
 					return err
 				}
-				if err := armAll(e, crash.Rule{At: "cloud:POST /vms/*/terminate:done"}); err != nil {
+				if err := armAll(e, crash.Rule{At: "cloud:TerminateVM:done"}); err != nil {
 					return err
 				}
 				if _, err := serve(ctx, e, contract.Request{Op: contract.OpDelete, Instance: "i1"}); err != nil {
@@ -345,7 +345,7 @@ func NamedScenarios() []Named {
 			Name: "crash-after-email-before-commit",
 			Doc:  "a worker crashes after sending the welcome email and before its transaction commits: a system that sends inside the transaction sends it twice",
 			Run: func(ctx context.Context, e *sim.Env) error {
-				if err := armAll(e, crash.Rule{After: "email:POST /emails:done", At: "sql:"}); err != nil {
+				if err := armAll(e, crash.Rule{After: "email:Send:done", At: "sql:"}); err != nil {
 					return err
 				}
 				if err := create(ctx, e, "i1", "small"); err != nil {

@@ -31,7 +31,7 @@ func bugScenarios() []Named {
 			Name: "crash-after-charge-before-commit",
 			Doc:  "a worker crashes after the billing service charged and before its transaction commits; the redo must charge with the same idempotency key, so the event is charged once",
 			Run: func(ctx context.Context, e *sim.Env) error {
-				if err := armAll(e, crash.Rule{After: "billing:POST /charges:done", At: "sql:"}); err != nil {
+				if err := armAll(e, crash.Rule{After: "billing:CreateCharge:done", At: "sql:"}); err != nil {
 					return err
 				}
 				if err := create(ctx, e, "i1", "small"); err != nil {
@@ -44,7 +44,7 @@ func bugScenarios() []Named {
 			Name: "crash-before-charge",
 			Doc:  "a worker crashes right before it sends the charge: the change must still be charged, exactly once (a system that charges after its commit never does)",
 			Run: func(ctx context.Context, e *sim.Env) error {
-				if err := armAll(e, crash.Rule{At: "billing:POST /charges"}); err != nil {
+				if err := armAll(e, crash.Rule{At: "billing:CreateCharge"}); err != nil {
 					return err
 				}
 				if err := create(ctx, e, "i1", "small"); err != nil {
@@ -57,7 +57,7 @@ func bugScenarios() []Named {
 			Name: "crash-before-deployment",
 			Doc:  "a worker crashes right before it applies the deployment: the redo must apply it (a system that commits before that call, or commits the claim before the work, loses it)",
 			Run: func(ctx context.Context, e *sim.Env) error {
-				if err := armAll(e, crash.Rule{At: "kube:PATCH /deployments/*"}); err != nil {
+				if err := armAll(e, crash.Rule{At: "kube:Apply"}); err != nil {
 					return err
 				}
 				if err := create(ctx, e, "i1", "medium"); err != nil {
@@ -82,7 +82,7 @@ func bugScenarios() []Named {
 					Latency: 800 * time.Millisecond, Times: 1}); err != nil {
 					return err
 				}
-				fired, err := onAll(e, crash.Rule{At: "kube:PATCH /deployments/*"}, func(string) {})
+				fired, err := onAll(e, crash.Rule{At: "kube:Apply"}, func(string) {})
 				if err != nil {
 					return err
 				}
@@ -159,7 +159,7 @@ func bugScenarios() []Named {
 				var mu sync.Mutex
 				var silent string
 				var since time.Time
-				fired, err := onAll(e, crash.Rule{At: "kube:PATCH /deployments/*:done"}, func(w string) {
+				fired, err := onAll(e, crash.Rule{At: "kube:Apply:done"}, func(w string) {
 					inc, _ := e.Incarnation(w)
 					_ = e.LinkFault(w, sim.Postgres, netfault.Blackhole{Dir: netfault.Downstream})
 					mu.Lock()

@@ -96,19 +96,19 @@ var (
 // work-table workers lose or repeat effects.
 var crashRules = map[string]crash.Rule{
 	"before-commit":            {At: "sql:commit"},
-	"after-vm-before-db":       {After: "cloud:POST /vms:done", At: "sql:"},
-	"after-vm-created":         {At: "cloud:POST /vms:done"},
-	"before-charge":            {At: "billing:POST /charges"},
-	"after-charge":             {At: "billing:POST /charges:done"},
+	"after-vm-before-db":       {After: "cloud:CreateVM:done", At: "sql:"},
+	"after-vm-created":         {At: "cloud:CreateVM:done"},
+	"before-charge":            {At: "billing:CreateCharge"},
+	"after-charge":             {At: "billing:CreateCharge:done"},
 	"at-kube":                  {At: "kube:"},
-	"after-email":              {At: "email:POST /emails:done"},
-	"after-terminate":          {At: "cloud:POST /vms/*/terminate:done"},
+	"after-email":              {At: "email:Send:done"},
+	"after-terminate":          {At: "cloud:TerminateVM:done"},
 	"at-instance-update":       {At: "sql:update instances"},
 	"at-instance-delete":       {At: "sql:delete instances"},
 	"at-enqueue":               {At: "sql:insert work"},
 	"after-claim":              {After: "sql:delete work", At: "sql:"},
-	"after-charge-before-sql":  {After: "billing:POST /charges:done", At: "sql:"},
-	"after-apply-before-later": {After: "kube:PATCH /deployments/*:done", At: ""},
+	"after-charge-before-sql":  {After: "billing:CreateCharge:done", At: "sql:"},
+	"after-apply-before-later": {After: "kube:Apply:done", At: ""},
 }
 
 var linkFaults = map[string]netfault.Fault{

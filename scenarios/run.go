@@ -91,8 +91,8 @@ type Failure struct {
 	Example
 	// Original is the program as drawn, before shrinking.
 	Original *Program `json:"original,omitempty"`
-	// Violations are the shrunk run's violation lines.
-	Violations []string `json:"violations"`
+	// Violations are the shrunk run's violations (each String() is a line).
+	Violations []check.Violation `json:"violations"`
 	// Detect is how long the family ran until the violation was found.
 	Detect time.Duration `json:"detect"`
 	// Replay is a paste-ready command that runs the failing example again.
@@ -198,7 +198,7 @@ func runFamily(ctx context.Context, opts Options, family string) (FamilyResult, 
 			record(ex)
 			if ex.Verdict == check.Invalid {
 				fr.Verdict = check.Invalid
-				fr.Failure = &Failure{Example: ex, Violations: lines(ex.Result.Violations), Detect: time.Since(start),
+				fr.Failure = &Failure{Example: ex, Violations: ex.Result.Violations, Detect: time.Since(start),
 					Replay: fmt.Sprintf("go run ./cmd/simrun replay -system %s -scenario %s -seed %d -expect %s", opts.Name, sc.Name, opts.Seed, ex.Result.Violations[0].Invariant)}
 				return finish(), nil
 			}
@@ -228,7 +228,7 @@ func runFamily(ctx context.Context, opts Options, family string) (FamilyResult, 
 		}
 		shrunk.Seed, shrunk.Name = seed, ex.Name
 		fr.Verdict = check.Invalid
-		fr.Failure = &Failure{Example: shrunk, Original: ex.Program, Violations: lines(shrunk.Result.Violations), Detect: detect,
+		fr.Failure = &Failure{Example: shrunk, Original: ex.Program, Violations: shrunk.Result.Violations, Detect: detect,
 			Replay: fmt.Sprintf("go run ./cmd/simrun replay -system %s -family %s -seed %d -workers %d -steps %d -expect %s", opts.Name, family, seed, opts.Workers, opts.Budget.Steps, shrunk.Result.Violations[0].Invariant)}
 		return finish(), nil
 	}
@@ -246,14 +246,6 @@ func ExampleSeed(root uint64, family string, k int) uint64 {
 	x *= 0x94d049bb133111eb
 	x ^= x >> 31
 	return x & (1<<62 - 1) // rapid's Example takes an int
-}
-
-func lines(vs []check.Violation) []string {
-	out := make([]string, len(vs))
-	for i, v := range vs {
-		out[i] = v.String()
-	}
-	return out
 }
 
 func simOptions(opts Options, workers int) sim.Options {

@@ -25,17 +25,13 @@ import (
 	"github.com/workproof/workproof/sim/pgenv"
 )
 
-// Upstreams a worker reaches, each through its own link.
-const (
-	Postgres = "postgres"
-	Cloud    = "cloud"
-	Billing  = "billing"
-	Kube     = "kube"
-	Email    = "email"
-)
+// Postgres is the upstream name of the database; every other upstream is a
+// provider, named by its fakes.Spec.
+const Postgres = "postgres"
 
-// Upstreams lists every upstream, in a fixed order.
-func Upstreams() []string { return []string{Postgres, Cloud, Billing, Kube, Email} }
+// Upstreams lists every upstream a worker reaches through its own link, in a
+// fixed order: Postgres, then the providers of fakes.Specs.
+func Upstreams() []string { return append([]string{Postgres}, fakes.ServiceNames()...) }
 
 // Options configures an Env.
 type Options struct {
@@ -241,12 +237,9 @@ func (e *Env) start(ctx context.Context, slotName string) error {
 	inc := &incarnation{name: fmt.Sprintf("%s.%d", slotName, s.n), slot: slotName, links: map[string]*netfault.Link{}, done: make(chan struct{})}
 	e.mu.Unlock()
 
-	upstream := map[string]string{
-		Postgres: e.opts.Server.HostPort(),
-		Cloud:    e.world.Cloud.Addr(),
-		Billing:  e.world.Billing.Addr(),
-		Kube:     e.world.Kube.Addr(),
-		Email:    e.world.Email.Addr(),
+	upstream := map[string]string{Postgres: e.opts.Server.HostPort()}
+	for _, srv := range e.world.Servers() {
+		upstream[srv.Service()] = srv.Addr()
 	}
 	for _, up := range Upstreams() {
 		l, err := e.net.Link(inc.name+"/"+up, upstream[up])
@@ -262,22 +255,19 @@ func (e *Env) start(ctx context.Context, slotName string) error {
 		return fmt.Errorf("sim: worker %s pool: %w", inc.name, err)
 	}
 	inc.pool = pool
-	client := func(svc string) fakes.ClientOptions {
+	services := map[string]contract.Service{}
+	for _, spec := range fakes.Specs() {
 		tr := &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: 30 * time.Second}
 		inc.transports = append(inc.transports, tr)
-		return fakes.ClientOptions{
-			HTTPClient: &http.Client{Transport: e.gate.Transport(inc.name, svc, tr)},
-			Caller:     inc.name,
-			Timeout:    e.opts.ProviderTimeout,
+		services[spec.Name] = contract.Service{
+			URL: "http://" + inc.links[spec.Name].Addr(),
+			HTTPClient: &http.Client{Transport: callerTransport{caller: inc.name,
+				base: e.gate.Transport(inc.name, callPoint(spec), tr)}},
 		}
 	}
-	url := func(up string) string { return "http://" + inc.links[up].Addr() }
 	deps := contract.Deps{
 		Worker:   inc.name,
-		Cloud:    fakes.NewCloudClient(url(Cloud), client(Cloud)),
-		Billing:  fakes.NewBillingClient(url(Billing), client(Billing)),
-		Kube:     fakes.NewKubeClient(url(Kube), client(Kube)),
-		Email:    fakes.NewEmailClient(url(Email), client(Email)),
+		Services: services,
 		Logger:   e.log.With("worker", inc.name),
 		Clock:    e.clock,
 		Rand:     rand.New(rand.NewPCG(e.opts.Seed, Stream("worker/"+inc.name))),
@@ -309,6 +299,32 @@ func (e *Env) start(ctx context.Context, slotName string) error {
 		}
 	}()
 	return nil
+}
+
+// callPoint names a provider call's crash point by the endpoint the fake
+// will record it under ("cloud:CreateVM"); a call no endpoint takes is
+// named by its method and path.
+func callPoint(spec fakes.Spec) func(*http.Request) string {
+	return func(r *http.Request) string {
+		if e, ok := spec.Classify(r); ok {
+			return e.Point()
+		}
+		return spec.Name + ":" + r.Method + " " + r.URL.Path
+	}
+}
+
+// callerTransport names the worker incarnation on every provider request
+// (the ledgers' Caller), whatever client the system built on its
+// http.Client.
+type callerTransport struct {
+	caller string
+	base   http.RoundTripper
+}
+
+func (t callerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set(fakes.HeaderCaller, t.caller)
+	return t.base.RoundTrip(r)
 }
 
 func (e *Env) closeLinks(inc *incarnation) {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/workproof/workproof/contract"
+	"github.com/workproof/workproof/fakes"
 	"github.com/workproof/workproof/kvx"
 	"github.com/workproof/workproof/sim"
 	"github.com/workproof/workproof/sim/check"
@@ -48,7 +49,7 @@ func events(e *sim.Env, kind history.EventKind) []history.Event {
 func TestCrashRestartConverge(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, 1)
-	if err := e.Crash("w1", crash.Rule{At: "cloud:POST /vms:done"}); err != nil {
+	if err := e.Crash("w1", crash.Rule{At: "cloud:CreateVM:done"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.Serve(ctx, "u", contract.Request{Op: contract.OpCreate, Instance: "i1", Size: "small"}); err != nil {
@@ -92,7 +93,7 @@ func TestLinkFaultsRecordLeaseLoss(t *testing.T) {
 	if err := e.LinkFault("w1", sim.Postgres, netfault.Blackhole{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.LinkFault("w1", sim.Cloud, netfault.Reset{}); err != nil {
+	if err := e.LinkFault("w1", fakes.ServiceCloud, netfault.Reset{}); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(events(e, history.EventLeaseLost)); n != 1 {

@@ -64,20 +64,24 @@ Flags:
 	defer srv.Close()
 
 	type row struct {
-		name, breaks, by, inv string
-		caught                int
-		detect                []time.Duration
-		length                []int
+		name, by    string
+		breaks, inv check.Invariant
+		caught      int
+		detect      []time.Duration
+		length      []int
 	}
 	var rows []row
 	ok := true
 	for _, name := range names {
 		f.system = strings.TrimSpace(name)
-		breaks := "(none)"
-		for _, s := range systems() {
-			if s.name == f.system && strings.HasPrefix(s.doc, "mutant, breaks ") {
-				breaks, _, _ = strings.Cut(strings.TrimPrefix(s.doc, "mutant, breaks "), ":")
-			}
+		sys, err := systemNamed(f.system)
+		if err != nil {
+			fmt.Fprintf(stderr, "simrun bench: -systems: %v\n", err)
+			return exitUsage
+		}
+		breaks := check.Invariant("(none)")
+		if sys.breaks != "" {
+			breaks = sys.breaks
 		}
 		r := row{name: f.system, breaks: breaks}
 		for k := 0; k < runs; k++ {
@@ -106,11 +110,9 @@ Flags:
 				} else {
 					by += "/" + fr.Failure.Name
 				}
-				r.by, r.inv = by, firstInvariant(fr.Failure.Violations)
-				for _, v := range fr.Failure.Violations {
-					if inv := firstInvariant([]string{v}); inv == breaks {
-						r.inv = inv // the one it is meant to break, when present
-					}
+				r.by, r.inv = by, fr.Failure.Violations[0].Invariant
+				if check.HasInvariant(fr.Failure.Violations, breaks) {
+					r.inv = breaks // the one it is meant to break, when present
 				}
 				break
 			}
@@ -132,7 +134,7 @@ Flags:
 		} else if len(r.detect) > 0 {
 			length = "named scenario"
 		}
-		fmt.Fprintf(stdout, "| %s | %s | %d/%d | %s | %s | %s | %s |\n", r.name, r.breaks, r.caught, runs, or(r.by, "–"), or(r.inv, "–"), det, length)
+		fmt.Fprintf(stdout, "| %s | %s | %d/%d | %s | %s | %s | %s |\n", r.name, r.breaks, r.caught, runs, or(r.by, "–"), or(string(r.inv), "–"), det, length)
 	}
 	if !ok {
 		return exitInvalid

@@ -195,19 +195,11 @@ func printRun(w io.Writer, res scenarios.Result, out string) {
 			if f.Program != nil {
 				fmt.Fprintf(w, "  counterexample (%d actions, shrunk from %d): %s", len(f.Program.Actions), len(f.Original.Actions), f.Program)
 				fmt.Fprintf(w, "  replay the counterexample: go run ./cmd/simrun replay -system %s -program %s -expect %s\n",
-					res.System, filepath.Join(out, "counterexample-"+fr.Family+".json"), firstInvariant(f.Violations))
+					res.System, filepath.Join(out, "counterexample-"+fr.Family+".json"), f.Violations[0].Invariant)
 			}
 			fmt.Fprintf(w, "  replay: %s\n", f.Replay)
 		}
 	}
-}
-
-func firstInvariant(lines []string) string {
-	if len(lines) == 0 {
-		return ""
-	}
-	inv, _, _ := strings.Cut(lines[0], ":")
-	return inv
 }
 
 // writeRun writes gate.json and each failure's shrunk program.

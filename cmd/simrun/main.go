@@ -14,6 +14,7 @@ import (
 	"github.com/workproof/workproof/contract"
 	"github.com/workproof/workproof/kvx"
 	"github.com/workproof/workproof/kvx/mutants"
+	"github.com/workproof/workproof/sim/check"
 )
 
 // Exit codes.
@@ -95,9 +96,10 @@ func withSignals(f func(context.Context) int, stderr io.Writer) int {
 
 // system is a system under test the flags can name.
 type system struct {
-	name string
-	doc  string
-	new  func() contract.System
+	name   string
+	doc    string
+	breaks check.Invariant // for a mutant: the invariant it breaks
+	new    func() contract.System
 }
 
 func systems() []system {
@@ -107,7 +109,7 @@ func systems() []system {
 		new:  func() contract.System { return kvx.New(kvx.Options{}) },
 	}}
 	for _, m := range mutants.All() {
-		out = append(out, system{name: m.Name, doc: "mutant, breaks " + m.Breaks + ": " + firstSentence(m.Doc), new: m.New})
+		out = append(out, system{name: m.Name, doc: "mutant, breaks " + string(m.Breaks) + ": " + firstSentence(m.Doc), breaks: m.Breaks, new: m.New})
 	}
 	return out
 }

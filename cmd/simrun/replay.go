@@ -59,6 +59,15 @@ Examples:
 	if code, ok := parse(fs, args, stdout); !ok {
 		return code
 	}
+	want, ok := check.ParseInvariant(expect)
+	if expect != "" && !ok {
+		var names []string
+		for _, i := range check.Invariants() {
+			names = append(names, string(i.Invariant))
+		}
+		fmt.Fprintf(stderr, "simrun replay: unknown -expect %q (want one of %s)\n", expect, strings.Join(names, ", "))
+		return exitUsage
+	}
 	fs.Visit(func(fl *flag.Flag) {
 		familyGiven = familyGiven || fl.Name == "family"
 		seeded = seeded || fl.Name == "seed"
@@ -152,7 +161,7 @@ Examples:
 		if expect == "" {
 			break
 		}
-		if ex.Verdict == check.Invalid && check.HasInvariant(ex.Result.Violations, expect) {
+		if ex.Verdict == check.Invalid && check.HasInvariant(ex.Result.Violations, want) {
 			fmt.Fprintf(stdout, "reproduced: %s on attempt %d of %d\n", expect, k, attempts)
 			return ex.Verdict.ExitCode()
 		}

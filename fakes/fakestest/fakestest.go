@@ -35,9 +35,9 @@ type Clients struct {
 func ClientsFor(w *fakes.World, caller string) Clients {
 	o := fakes.ClientOptions{Caller: caller}
 	return Clients{
-		Cloud:   fakes.NewCloudClient(w.Cloud.URL(), o),
-		Billing: fakes.NewBillingClient(w.Billing.URL(), o),
-		Kube:    fakes.NewKubeClient(w.Kube.URL(), o),
-		Email:   fakes.NewEmailClient(w.Email.URL(), o),
+		Cloud:   fakes.NewCloudClient(w.Cloud().URL(), o),
+		Billing: fakes.NewBillingClient(w.Billing().URL(), o),
+		Kube:    fakes.NewKubeClient(w.Kube().URL(), o),
+		Email:   fakes.NewEmailClient(w.Email().URL(), o),
 	}
 }

@@ -12,26 +12,21 @@ import (
 	"github.com/workproof/workproof/contract"
 	"github.com/workproof/workproof/fakes"
 	"github.com/workproof/workproof/kvx"
+	"github.com/workproof/workproof/sim/check"
 	"github.com/workproof/workproof/work"
-)
-
-// Invariants a mutant breaks (Mutant.Breaks), named as the checkers in
-// sim/check name them in their violation lines.
-const (
-	InvNoOrphans       = "orphan"         // no VM or deployment outlives its instance; a live instance owns exactly what it asks for
-	InvNoDoubleBilling = "double-billing" // every billable event charged exactly once
-	InvNoRaces         = "race"           // no two workers in one item or instance; no change accepted during active work
-	InvLostWork        = "lost-work"      // every accepted change completes
-	InvConvergence     = "convergence"    // once faults stop and fixes deploy, all accepted work completes
-	InvAtMostOnce      = "at-most-once"   // an at-most-once effect (the welcome email) happens at most once
 )
 
 // Mutant is one broken variant of kvx.
 type Mutant struct {
-	Name   string                 // Go-identifier-like, stable: used in reports and flags
-	Breaks string                 // the invariant it breaks: one of the Inv… constants
-	Doc    string                 // the bug, and the fault or interleaving that exposes it
-	New    func() contract.System // a fresh system
+	Name   string          // Go-identifier-like, stable: used in reports and flags
+	Breaks check.Invariant // the invariant it breaks
+	Doc    string          // the bug, and the fault or interleaving that exposes it
+	// CaughtBy names the named regression scenario (package scenarios)
+	// written for this bug, which must catch it with a violation of Breaks;
+	// zero: none was written for it (the systematic exploration must find
+	// it on its own).
+	CaughtBy string
+	New      func() contract.System // a fresh system
 }
 
 // All returns every mutant, in a stable order.
@@ -39,132 +34,147 @@ func All() []Mutant {
 	return []Mutant{
 		{
 			Name:   "FreshTokenPerAttempt",
-			Breaks: InvNoOrphans,
+			Breaks: check.InvOrphan,
 			Doc: "The VM's client token is drawn from the worker's random stream on every attempt instead of " +
 				"derived from the instance uid and generation. An attempt that created the VM and then failed " +
 				"before its commit (a crash, an ambiguous CreateVM answer, any later transient error) is retried " +
 				"with a new token, so the cloud creates a second VM: the instance owns two running VMs, one " +
 				"of them on no record.",
-			New: FreshTokenPerAttempt,
+			CaughtBy: "crash-after-vm-before-commit",
+			New:      FreshTokenPerAttempt,
 		},
 		{
 			Name:   "CheckThenAct",
-			Breaks: InvNoRaces,
+			Breaks: check.InvRace,
 			Doc: "Resize and delete read has_active_work in one statement and set it in another transaction " +
 				"with no guard. Two concurrent changes that both read it before either sets it are both " +
 				"accepted: two work items for one instance, run by two workers at once.",
-			New: CheckThenAct,
+			CaughtBy: "concurrent-resizes",
+			New:      CheckThenAct,
 		},
 		{
 			Name:   "EmailInTx",
-			Breaks: InvAtMostOnce,
+			Breaks: check.InvAtMostOnce,
 			Doc: "The welcome email is sent inside the claiming transaction, before the commit. When anything " +
 				"fails after the send — an ambiguous Send answer, a crash, a lost COMMIT — the item is retried " +
 				"and the email (which has no idempotency) is sent again.",
-			New: EmailInTx,
+			CaughtBy: "crash-after-email-before-commit",
+			New:      EmailInTx,
 		},
 		{
 			Name:   "DeleteRowFirst",
-			Breaks: InvNoOrphans,
+			Breaks: check.InvOrphan,
 			Doc: "Delete removes the instance row first, committed on its own, and then terminates the VM and " +
 				"deletes the deployment; a retry that finds no row thinks the delete is done. A crash or any " +
 				"error between the two leaves a running VM and a deployment whose instance no longer exists.",
-			New: DeleteRowFirst,
+			CaughtBy: "crash-mid-delete",
+			New:      DeleteRowFirst,
 		},
 		{
 			Name:   "FreshChargeKeyPerAttempt",
-			Breaks: InvNoDoubleBilling,
+			Breaks: check.InvDoubleBilling,
 			Doc: "The charge's Idempotency-Key is drawn from the worker's random stream on every attempt instead " +
 				"of derived from the billable event. An attempt that charged and then failed before its commit " +
 				"(a crash, a lost COMMIT, a later error) is retried with a new key, so billing charges the event " +
 				"a second time.",
-			New: FreshChargeKeyPerAttempt,
+			CaughtBy: "crash-after-charge-before-commit",
+			New:      FreshChargeKeyPerAttempt,
 		},
 		{
 			Name:   "ChargeKeyPerInstance",
-			Breaks: InvConvergence,
+			Breaks: check.InvConvergence,
 			Doc: "The charge's Idempotency-Key is derived from the instance alone, not from the billable event, " +
 				"so every charge of one instance reuses the provision's key with other parameters (another event, " +
 				"another amount). Billing answers 400 idempotency_error to the first resize's charge, on every " +
 				"attempt and after every resume: the resize parks and can never finish.",
-			New: ChargeKeyPerInstance,
+			CaughtBy: "concurrent-resizes",
+			New:      ChargeKeyPerInstance,
 		},
 		{
 			Name:   "DeployAfterCommit",
-			Breaks: InvNoOrphans,
+			Breaks: check.InvOrphan,
 			Doc: "The deployment is applied after the claiming transaction committed (an AfterCommit hook), so the " +
 				"instance is marked ready and its work completed before the provider call that makes it so. A crash " +
 				"or any failure between the commit and the call loses it for good: a ready instance without a " +
 				"deployment.",
-			New: DeployAfterCommit,
+			CaughtBy: "crash-before-deployment",
+			New:      DeployAfterCommit,
 		},
 		{
 			Name:   "ChargeAfterCommit",
-			Breaks: InvNoDoubleBilling,
+			Breaks: check.InvDoubleBilling,
 			Doc: "The charge is made after the claiming transaction committed (an AfterCommit hook) instead of " +
 				"before it, so nothing retries it: a crash or a failed call between the commit and the charge " +
 				"leaves a change that took effect and was never billed.",
-			New: ChargeAfterCommit,
+			CaughtBy: "crash-before-charge",
+			New:      ChargeAfterCommit,
 		},
 		{
 			Name:   "ClearActiveWorkEarly",
-			Breaks: InvNoRaces,
+			Breaks: check.InvRace,
 			Doc: "The worker clears has_active_work as soon as it starts an item (committed on its own, to unlock " +
 				"the instance early) instead of in the transaction that completes the work. A change a user sends " +
 				"while the work still runs is accepted, and a second worker carries it out at the same time as " +
 				"the first.",
-			New: ClearActiveWorkEarly,
+			CaughtBy: "change-during-work",
+			New:      ClearActiveWorkEarly,
 		},
 		{
 			Name:   "GiveUpAfterRetries",
-			Breaks: InvLostWork,
+			Breaks: check.InvLostWork,
 			Doc: "After " + fmt.Sprint(giveUpAfter) + " failed attempts with transient errors the worker gives up and " +
 				"completes the item without doing it (\"retries exhausted\"). A provider outage longer than the " +
 				"retries drops the work: has_active_work stays set with no work left to clear it, and the change " +
 				"never takes effect.",
-			New: GiveUpAfterRetries,
+			CaughtBy: "transient-outage",
+			New:      GiveUpAfterRetries,
 		},
 		{
 			Name:   "RetryIntransient",
-			Breaks: InvConvergence,
+			Breaks: check.InvConvergence,
 			Doc: "Every provider error is classified transient, intransient ones (a deployed bug's 422) too. " +
 				"Work that meets a deployed bug retries it with backoff instead of parking: a retry storm " +
 				"against the bug, and work that never shows as parked.",
-			New: RetryIntransient,
+			CaughtBy: "deployed-bug-retry-storm",
+			New:      RetryIntransient,
 		},
 		{
 			Name:   "ClaimCommitFirst",
-			Breaks: InvLostWork,
+			Breaks: check.InvLostWork,
 			Doc: "The worker acknowledges an item first — the claim (the work row's DELETE) commits at once — and " +
 				"then does the work in a transaction of its own. A crash after the acknowledgement loses the work: " +
 				"no work row is left to redo it, and has_active_work stays set.",
-			New: ClaimCommitFirst,
+			CaughtBy: "crash-before-deployment",
+			New:      ClaimCommitFirst,
 		},
 		{
 			Name:   "ListenWithoutPolling",
-			Breaks: InvConvergence,
+			Breaks: check.InvConvergence,
 			Doc: "The worker relies on LISTEN/NOTIFY alone: its polling fallback is an hour, and a lost LISTEN " +
 				"connection is re-established on the same hour-long schedule. Once its LISTEN session is " +
 				"terminated, work enqueued afterwards is not picked up: it stalls.",
-			New: ListenWithoutPolling,
+			CaughtBy: "listener-killed",
+			New:      ListenWithoutPolling,
 		},
 		{
 			Name:   "NoDatabaseDeadlines",
-			Breaks: InvConvergence,
+			Breaks: check.InvConvergence,
 			Doc: "No deadline on database calls and no session timeouts (statement, idle-in-transaction, handler " +
 				"and runner timeouts of a day). A worker whose database link goes silent in the middle of an item " +
 				"waits forever while its session keeps the claim's row lock: no other worker can take the item " +
 				"over while the fault lasts.",
-			New: NoDatabaseDeadlines,
+			CaughtBy: "blackholed-worker",
+			New:      NoDatabaseDeadlines,
 		},
 		{
 			Name:   "TrustListAfterCreate",
-			Breaks: InvNoOrphans,
+			Breaks: check.InvOrphan,
 			Doc: "The worker decides whether to create the VM by listing the instance's VMs, and creates without " +
 				"a client token when the list shows none. Right after a create the list lags (read-after-write " +
 				"eventual consistency), so a retry of a change whose first attempt created the VM and then failed " +
 				"creates a second one.",
-			New: TrustListAfterCreate,
+			CaughtBy: "create-retried-under-lag",
+			New:      TrustListAfterCreate,
 		},
 	}
 }
@@ -241,7 +251,7 @@ func EmailInTx() contract.System {
 	return kvx.New(kvx.Options{Steps: kvx.Steps{
 		SendWelcome: func(ctx context.Context, e *kvx.Env, c kvx.Change) error {
 			return e.Call(ctx, "send welcome", func(ctx context.Context) error {
-				_, err := e.Deps.Email.Send(ctx, kvx.WelcomeEmail(c))
+				_, err := e.Email.Send(ctx, kvx.WelcomeEmail(c))
 				return err
 			})
 		},
@@ -406,7 +416,7 @@ func TrustListAfterCreate() contract.System {
 		CreateVM: func(ctx context.Context, e *kvx.Env, c kvx.Change) (fakes.VM, error) {
 			var found fakes.VM
 			err := e.Call(ctx, "list vms", func(ctx context.Context) error {
-				vms, err := e.Deps.Cloud.ListVMs(ctx, c.ID)
+				vms, err := e.Cloud.ListVMs(ctx, c.ID)
 				for _, vm := range vms {
 					if vm.State == "running" {
 						found = vm
@@ -419,7 +429,7 @@ func TrustListAfterCreate() contract.System {
 			}
 			var vm fakes.VM
 			err = e.Call(ctx, "create vm", func(ctx context.Context) (err error) {
-				vm, err = e.Deps.Cloud.CreateVM(ctx, fakes.CreateVMRequest{Owner: c.ID, Size: c.Size, Region: kvx.Region})
+				vm, err = e.Cloud.CreateVM(ctx, fakes.CreateVMRequest{Owner: c.ID, Size: c.Size, Region: kvx.Region})
 				return err
 			})
 			return vm, err

@@ -126,30 +126,30 @@ var crashRules = []crash.Rule{
 	{At: "sql:"},
 	{},
 	{At: "cloud:"},
-	{At: "cloud:POST /vms:done"},
-	{After: "cloud:POST /vms:done", At: "sql:"},
-	{After: "cloud:POST /vms:done", At: "sql:commit"},
-	{At: "billing:POST /charges:done"},
-	{After: "billing:POST /charges:done", At: "sql:commit"},
-	{At: "kube:PATCH /deployments/*:done"},
-	{At: "cloud:POST /vms/*/terminate:done"},
-	{After: "email:POST /emails:done", At: "sql:"},
+	{At: "cloud:CreateVM:done"},
+	{After: "cloud:CreateVM:done", At: "sql:"},
+	{After: "cloud:CreateVM:done", At: "sql:commit"},
+	{At: "billing:CreateCharge:done"},
+	{After: "billing:CreateCharge:done", At: "sql:commit"},
+	{At: "kube:Apply:done"},
+	{At: "cloud:TerminateVM:done"},
+	{After: "email:Send:done", At: "sql:"},
 }
 
 // mutations are the effectful endpoints of each provider, for ambiguous
 // faults ("" is any request of the service).
 var mutations = map[string][]string{
-	sim.Cloud:   {"CreateVM", "ResizeVM", "TerminateVM", ""},
-	sim.Billing: {"CreateCharge", "Refund", ""},
-	sim.Kube:    {"Apply", "Delete", ""},
-	sim.Email:   {"Send"},
+	fakes.ServiceCloud:   {"CreateVM", "ResizeVM", "TerminateVM", ""},
+	fakes.ServiceBilling: {"CreateCharge", "Refund", ""},
+	fakes.ServiceKube:    {"Apply", "Delete", ""},
+	fakes.ServiceEmail:   {"Send"},
 }
 
-var providers = []string{sim.Cloud, sim.Billing, sim.Kube, sim.Email}
+var providers = []string{fakes.ServiceCloud, fakes.ServiceBilling, fakes.ServiceKube, fakes.ServiceEmail}
 
 // bugs are where a deployed bug can sit: an endpoint every change needs.
 var bugs = [][2]string{
-	{sim.Cloud, "CreateVM"}, {sim.Cloud, "ResizeVM"}, {sim.Billing, "CreateCharge"}, {sim.Kube, "Apply"},
+	{fakes.ServiceCloud, "CreateVM"}, {fakes.ServiceCloud, "ResizeVM"}, {fakes.ServiceBilling, "CreateCharge"}, {fakes.ServiceKube, "Apply"},
 }
 
 // nemesis injects a fault profile into a soak's Env. It runs on one

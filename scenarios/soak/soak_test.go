@@ -115,10 +115,10 @@ func TestSoakChaosCatchesFreshTokenPerAttempt(t *testing.T) {
 	}
 	found := false
 	for _, v := range rep.Violations {
-		found = found || v.Invariant == mutants.InvNoOrphans
+		found = found || v.Invariant == check.InvOrphan
 	}
 	if !found {
-		t.Errorf("no %s violation among %v", mutants.InvNoOrphans, rep.Violations)
+		t.Errorf("no %s violation among %v", check.InvOrphan, rep.Violations)
 	}
 	last := rep.Checkpoints[len(rep.Checkpoints)-1]
 	if last.New == 0 || rep.Violations[0].Checkpoint != last.Index {

@@ -34,24 +34,74 @@ type Input struct {
 	Observed []Violation `json:"observed,omitempty"`
 }
 
-// Invariant names, the first word of every violation line.
+// Invariant names a property the checkers prove: the first word of every
+// violation line.
+type Invariant string
+
+// The invariants, in rank order (see checkers).
 const (
-	InvOrphan        = "orphan"
-	InvDoubleBilling = "double-billing"
-	InvRace          = "race"
-	InvLostWork      = "lost-work"
-	InvConvergence   = "convergence"
-	InvAtMostOnce    = "at-most-once"
+	InvOrphan        Invariant = "orphan"
+	InvDoubleBilling Invariant = "double-billing"
+	InvRace          Invariant = "race"
+	InvLostWork      Invariant = "lost-work"
+	InvConvergence   Invariant = "convergence"
+	InvAtMostOnce    Invariant = "at-most-once"
 )
+
+// checker is one invariant's checker.
+type checker struct {
+	inv Invariant
+	doc string
+	run func(*view) []Violation
+}
+
+// checkers is the registry: every invariant with its checker, in rank order
+// (violations sort by it, so the first line of a report is the most
+// telling). A new invariant is a file with its checker and an entry here.
+func checkers() []checker {
+	return []checker{
+		{InvOrphan, "no VM or deployment outlives its instance, and every live instance owns exactly what its desired state asks for", (*view).orphans},
+		{InvDoubleBilling, "every billable event is charged exactly once, and never for a change that did not happen", (*view).doubleBilling},
+		{InvRace, "never two workers in one work item or one instance at once, and no change accepted while the instance has active work", (*view).races},
+		{InvLostWork, "every accepted change completes", (*view).lostWork},
+		{InvConvergence, "once faults stop and fixes are deployed, no work is left, nothing is stuck, desired equals observed", (*view).convergence},
+		{InvAtMostOnce, "an effect without idempotency happens at most once per event", (*view).atMostOnce},
+	}
+}
+
+// InvariantInfo describes one invariant.
+type InvariantInfo struct {
+	Invariant Invariant `json:"invariant"`
+	Doc       string    `json:"doc"`
+}
+
+// Invariants lists every invariant, in rank order, with what it proves.
+func Invariants() []InvariantInfo {
+	var out []InvariantInfo
+	for _, c := range checkers() {
+		out = append(out, InvariantInfo{Invariant: c.inv, Doc: c.doc})
+	}
+	return out
+}
+
+// ParseInvariant returns the invariant named s.
+func ParseInvariant(s string) (Invariant, bool) {
+	for _, c := range checkers() {
+		if string(c.inv) == s {
+			return c.inv, true
+		}
+	}
+	return "", false
+}
 
 // Violation is one broken invariant.
 type Violation struct {
-	Invariant string   `json:"invariant"`          // one of the invariant names above
-	Rule      string   `json:"rule"`               // the exact check, e.g. "duplicate-charge"
-	Instance  string   `json:"instance,omitempty"` // owning instance, when there is one
-	Keys      []string `json:"keys,omitempty"`     // idempotency keys / client tokens involved, sorted
-	Ops       []int    `json:"ops,omitempty"`      // history op indexes involved, sorted
-	Message   string   `json:"message"`            // names the keys and resources involved
+	Invariant Invariant `json:"invariant"`          // one of the invariants of the registry
+	Rule      string    `json:"rule"`               // the exact check, e.g. "duplicate-charge"
+	Instance  string    `json:"instance,omitempty"` // owning instance, when there is one
+	Keys      []string  `json:"keys,omitempty"`     // idempotency keys / client tokens involved, sorted
+	Ops       []int     `json:"ops,omitempty"`      // history op indexes involved, sorted
+	Message   string    `json:"message"`            // names the keys and resources involved
 }
 
 // String is the violation as one line, e.g.
@@ -59,7 +109,7 @@ type Violation struct {
 //	double-billing: instance i3: 2 charges for event provision:i3:g1 (ch_7 key=… by w1.1, ch_9 key=… by w2.1); ops [4]
 func (v Violation) String() string {
 	var b strings.Builder
-	b.WriteString(v.Invariant)
+	b.WriteString(string(v.Invariant))
 	b.WriteString(": ")
 	if v.Instance != "" {
 		b.WriteString("instance ")
@@ -84,22 +134,14 @@ func compareViolations(a, b Violation) int {
 	)
 }
 
-func invariantRank(s string) int {
-	switch s {
-	case InvOrphan:
-		return 0
-	case InvDoubleBilling:
-		return 1
-	case InvRace:
-		return 2
-	case InvLostWork:
-		return 3
-	case InvConvergence:
-		return 4
-	case InvAtMostOnce:
-		return 5
+func invariantRank(inv Invariant) int {
+	cs := checkers()
+	for i, c := range cs {
+		if c.inv == inv {
+			return i
+		}
 	}
-	return 6
+	return len(cs)
 }
 
 func sortViolations(vs []Violation) []Violation {
@@ -112,16 +154,16 @@ func sortViolations(vs []Violation) []Violation {
 }
 
 // All runs every checker and returns their violations, with the scenario's
-// own (Input.Observed), sorted by invariant (in the order of the constants),
-// instance, rule and message.
+// own (Input.Observed), sorted by invariant (in registry order), instance,
+// rule and message.
 func All(in Input) []Violation {
 	return newView(in).all()
 }
 
 func (v *view) all() []Violation {
 	var vs []Violation
-	for _, f := range []func() []Violation{v.orphans, v.doubleBilling, v.races, v.lostWork, v.convergence, v.atMostOnce} {
-		vs = append(vs, f()...)
+	for _, c := range checkers() {
+		vs = append(vs, c.run(v)...)
 	}
 	for _, o := range v.in.Observed {
 		o.Keys, o.Ops = slices.Clone(o.Keys), slices.Clone(o.Ops)
@@ -176,9 +218,9 @@ func Check(in Input) Result {
 	return r
 }
 
-// HasInvariant reports whether some violation in vs is of invariant (one of
-// the Inv… names): how a replay decides it reproduced a failure.
-func HasInvariant(vs []Violation, invariant string) bool {
+// HasInvariant reports whether some violation in vs is of invariant: how a
+// replay decides it reproduced a failure.
+func HasInvariant(vs []Violation, invariant Invariant) bool {
 	for _, v := range vs {
 		if v.Invariant == invariant {
 			return true
@@ -332,9 +374,11 @@ func paramString(r fakes.Record, field string) string {
 }
 
 // isAfterCommit reports whether a service's requests are made after the
-// claiming transaction committed (at-most-once effects), so that they are no
-// evidence of the caller being inside a work item.
-func isAfterCommit(service string) bool { return service == "email" }
+// claiming transaction committed (at-most-once effects, fakes.Spec.AtMostOnce),
+// so that they are no evidence of the caller being inside a work item.
+func (v *view) isAfterCommit(service string) bool {
+	return slices.Contains(v.in.Ledger.AtMostOnce, service)
+}
 
 // answered reports whether the caller certainly waited for the whole request:
 // it got an answer. A dropped connection or a client that left early only

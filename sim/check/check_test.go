@@ -466,12 +466,16 @@ func TestObserved(t *testing.T) {
 func TestAtMostOnce(t *testing.T) {
 	runViolationCases(t, []violationCase{
 		{"email sent twice", func(f *fx) {
-			f.rec("w2.1", "email", "Send", "", "i1", 21, 21.5)
-			f.in.Ledger.Emails = append(f.in.Ledger.Emails, fakes.Email{ID: "em_2", To: "i1@example.com", Owner: "i1",
-				Event: "welcome:i1", SentAt: at(21.2)})
-		}, check.AtMostOnce, []string{"at-most-once/duplicate-email"}},
+			f.rec("w2.1", "email", "Send", "", "i1", 21, 21.5, event("welcome:i1"))
+		}, check.AtMostOnce, []string{"at-most-once/duplicate-effect"}},
 		{"two emails for two events", func(f *fx) {
-			f.in.Ledger.Emails = append(f.in.Ledger.Emails, fakes.Email{ID: "em_2", Owner: "i1", Event: "resized:i1:g2", SentAt: at(21.2)})
+			f.rec("w2.1", "email", "Send", "", "i1", 21, 21.5, event("resized:i1:g2"))
+		}, check.AtMostOnce, nil},
+		{"a send that took no effect", func(f *fx) {
+			f.rec("w2.1", "email", "Send", "", "i1", 21, 21.5, event("welcome:i1"), rejected)
+		}, check.AtMostOnce, nil},
+		{"a charge repeated on a service with idempotency is not at-most-once's", func(f *fx) {
+			f.rec("w2.1", "billing", "CreateCharge", "charge:i1:g1", "i1", 21, 21.5, event("provision:i1:g1"))
 		}, check.AtMostOnce, nil},
 	})
 }

@@ -2,48 +2,44 @@ package check
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/workproof/workproof/fakes"
 )
 
-// AtMostOnce checks effects that have no idempotency: rule "duplicate-email",
-// two or more emails with the same (non-empty) Email.Event. Each email is
-// shown with the caller of the ledger request that sent it.
+// AtMostOnce checks effects that have no idempotency (the services named in
+// Ledger.AtMostOnce, such as email): rule "duplicate-effect", two or more
+// effectful requests of one such service for the same (non-empty)
+// Record.Event. Each is shown with its caller and time.
 func AtMostOnce(in Input) []Violation { return newView(in).atMostOnce() }
 
 func (v *view) atMostOnce() []Violation {
-	in := v.in
-	byEvent := map[string][]fakes.Email{}
-	for _, e := range in.Ledger.Emails {
-		if e.Event != "" {
-			byEvent[e.Event] = append(byEvent[e.Event], e)
-		}
-	}
-	var out []Violation
-	for _, ev := range sortedKeys(byEvent) {
-		es := byEvent[ev]
-		if len(es) < 2 {
+	type key struct{ service, event string }
+	groups := map[key][]fakes.Record{}
+	var order []key
+	for _, r := range v.records { // by Seq
+		if !r.Effect || !r.Mutation || r.Event == "" || !v.isAfterCommit(r.Service) {
 			continue
 		}
-		slices.SortFunc(es, func(a, b fakes.Email) int {
-			if c := a.SentAt.Compare(b.SentAt); c != 0 {
-				return c
-			}
-			return strings.Compare(a.ID, b.ID)
-		})
-		var descs []string
-		for _, e := range es {
-			by := "?"
-			if r, ok := v.creator("email", "", e.Owner, e.SentAt, nil); ok {
-				by = r.Caller
-			}
-			descs = append(descs, fmt.Sprintf("%s to %s by %s at %s", e.ID, e.To, by, clock(e.SentAt)))
+		k := key{r.Service, r.Event}
+		if groups[k] == nil {
+			order = append(order, k)
 		}
-		out = append(out, Violation{Invariant: InvAtMostOnce, Rule: "duplicate-email", Instance: es[0].Owner,
-			Ops:     v.opsForEvent(es[0].Owner, ev),
-			Message: fmt.Sprintf("%d emails for event %s (%s)", len(es), ev, strings.Join(descs, ", "))})
+		groups[k] = append(groups[k], r)
+	}
+	var out []Violation
+	for _, k := range order {
+		rs := groups[k]
+		if len(rs) < 2 {
+			continue
+		}
+		var descs []string
+		for _, r := range rs {
+			descs = append(descs, fmt.Sprintf("#%d by %s at %s", r.Seq, r.Caller, clock(r.Start)))
+		}
+		out = append(out, Violation{Invariant: InvAtMostOnce, Rule: "duplicate-effect", Instance: rs[0].Owner,
+			Ops:     v.opsForEvent(rs[0].Owner, k.event),
+			Message: fmt.Sprintf("%d %s %s requests took effect for event %s (%s)", len(rs), k.service, rs[0].Endpoint, k.event, strings.Join(descs, ", "))})
 	}
 	return sortViolations(out)
 }

@@ -70,7 +70,9 @@ func (f *fx) rec(caller, service, endpoint, key, owner string, start, end float6
 }
 
 func event(e string) func(*fakes.Record) {
-	return func(r *fakes.Record) { r.Params = json.RawMessage(`{"owner":"x","event":"` + e + `"}`) }
+	return func(r *fakes.Record) {
+		r.Params, r.Event = json.RawMessage(`{"owner":"x","event":"`+e+`"}`), e
+	}
 }
 func replayed(r *fakes.Record) { r.Replayed, r.Effect = true, false }
 func dropped(r *fakes.Record)  { r.Status, r.Error = 0, "connection dropped" }
@@ -155,6 +157,7 @@ func ready(id, size string, gen int64, vmid string) contract.Instance {
 func base() *fx {
 	f := &fx{}
 	f.in.Healed = true
+	f.in.Ledger.AtMostOnce = []string{"email"}
 	f.op("c1", create("i1", "small"), 1, 2, history.OK, 1, true)
 	f.op("c1", resize("i1", "medium"), 12, 13, history.OK, 2, true)
 	f.op("c2", resize("i1", "large"), 15.5, 15.8, history.Fail, 0, false)
@@ -171,7 +174,7 @@ func base() *fx {
 	f.rec("w1.1", "cloud", "CreateVM", "vm:i1:g1", "i1", 4, 5)
 	f.rec("w1.1", "kube", "Apply", "", "i1", 6, 7)
 	f.rec("w1.1", "billing", "CreateCharge", "charge:i1:g1", "i1", 8, 9, event("provision:i1:g1"))
-	f.rec("w1.1", "email", "Send", "", "i1", 11, 11.5)
+	f.rec("w1.1", "email", "Send", "", "i1", 11, 11.5, event("welcome:i1"))
 	f.rec("w2.1", "cloud", "ResizeVM", "", "i1", 15, 16)
 	f.rec("w2.1", "kube", "Apply", "", "i1", 17, 18)
 	f.rec("w1.1", "cloud", "CreateVM", "vm:i2:g1", "i2", 33, 34)
@@ -201,7 +204,7 @@ func base() *fx {
 func rules(vs []check.Violation) []string {
 	var out []string
 	for _, v := range vs {
-		out = append(out, v.Invariant+"/"+v.Rule)
+		out = append(out, string(v.Invariant)+"/"+v.Rule)
 	}
 	slices.Sort(out)
 	return slices.Compact(out)

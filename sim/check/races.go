@@ -85,7 +85,7 @@ func (v *view) provenSpan(iv history.Interval) proven {
 		if r.Start.After(end) {
 			break
 		}
-		if r.Owner != iv.Key || isAfterCommit(r.Service) {
+		if r.Owner != iv.Key || v.isAfterCommit(r.Service) {
 			continue
 		}
 		e := evidenceEnd(r)
@@ -157,7 +157,7 @@ type mutation struct {
 func (v *view) mutationRaces() []Violation {
 	byOwner := map[string][]mutation{}
 	for _, r := range v.records {
-		if !r.Mutation || r.Owner == "" || isAfterCommit(r.Service) {
+		if !r.Mutation || r.Owner == "" || v.isAfterCommit(r.Service) {
 			continue
 		}
 		end, ok := v.insideEnd(r)

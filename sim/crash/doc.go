@@ -15,10 +15,11 @@
 //     interleaving chosen by a seeded draw can be replayed. In free mode
 //     (the default) workers run concurrently and find races.
 //
-// Point names: "sql:<verb>" or "sql:<verb> <table>" for statements (for
-// example "sql:begin", "sql:delete work", "sql:update instances",
-// "sql:commit"), and "<service>:<METHOD> <path>" before a provider call and
-// the same name with ":done" after its response arrived (for example
-// "cloud:POST /vms" and "cloud:POST /vms:done"), path segments that carry
-// ids replaced by "*".
+// Point names: "sql:<verb>" or "sql:<verb> <table>" for statements, named
+// by what they do (StatementPoint: "sql:begin", "sql:delete work",
+// "sql:update instances", a CTE that inserts "sql:insert work",
+// "sql:commit"), and, before a provider call, the name the Transport's
+// caller gives it — the harness uses the fakes' endpoint names,
+// "cloud:CreateVM" — and the same name with ":done" after its response
+// arrived. Package sim/nemesis builds crash rules from these names.
 package crash

@@ -25,7 +25,7 @@ type Options struct {
 
 // Rule arms a crash: the worker crashes at the first point matching At that
 // comes after it passed a point matching After. Matching is by prefix, so
-// "sql:" matches every statement and "cloud:POST /vms" matches the call and
+// "sql:" matches every statement and "cloud:CreateVM" matches the call and
 // its ":done" point. An empty After is already satisfied; an empty At
 // matches any point.
 type Rule struct {

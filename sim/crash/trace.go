@@ -78,31 +78,114 @@ func (t *tracer) pass(ctx context.Context, point string) {
 func (t *tracer) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
 func (t *tracer) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
 
-// StatementPoint names the point of a SQL statement: "sql:" and its verb,
-// with the table for insert, update and delete.
+// StatementPoint names the point of a SQL statement by what it does:
+// "sql:" and its verb, with the table it writes for insert, update and
+// delete, and the first table it reads for select ("sql:select instances";
+// "sql:select" for one that reads none, such as pg_notify). A statement
+// that starts with WITH is named by the first statement in it that writes
+// ("WITH ins AS (INSERT INTO work …) SELECT …" is "sql:insert work"), else
+// as a select. Verbs without a table keep their first word ("sql:begin",
+// "sql:commit", "sql:savepoint").
 func StatementPoint(sql string) string {
-	f := strings.Fields(strings.ToLower(stripComments(sql)))
-	if len(f) == 0 {
+	toks := sqlTokens(stripComments(sql))
+	if len(toks) == 0 {
 		return "sql:"
 	}
-	verb := strings.TrimRight(f[0], ";")
-	table := ""
+	verb := toks[0]
 	switch verb {
-	case "insert", "delete":
-		if len(f) > 2 { // insert into T / delete from T
-			table = f[2]
-		}
-	case "update":
-		if len(f) > 1 {
-			table = f[1]
-		}
 	case "with":
-		verb = "with"
+		if v, table, ok := firstWrite(toks); ok {
+			return "sql:" + v + " " + table
+		}
+		verb = "select"
+	case "insert", "update", "delete":
+		if v, table, ok := firstWrite(toks); ok {
+			return "sql:" + v + " " + table
+		}
+		return "sql:" + verb
+	case "select":
+	default:
+		return "sql:" + verb
 	}
-	if table != "" {
-		return "sql:" + verb + " " + strings.Trim(table, `"();`)
+	if table := tableAfter(toks, "from"); table != "" {
+		return "sql:select " + table
 	}
-	return "sql:" + verb
+	return "sql:select"
+}
+
+// sqlTokens lowercases s and splits it into words and parentheses; string
+// literals are dropped, so a keyword inside one is not read as SQL.
+func sqlTokens(s string) []string {
+	var toks []string
+	var word strings.Builder
+	flush := func() {
+		if word.Len() > 0 {
+			toks = append(toks, word.String())
+			word.Reset()
+		}
+	}
+	inString := false
+	for _, r := range strings.ToLower(s) {
+		switch {
+		case inString:
+			inString = r != '\''
+		case r == '\'':
+			flush()
+			inString = true
+		case r == '(' || r == ')' || r == ';' || r == ',':
+			flush()
+			if r != ',' {
+				toks = append(toks, string(r))
+			}
+		case unicode.IsSpace(r):
+			flush()
+		default:
+			word.WriteRune(r)
+		}
+	}
+	flush()
+	return toks
+}
+
+// firstWrite finds the first data-modifying statement among toks: INSERT
+// INTO t, UPDATE t (not FOR UPDATE, DO UPDATE or NO KEY UPDATE), DELETE
+// FROM t.
+func firstWrite(toks []string) (verb, table string, ok bool) {
+	for i, t := range toks {
+		prev := ""
+		if i > 0 {
+			prev = toks[i-1]
+		}
+		switch {
+		case t == "insert" && i+2 < len(toks) && toks[i+1] == "into":
+			return t, tableName(toks[i+2]), true
+		case t == "delete" && i+2 < len(toks) && toks[i+1] == "from":
+			return t, tableName(toks[i+2]), true
+		case t == "update" && i+1 < len(toks) && prev != "for" && prev != "do" && prev != "key":
+			return t, tableName(toks[i+1]), true
+		}
+	}
+	return "", "", false
+}
+
+// tableAfter returns the table named right after the first keyword kw, or
+// "" when kw is followed by a subquery or nothing.
+func tableAfter(toks []string, kw string) string {
+	for i, t := range toks {
+		if t == kw && i+1 < len(toks) && toks[i+1] != "(" {
+			return tableName(toks[i+1])
+		}
+	}
+	return ""
+}
+
+// tableName strips quotes and a schema: `"public"."work"` is "work".
+func tableName(t string) string {
+	t = strings.ReplaceAll(t, `"`, "")
+	if i := strings.LastIndexByte(t, '.'); i >= 0 {
+		t = t[i+1:]
+	}
+	return t
 }
 
 func stripComments(s string) string {
@@ -127,29 +210,32 @@ func stripComments(s string) string {
 	}
 }
 
-// Transport returns an http.RoundTripper for worker's client of service:
-// a point before each request and one (":done") after its response arrived.
-// base zero: http.DefaultTransport's behaviour via a fresh http.Transport.
-func (g *Gate) Transport(worker, service string, base http.RoundTripper) http.RoundTripper {
+// Transport returns an http.RoundTripper for worker's client of a service:
+// a point before each request, named by name(req) (the caller knows the
+// service's endpoints, e.g. "cloud:CreateVM"), and one with ":done"
+// appended after its response arrived. base zero: a clone of
+// http.DefaultTransport.
+func (g *Gate) Transport(worker string, name func(*http.Request) string, base http.RoundTripper) http.RoundTripper {
 	if base == nil {
 		base = http.DefaultTransport.(*http.Transport).Clone()
 	}
-	return &transport{g: g, worker: worker, service: service, base: base}
+	return &transport{g: g, worker: worker, name: name, base: base}
 }
 
 type transport struct {
-	g               *Gate
-	worker, service string
-	base            http.RoundTripper
+	g      *Gate
+	worker string
+	name   func(*http.Request) string
+	base   http.RoundTripper
 }
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	p := CallPoint(t.service, req)
+	p := t.name(req)
 	if err := t.g.Point(req.Context(), t.worker, p); err != nil {
 		return nil, err
 	}
 	resp, err := t.base.RoundTrip(req)
-	if perr := t.g.Point(req.Context(), t.worker, p+":done"); perr != nil {
+	if perr := t.g.Point(req.Context(), t.worker, p+DoneSuffix); perr != nil {
 		if resp != nil {
 			resp.Body.Close()
 		}
@@ -158,23 +244,8 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-// CallPoint names the point of a provider call: "<service>:<METHOD> <path>"
-// with id-like path segments replaced by "*".
-func CallPoint(service string, req *http.Request) string {
-	segs := strings.Split(strings.Trim(req.URL.Path, "/"), "/")
-	for i, s := range segs {
-		if i > 0 && idLike(s) {
-			segs[i] = "*"
-		}
-	}
-	return service + ":" + req.Method + " /" + strings.Join(segs, "/")
-}
-
-func idLike(s string) bool {
-	return strings.IndexFunc(s, func(r rune) bool {
-		return unicode.IsDigit(r) || r == '-' || r == '_' || r == ':' || r == '.'
-	}) >= 0
-}
+// DoneSuffix marks the point after a provider call's answer arrived.
+const DoneSuffix = ":done"
 
 // CloseIdle closes idle connections of the transport's base, so a severed
 // link's pooled connections are not reused by a new incarnation.

@@ -64,20 +64,22 @@ func NewWith(t testing.TB, sys contract.System, opts fakes.Options) *Env {
 	return &Env{t: t, Sys: sys, Database: db, DB: pool, World: w, Observer: NewObserver()}
 }
 
-// Deps returns a worker's dependencies: clients on the fakes whose idle
+// Deps returns a worker's dependencies: the fakes reached directly, over a
+// transport whose idle
 // connections are closed in t.Cleanup, a discarding logger, the real clock,
 // a rand seeded with seed, and e.Observer.
 func (e *Env) Deps(name string, seed uint64) contract.Deps {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil
 	e.t.Cleanup(tr.CloseIdleConnections)
-	co := fakes.ClientOptions{HTTPClient: &http.Client{Transport: tr}, Caller: name}
+	hc := &http.Client{Transport: tr}
+	services := map[string]contract.Service{}
+	for _, srv := range e.World.Servers() {
+		services[srv.Service()] = contract.Service{URL: srv.URL(), HTTPClient: hc}
+	}
 	return contract.Deps{
 		Worker:   name,
-		Cloud:    fakes.NewCloudClient(e.World.Cloud.URL(), co),
-		Billing:  fakes.NewBillingClient(e.World.Billing.URL(), co),
-		Kube:     fakes.NewKubeClient(e.World.Kube.URL(), co),
-		Email:    fakes.NewEmailClient(e.World.Email.URL(), co),
+		Services: services,
 		Logger:   slog.New(slog.DiscardHandler),
 		Clock:    fakes.RealClock(),
 		Rand:     rand.New(rand.NewPCG(seed, 0x6b7678)),
