@@ -1,10 +1,24 @@
 // Package scenarios is what a team runs against its worker code: named
 // regression scenarios (data: a short script aimed at one failure mode) and
-// the property-based state machine, each ending in convergence and the
-// invariant checks of package sim/check.
+// programs drawn by rapid, each ending in sim.Env.Finish (heal, converge,
+// every invariant check of package sim/check). Every fault comes from the
+// one catalogue, package sim/nemesis.
 //
-// Named scenarios live in named.go (the first regressions) and
-// named_bugs.go (one aimed at each bug class of package kvx/mutants); a
-// scenario may record a violation it observes itself while it runs, such
-// as a liveness bound missed during a fault (sim.Env.Violate).
+// A map of the package:
+//
+//   - named.go, named_bugs.go: the named scenarios (the first regressions,
+//     and one aimed at each bug class of package kvx/mutants); a scenario
+//     may record a violation it observes itself while it runs, such as a
+//     liveness bound missed during a fault (sim.Env.Violate).
+//   - program.go: Program and Action (plain data: printed, saved,
+//     replayed), the families (weightings over the catalogue) and
+//     ProgramGen, Execute.
+//   - run.go: Options and Budget, Run and its one family runner, RunProgram,
+//     RunScenario, Shrink.
+//   - verify.go: Verify, the entry point a team calls from its _test.go: the
+//     same runner as Run, one subtest per family and example, fail files
+//     under testdata/workproof/, reports under the test's artifact
+//     directory.
+//   - soak/: the long-running soak (traffic, a fault profile over the same
+//     catalogue, quiescent checkpoints).
 package scenarios

@@ -11,7 +11,7 @@ import (
 	"github.com/workproof/workproof/fakes"
 	"github.com/workproof/workproof/sim"
 	"github.com/workproof/workproof/sim/crash"
-	"github.com/workproof/workproof/sim/netfault"
+	"github.com/workproof/workproof/sim/nemesis"
 )
 
 // Named is a deterministic scenario: a short script of requests and faults
@@ -25,6 +25,9 @@ type Named struct {
 	Workers int
 	// Lag is the fake cloud's read-after-write lag; zero: none.
 	Lag time.Duration
+	// PrivateServer runs the scenario on a Postgres server of its own, for
+	// a Postgres restart (sim.Options.PrivateServer); zero: the shared one.
+	PrivateServer bool
 	// Run drives the environment. An error means the scenario itself could
 	// not do what it says (a step timed out), not that an invariant failed.
 	Run func(ctx context.Context, e *sim.Env) error
@@ -39,6 +42,16 @@ const step = 10 * time.Second // bound of each wait inside a scenario
 // quiet is how long a scenario lets the workers go quiet (finish what they
 // were doing at start-up) before work arrives.
 const quiet = 500 * time.Millisecond
+
+// inject injects a fault of the catalogue. A fault the environment cannot
+// run is the scenario not reaching its path: inconclusive, not passed.
+func inject(ctx context.Context, e *sim.Env, f nemesis.Fault) error {
+	err := nemesis.Inject(ctx, e, f)
+	if errors.Is(err, sim.ErrUnavailable) {
+		return fmt.Errorf("%w: %w", ErrNotReached, err)
+	}
+	return err
+}
 
 func serve(ctx context.Context, e *sim.Env, req contract.Request) (contract.Response, error) {
 	return e.Serve(ctx, "user", req)
@@ -137,7 +150,7 @@ func NamedScenarios() []Named {
 			Name: "crash-after-vm-before-commit",
 			Doc:  "a worker crashes after the cloud created the VM and before its transaction commits; the redo must find the same VM (client token), not create a second",
 			Run: func(ctx context.Context, e *sim.Env) error {
-				if err := armAll(e, crash.Rule{After: "cloud:CreateVM:done", At: "sql:commit"}); err != nil {
+				if err := armAll(e, nemesis.AfterThenCommit(fakes.ServiceCloud, fakes.CreateVM)); err != nil {
 					return err
 				}
 				if err := create(ctx, e, "i1", "small"); err != nil {
@@ -150,7 +163,7 @@ func NamedScenarios() []Named {
 			Name: "billing-response-lost",
 			Doc:  "the billing service charges, then the connection drops before the answer; the retry must not charge twice",
 			Run: func(ctx context.Context, e *sim.Env) error {
-				if err := e.ProviderFault(fakes.Fault{Service: "billing", Endpoint: "CreateCharge", Mode: fakes.ModeFailAfter, Drop: true, Times: 1}); err != nil {
+				if err := inject(ctx, e, nemesis.Fault{Kind: nemesis.KindProviderAmbiguous, Target: nemesis.Call(fakes.ServiceBilling, fakes.CreateCharge), Param: "drop", N: 1}); err != nil {
 					return err
 				}
 				if err := create(ctx, e, "i1", "medium"); err != nil {
@@ -163,7 +176,7 @@ func NamedScenarios() []Named {
 			Name: "billing-500-after-charge",
 			Doc:  "the billing service charges, then answers 500, and replays that 500 for the key (as Stripe does); the worker must settle it without a second charge",
 			Run: func(ctx context.Context, e *sim.Env) error {
-				if err := e.ProviderFault(fakes.Fault{Service: "billing", Endpoint: "CreateCharge", Mode: fakes.ModeFailAfter, Times: 1}); err != nil {
+				if err := inject(ctx, e, nemesis.Fault{Kind: nemesis.KindProviderAmbiguous, Target: nemesis.Call(fakes.ServiceBilling, fakes.CreateCharge), Param: "500", N: 1}); err != nil {
 					return err
 				}
 				if err := create(ctx, e, "i1", "small"); err != nil {
@@ -176,8 +189,8 @@ func NamedScenarios() []Named {
 			Name: "commit-cut-mid-flight",
 			Doc:  "the worker's database link is cut right after COMMIT is sent (limit_data on the answer): the commit happened but the worker cannot know; nothing may run twice",
 			Run: func(ctx context.Context, e *sim.Env) error {
-				fired, err := onAll(e, crash.Rule{After: "billing:CreateCharge:done", At: "sql:commit"}, func(w string) {
-					_ = e.LinkFault(w, sim.Postgres, netfault.CutAfter{Bytes: 0, Dir: netfault.Downstream})
+				fired, err := onAll(e, nemesis.AfterThenCommit(fakes.ServiceBilling, fakes.CreateCharge), func(w string) {
+					_ = inject(ctx, e, nemesis.Fault{Kind: nemesis.KindLinkCut, Worker: w, Target: sim.Postgres, Param: "down", N: 0})
 				})
 				if err != nil {
 					return err
@@ -192,8 +205,8 @@ func NamedScenarios() []Named {
 			Name: "terminate-worker-backend",
 			Doc:  "pg_terminate_backend of the worker's session in the middle of an item: the claim rolls back and the item is redone",
 			Run: func(ctx context.Context, e *sim.Env) error {
-				fired, err := onAll(e, crash.Rule{At: "kube:Apply:done"}, func(w string) {
-					_, _ = e.TerminateBackends(ctx, w, sim.WorkerBackends)
+				fired, err := onAll(e, nemesis.After(fakes.ServiceKube, fakes.KubeApply), func(w string) {
+					_ = inject(ctx, e, nemesis.Fault{Kind: nemesis.KindTerminateWorker, Worker: w})
 				})
 				if err != nil {
 					return err
@@ -241,7 +254,7 @@ func NamedScenarios() []Named {
 			Name: "intransient-then-fix",
 			Doc:  "a bug is deployed in the cloud (CreateVM answers 422): the work must park with a reason, make no further attempts, and finish once the fix is deployed",
 			Run: func(ctx context.Context, e *sim.Env) error {
-				if err := e.DeployBug("cloud-422", "cloud", "CreateVM"); err != nil {
+				if err := inject(ctx, e, nemesis.Fault{Kind: nemesis.KindDeployBug, Target: nemesis.Call(fakes.ServiceCloud, fakes.CreateVM)}); err != nil {
 					return err
 				}
 				if err := create(ctx, e, "i1", "small"); err != nil {
@@ -262,19 +275,19 @@ func NamedScenarios() []Named {
 				if !parked {
 					return fmt.Errorf("%w: work never parked", ErrNotReached)
 				}
-				return e.DeployFix(ctx, "cloud-422")
+				return e.FixBugs(ctx)
 			},
 		},
 		{
 			Name: "transient-storm",
 			Doc:  "every provider answers 503 or 429 to its first requests: the work retries with backoff and completes",
 			Run: func(ctx context.Context, e *sim.Env) error {
-				for _, svc := range []string{"cloud", "billing", "kube"} {
-					if err := e.ProviderFault(fakes.Fault{Service: svc, Mode: fakes.ModeFailBefore, Status: 503, Times: 3}); err != nil {
+				for _, svc := range []string{fakes.ServiceCloud, fakes.ServiceBilling, fakes.ServiceKube} {
+					if err := inject(ctx, e, nemesis.Fault{Kind: nemesis.KindProviderTransient, Target: svc, Param: "503", N: 3}); err != nil {
 						return err
 					}
 				}
-				if err := e.ProviderFault(fakes.Fault{Service: "cloud", Mode: fakes.ModeFailBefore, Status: 429, Times: 2}); err != nil {
+				if err := inject(ctx, e, nemesis.Fault{Kind: nemesis.KindProviderTransient, Target: fakes.ServiceCloud, Param: "429", N: 2}); err != nil {
 					return err
 				}
 				for _, id := range []string{"i1", "i2", "i3"} {
@@ -299,16 +312,14 @@ func NamedScenarios() []Named {
 				// check made by a read before it is stale for both.
 				meet := rendezvous(2, time.Second)
 				for _, c := range []string{"user1", "user2"} {
-					e.Gate().OnPoint(sim.APIActor(c), crash.Rule{At: "sql:update"}, meet)
+					e.Gate().OnPoint(sim.APIActor(c), nemesis.AtSQL("update"), meet)
 				}
 				// The workers hear of the work only after both answers:
 				// a worker inside the instance while the requests are
 				// answered could have completed the first change, and
 				// two acceptances would prove nothing.
-				for _, w := range e.Workers() {
-					if err := e.LinkFault(w, sim.Postgres, netfault.Latency{Delay: 500 * time.Millisecond, Dir: netfault.Downstream}); err != nil {
-						return err
-					}
+				if err := inject(ctx, e, nemesis.Fault{Kind: nemesis.KindLinkLatency, Worker: nemesis.AllWorkers, Target: sim.Postgres, Param: "down", N: 500}); err != nil {
+					return err
 				}
 				var wg sync.WaitGroup
 				for i, size := range []string{"medium", "large"} {
@@ -332,7 +343,7 @@ func NamedScenarios() []Named {
 				if err := idle(ctx, e, "i1"); err != nil {
 					return err
 				}
-				if err := armAll(e, crash.Rule{At: "cloud:TerminateVM:done"}); err != nil {
+				if err := armAll(e, nemesis.After(fakes.ServiceCloud, fakes.TerminateVM)); err != nil {
 					return err
 				}
 				if _, err := serve(ctx, e, contract.Request{Op: contract.OpDelete, Instance: "i1"}); err != nil {
@@ -345,7 +356,7 @@ func NamedScenarios() []Named {
 			Name: "crash-after-email-before-commit",
 			Doc:  "a worker crashes after sending the welcome email and before its transaction commits: a system that sends inside the transaction sends it twice",
 			Run: func(ctx context.Context, e *sim.Env) error {
-				if err := armAll(e, crash.Rule{After: "email:Send:done", At: "sql:"}); err != nil {
+				if err := armAll(e, nemesis.AfterThenSQL(fakes.ServiceEmail, fakes.SendEmail)); err != nil {
 					return err
 				}
 				if err := create(ctx, e, "i1", "small"); err != nil {
@@ -360,22 +371,38 @@ func NamedScenarios() []Named {
 				return crashed(ctx, e, "after the welcome email")
 			},
 		},
+		{
+			Name: "postgres-restart-mid-create",
+			Doc: "Postgres crashes (immediate shutdown) and restarts while a worker is inside a create, right after the cloud created the VM: " +
+				"every session is cut and the claim rolls back; the redo must find the VM it created and charge once",
+			PrivateServer: true,
+			Run: func(ctx context.Context, e *sim.Env) error {
+				fired, err := onAll(e, nemesis.After(fakes.ServiceCloud, fakes.CreateVM), func(string) {
+					_ = inject(ctx, e, nemesis.Fault{Kind: nemesis.KindPostgresRestart})
+				})
+				if err != nil {
+					return err
+				}
+				if err := create(ctx, e, "i1", "small"); err != nil {
+					return err
+				}
+				return awaitFired(ctx, fired, "the VM was never created")
+			},
+		},
 	}, bugScenarios()...)
 }
 
-// RunNamed runs one named scenario on a fresh environment: run, converge,
-// check. The environment is closed before it returns.
+// RunNamed runs one named scenario on a fresh environment and ends it with
+// Env.Finish (heal, converge, check). The environment is closed before it
+// returns.
 func RunNamed(ctx context.Context, sc Named, opts sim.Options) (sim.Result, error) {
-	return runNamed(ctx, sc, opts, 15*time.Second)
-}
-
-func runNamed(ctx context.Context, sc Named, opts sim.Options, settle time.Duration) (sim.Result, error) {
 	if sc.Workers > 0 {
 		opts.Workers = sc.Workers
 	}
 	if sc.Lag > 0 {
 		opts.Lag = sc.Lag
 	}
+	opts.PrivateServer = opts.PrivateServer || sc.PrivateServer
 	e, err := sim.New(ctx, opts)
 	if err != nil {
 		return sim.Result{}, err
@@ -384,11 +411,9 @@ func runNamed(ctx context.Context, sc Named, opts sim.Options, settle time.Durat
 	if err := sc.Run(ctx, e); err != nil {
 		return sim.Result{}, fmt.Errorf("scenario %s: %w", sc.Name, err)
 	}
-	settled, err := e.Converge(ctx, sim.ConvergeOptions{Timeout: settle})
+	res, err := e.Finish(ctx)
 	if err != nil {
-		return sim.Result{}, fmt.Errorf("scenario %s: converge: %w", sc.Name, err)
+		return sim.Result{}, fmt.Errorf("scenario %s: %w", sc.Name, err)
 	}
-	res, err := e.Check(ctx, true)
-	res.Settled = settled
-	return res, err
+	return res, nil
 }

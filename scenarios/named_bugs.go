@@ -12,8 +12,7 @@ import (
 	"github.com/workproof/workproof/fakes"
 	"github.com/workproof/workproof/sim"
 	"github.com/workproof/workproof/sim/check"
-	"github.com/workproof/workproof/sim/crash"
-	"github.com/workproof/workproof/sim/netfault"
+	"github.com/workproof/workproof/sim/nemesis"
 )
 
 // TakeoverBound is how long scenario "blackholed-worker" gives the other
@@ -31,7 +30,7 @@ func bugScenarios() []Named {
 			Name: "crash-after-charge-before-commit",
 			Doc:  "a worker crashes after the billing service charged and before its transaction commits; the redo must charge with the same idempotency key, so the event is charged once",
 			Run: func(ctx context.Context, e *sim.Env) error {
-				if err := armAll(e, crash.Rule{After: "billing:CreateCharge:done", At: "sql:"}); err != nil {
+				if err := armAll(e, nemesis.AfterThenSQL(fakes.ServiceBilling, fakes.CreateCharge)); err != nil {
 					return err
 				}
 				if err := create(ctx, e, "i1", "small"); err != nil {
@@ -44,7 +43,7 @@ func bugScenarios() []Named {
 			Name: "crash-before-charge",
 			Doc:  "a worker crashes right before it sends the charge: the change must still be charged, exactly once (a system that charges after its commit never does)",
 			Run: func(ctx context.Context, e *sim.Env) error {
-				if err := armAll(e, crash.Rule{At: "billing:CreateCharge"}); err != nil {
+				if err := armAll(e, nemesis.Before(fakes.ServiceBilling, fakes.CreateCharge)); err != nil {
 					return err
 				}
 				if err := create(ctx, e, "i1", "small"); err != nil {
@@ -57,7 +56,7 @@ func bugScenarios() []Named {
 			Name: "crash-before-deployment",
 			Doc:  "a worker crashes right before it applies the deployment: the redo must apply it (a system that commits before that call, or commits the claim before the work, loses it)",
 			Run: func(ctx context.Context, e *sim.Env) error {
-				if err := armAll(e, crash.Rule{At: "kube:Apply"}); err != nil {
+				if err := armAll(e, nemesis.Before(fakes.ServiceKube, fakes.KubeApply)); err != nil {
 					return err
 				}
 				if err := create(ctx, e, "i1", "medium"); err != nil {
@@ -78,11 +77,12 @@ func bugScenarios() []Named {
 				if err := done(ctx, e, "i1"); err != nil {
 					return err
 				}
-				if err := e.ProviderFault(fakes.Fault{Service: "kube", Endpoint: "Apply", Owner: "i1", Mode: fakes.ModeLatency,
-					Latency: 800 * time.Millisecond, Times: 1}); err != nil {
+				// The resize's deployment call is slow (until healed below).
+				if err := inject(ctx, e, nemesis.Fault{Kind: nemesis.KindProviderSlow, Target: nemesis.Call(fakes.ServiceKube, fakes.KubeApply),
+					Owner: "i1", N: 800}); err != nil {
 					return err
 				}
-				fired, err := onAll(e, crash.Rule{At: "kube:Apply"}, func(string) {})
+				fired, err := onAll(e, nemesis.Before(fakes.ServiceKube, fakes.KubeApply), func(string) {})
 				if err != nil {
 					return err
 				}
@@ -94,15 +94,15 @@ func bugScenarios() []Named {
 				}
 				// Busy is the right answer; an accepted change is the bug.
 				_, _ = e.Serve(ctx, "user2", contract.Request{Op: contract.OpResize, Instance: "i1", Size: "large"})
-				return nil
+				return nemesis.Heal(ctx, e, nemesis.ClassProvider)
 			},
 		},
 		{
 			Name: "transient-outage",
 			Doc:  "the Kubernetes API answers 503 to the first four deployment calls: the work must keep retrying with backoff and finish, never give up and drop it",
 			Run: func(ctx context.Context, e *sim.Env) error {
-				if err := e.ProviderFault(fakes.Fault{Service: "kube", Endpoint: "Apply", Owner: "i1", Mode: fakes.ModeFailBefore,
-					Status: 503, Times: 4}); err != nil {
+				if err := inject(ctx, e, nemesis.Fault{Kind: nemesis.KindProviderTransient, Target: nemesis.Call(fakes.ServiceKube, fakes.KubeApply),
+					Owner: "i1", Param: "503", N: 4}); err != nil {
 					return err
 				}
 				if err := create(ctx, e, "i1", "small"); err != nil {
@@ -120,19 +120,19 @@ func bugScenarios() []Named {
 			Doc: fmt.Sprintf("a bug is deployed in the cloud (CreateVM answers 422) and held until the work parks, or until it was "+
 				"rejected %d times without parking (a retry storm), then fixed: the work must park after one rejection", check.HotRetryLimit+1),
 			Run: func(ctx context.Context, e *sim.Env) error {
-				if err := e.DeployBug("cloud-422", "cloud", "CreateVM"); err != nil {
+				if err := inject(ctx, e, nemesis.Fault{Kind: nemesis.KindDeployBug, Target: nemesis.Call(fakes.ServiceCloud, fakes.CreateVM)}); err != nil {
 					return err
 				}
 				if err := create(ctx, e, "i1", "small"); err != nil {
 					return err
 				}
 				decided := sim.Await(ctx, step, func() bool {
-					return parked(ctx, e) || rejections(e, "cloud", "CreateVM", "i1") > check.HotRetryLimit
+					return parked(ctx, e) || rejections(e, fakes.ServiceCloud, fakes.CreateVM, "i1") > check.HotRetryLimit
 				})
 				if !decided {
 					return fmt.Errorf("%w: the work neither parked nor met the bug %d times", ErrNotReached, check.HotRetryLimit+1)
 				}
-				return e.DeployFix(ctx, "cloud-422")
+				return e.FixBugs(ctx)
 			},
 		},
 		{
@@ -140,8 +140,8 @@ func bugScenarios() []Named {
 			Doc:  "the cloud lists a new VM only a while after creating it, and the first deployment call fails: the retry must find the VM it created (client token), not trust the list and create a second",
 			Lag:  2 * time.Second,
 			Run: func(ctx context.Context, e *sim.Env) error {
-				if err := e.ProviderFault(fakes.Fault{Service: "kube", Endpoint: "Apply", Owner: "i1", Mode: fakes.ModeFailBefore,
-					Status: 503, Times: 1}); err != nil {
+				if err := inject(ctx, e, nemesis.Fault{Kind: nemesis.KindProviderTransient, Target: nemesis.Call(fakes.ServiceKube, fakes.KubeApply),
+					Owner: "i1", Param: "503", N: 1}); err != nil {
 					return err
 				}
 				if err := create(ctx, e, "i1", "small"); err != nil {
@@ -159,9 +159,9 @@ func bugScenarios() []Named {
 				var mu sync.Mutex
 				var silent string
 				var since time.Time
-				fired, err := onAll(e, crash.Rule{At: "kube:Apply:done"}, func(w string) {
+				fired, err := onAll(e, nemesis.After(fakes.ServiceKube, fakes.KubeApply), func(w string) {
 					inc, _ := e.Incarnation(w)
-					_ = e.LinkFault(w, sim.Postgres, netfault.Blackhole{Dir: netfault.Downstream})
+					_ = inject(ctx, e, nemesis.Fault{Kind: nemesis.KindLinkBlackhole, Worker: w, Target: sim.Postgres, Param: "down"})
 					mu.Lock()
 					silent, since = inc, time.Now()
 					mu.Unlock()

@@ -2,6 +2,7 @@ package scenarios
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -11,59 +12,45 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/workproof/workproof/contract"
-	"github.com/workproof/workproof/fakes"
 	"github.com/workproof/workproof/sim"
-	"github.com/workproof/workproof/sim/crash"
-	"github.com/workproof/workproof/sim/netfault"
+	"github.com/workproof/workproof/sim/nemesis"
 )
 
 // Action is one step of a property-based program. It is plain data, so a
 // counterexample can be printed, saved and replayed.
 type Action struct {
-	Kind     string `json:"kind"`
-	Instance string `json:"instance,omitempty"`
-	Size     string `json:"size,omitempty"`
-	Worker   string `json:"worker,omitempty"`
-	Target   string `json:"target,omitempty"` // upstream, service, or backend kind
-	Fault    string `json:"fault,omitempty"`  // a key of linkFaults, providerFaults, crashRules or bugs
-	N        int    `json:"n,omitempty"`      // times (provider faults) or milliseconds (wait)
+	Kind     string         `json:"kind"`
+	Instance string         `json:"instance,omitempty"`
+	Size     string         `json:"size,omitempty"`
+	Fault    *nemesis.Fault `json:"fault,omitempty"` // ActFault: a fault of the catalogue
+	Heal     nemesis.Class  `json:"heal,omitempty"`  // ActHeal: the class healed
+	N        int            `json:"n,omitempty"`     // ActWait: milliseconds
 }
 
 // Action kinds.
 const (
-	ActCreate    = "create"
-	ActResize    = "resize"
-	ActDelete    = "delete"
-	ActGet       = "get"
-	ActRace      = "race"      // two changes of one instance at once, meeting before their first write
-	ActCrash     = "crash"     // arm a crash of Worker at the point rule Fault
-	ActKill      = "kill"      // SIGKILL Worker now
-	ActRestart   = "restart"   // restart Worker if it crashed
-	ActLink      = "link"      // network fault Fault on Worker's link to Target
-	ActHeal      = "heal"      // heal every link
-	ActTerminate = "terminate" // pg_terminate_backend of Worker's Target ("worker" or "listener") sessions
-	ActProvider  = "provider"  // provider fault Fault, N times
-	ActBug       = "bug"       // deploy the intransient bug Fault
-	ActFix       = "fix"       // deploy the fix of every bug
-	ActWait      = "wait"      // let the workers run N ms
+	ActCreate = "create"
+	ActResize = "resize"
+	ActDelete = "delete"
+	ActGet    = "get"
+	ActRace   = "race"  // two changes of one instance at once, meeting before their first write
+	ActFault  = "fault" // inject Fault (package sim/nemesis)
+	ActHeal   = "heal"  // heal every fault of class Heal (restart crashed workers, heal links, …)
+	ActWait   = "wait"  // let the workers run N ms
 )
 
 func (a Action) String() string {
-	var b strings.Builder
-	b.WriteString(a.Kind)
-	for _, kv := range [][2]string{{"", a.Instance}, {"", a.Size}, {"", a.Worker}, {"", a.Target}, {"", a.Fault}} {
-		if kv[1] != "" {
-			b.WriteString(" " + kv[1])
+	switch a.Kind {
+	case ActFault:
+		if a.Fault != nil {
+			return a.Fault.String()
 		}
+	case ActHeal:
+		return "heal " + string(a.Heal)
+	case ActWait:
+		return fmt.Sprintf("wait %dms", a.N)
 	}
-	if a.N != 0 {
-		if a.Kind == ActWait {
-			fmt.Fprintf(&b, " %dms", a.N)
-		} else {
-			fmt.Fprintf(&b, " x%d", a.N)
-		}
-	}
-	return b.String()
+	return strings.Join(slices.DeleteFunc([]string{a.Kind, a.Instance, a.Size}, func(s string) bool { return s == "" }), " ")
 }
 
 // Program is a drawn scenario: how many workers, and the actions in order.
@@ -84,81 +71,82 @@ func (p Program) String() string {
 	return b.String()
 }
 
+// Bounds of a program a harness accepts (a saved one may hold anything).
+const (
+	MaxWorkers = 16
+	MaxActions = 1000
+	MaxWait    = 60_000 // ms
+)
+
+// Check reports the first thing wrong with p, naming the action: a saved
+// program is read from a file, so every field is bounded.
+func (p Program) Check() error {
+	if p.Workers < 1 || p.Workers > MaxWorkers {
+		return fmt.Errorf("program: workers %d outside [1, %d]", p.Workers, MaxWorkers)
+	}
+	if len(p.Actions) == 0 || len(p.Actions) > MaxActions {
+		return fmt.Errorf("program: %d actions, want 1 to %d", len(p.Actions), MaxActions)
+	}
+	space := nemesis.NewSpace(p.Workers)
+	for i, a := range p.Actions {
+		bad := func(format string, args ...any) error {
+			return fmt.Errorf("program: action %d (%s): %s", i+1, a, fmt.Sprintf(format, args...))
+		}
+		switch a.Kind {
+		case ActCreate, ActResize, ActRace:
+			if !slices.Contains(sizes, a.Size) {
+				return bad("size %q (want one of %v)", a.Size, sizes)
+			}
+			fallthrough
+		case ActDelete, ActGet:
+			if a.Instance == "" || len(a.Instance) > 64 {
+				return bad("instance id %q must be 1 to 64 characters", a.Instance)
+			}
+		case ActFault:
+			if a.Fault == nil {
+				return bad("no fault")
+			}
+			if err := nemesis.Check(*a.Fault, space); err != nil {
+				return bad("%v", err)
+			}
+		case ActHeal:
+			if !slices.Contains(nemesis.Classes(), a.Heal) {
+				return bad("heal %q (want one of %v)", a.Heal, nemesis.Classes())
+			}
+		case ActWait:
+			if a.N < 0 || a.N > MaxWait {
+				return bad("wait %d ms outside [0, %d]", a.N, MaxWait)
+			}
+		default:
+			return bad("unknown kind %q", a.Kind)
+		}
+	}
+	return nil
+}
+
+// needsPrivateServer reports whether p restarts Postgres, which needs a
+// server private to the run.
+func (p Program) needsPrivateServer() bool {
+	return slices.ContainsFunc(p.Actions, func(a Action) bool {
+		return a.Fault != nil && a.Fault.Kind == nemesis.KindPostgresRestart
+	})
+}
+
 // The vocabularies of draws. Every draw picks from a sorted slice, never
 // from a map, so a seed always draws the same program.
 var (
 	instanceIDs = []string{"i1", "i2", "i3"}
 	sizes       = []string{"large", "medium", "small"}
-	upstreams   = sim.Upstreams()
 )
 
-// crashRules are the points a drawn crash aims at: the places where
-// work-table workers lose or repeat effects.
-var crashRules = map[string]crash.Rule{
-	"before-commit":            {At: "sql:commit"},
-	"after-vm-before-db":       {After: "cloud:CreateVM:done", At: "sql:"},
-	"after-vm-created":         {At: "cloud:CreateVM:done"},
-	"before-charge":            {At: "billing:CreateCharge"},
-	"after-charge":             {At: "billing:CreateCharge:done"},
-	"at-kube":                  {At: "kube:"},
-	"after-email":              {At: "email:Send:done"},
-	"after-terminate":          {At: "cloud:TerminateVM:done"},
-	"at-instance-update":       {At: "sql:update instances"},
-	"at-instance-delete":       {At: "sql:delete instances"},
-	"at-enqueue":               {At: "sql:insert work"},
-	"after-claim":              {After: "sql:delete work", At: "sql:"},
-	"after-charge-before-sql":  {After: "billing:CreateCharge:done", At: "sql:"},
-	"after-apply-before-later": {After: "kube:Apply:done", At: ""},
-}
-
-var linkFaults = map[string]netfault.Fault{
-	"latency":         netfault.Latency{Delay: 200 * time.Millisecond},
-	"blackhole-down":  netfault.Blackhole{Dir: netfault.Downstream},
-	"blackhole-up":    netfault.Blackhole{Dir: netfault.Upstream},
-	"reset":           netfault.Reset{},
-	"cut-answer":      netfault.CutAfter{Bytes: 0, Dir: netfault.Downstream},
-	"cut-request-64B": netfault.CutAfter{Bytes: 64, Dir: netfault.Upstream},
-	"partition":       netfault.Partition{},
-}
-
-var providerFaults = map[string]fakes.Fault{
-	"cloud-create-503":       {Service: "cloud", Endpoint: "CreateVM", Mode: fakes.ModeFailBefore, Status: 503},
-	"cloud-create-500-after": {Service: "cloud", Endpoint: "CreateVM", Mode: fakes.ModeFailAfter},
-	"cloud-create-drop":      {Service: "cloud", Endpoint: "CreateVM", Mode: fakes.ModeFailAfter, Drop: true},
-	"cloud-terminate-drop":   {Service: "cloud", Endpoint: "TerminateVM", Mode: fakes.ModeFailAfter, Drop: true},
-	"billing-charge-429":     {Service: "billing", Endpoint: "CreateCharge", Mode: fakes.ModeFailBefore, Status: 429},
-	"billing-charge-500":     {Service: "billing", Endpoint: "CreateCharge", Mode: fakes.ModeFailAfter},
-	"billing-charge-drop":    {Service: "billing", Endpoint: "CreateCharge", Mode: fakes.ModeFailAfter, Drop: true},
-	"kube-apply-503":         {Service: "kube", Endpoint: "Apply", Mode: fakes.ModeFailBefore, Status: 503},
-	"kube-apply-drop":        {Service: "kube", Endpoint: "Apply", Mode: fakes.ModeFailAfter, Drop: true},
-	"email-send-drop":        {Service: "email", Endpoint: "Send", Mode: fakes.ModeFailAfter, Drop: true},
-	"cloud-slow":             {Service: "cloud", Mode: fakes.ModeLatency, Latency: 300 * time.Millisecond},
-}
-
-var bugs = map[string][2]string{ // name → service, endpoint
-	"cloud-create-422":    {"cloud", "CreateVM"},
-	"cloud-terminate-422": {"cloud", "TerminateVM"},
-	"kube-apply-422":      {"kube", "Apply"},
-	"billing-charge-422":  {"billing", "CreateCharge"},
-}
-
-func keys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return ks
-}
-
-// Families of property programs: each draws user requests plus one kind of
-// fault, so a failure points at its cause.
+// Families of property programs: each draws user requests plus faults of
+// some classes of the catalogue, so a failure points at its cause.
 const (
 	FamilyNamed    = "named"    // the named regression scenarios
 	FamilyCrash    = "crash"    // worker crashes at chosen points, kills, restarts
 	FamilyNetwork  = "network"  // link faults between workers and Postgres or providers, backend kills
-	FamilyProvider = "provider" // transient, ambiguous and intransient provider faults, bug and fix
-	FamilyChaos    = "chaos"    // all of the above at once
+	FamilyProvider = "provider" // transient, ambiguous, slow and intransient provider faults, outages, bug and fix
+	FamilyChaos    = "chaos"    // all of the above at once, and Postgres restarts and SQL errors
 )
 
 // Families returns every family, in the order Verify runs them.
@@ -166,24 +154,74 @@ func Families() []string {
 	return []string{FamilyNamed, FamilyCrash, FamilyNetwork, FamilyProvider, FamilyChaos}
 }
 
-var familyKinds = map[string][]string{
-	FamilyCrash:    {ActCrash, ActKill, ActRestart},
-	FamilyNetwork:  {ActLink, ActHeal, ActTerminate},
-	FamilyProvider: {ActProvider, ActBug, ActFix},
-	FamilyChaos:    {ActCrash, ActKill, ActRestart, ActLink, ActHeal, ActTerminate, ActProvider, ActBug, ActFix},
+// family is a weighting over the catalogue: which kinds it draws, how
+// often, and which classes a drawn heal may undo.
+type family struct {
+	faults []weighted // kind names of sim/nemesis
+	heals  []nemesis.Class
 }
+
+type weighted struct {
+	kind   string
+	weight int
+}
+
+func families() map[string]family {
+	crash := family{
+		faults: []weighted{{nemesis.KindCrash, 3}, {nemesis.KindKill, 1}},
+		heals:  []nemesis.Class{nemesis.ClassCrash},
+	}
+	network := family{
+		faults: []weighted{
+			{nemesis.KindLinkLatency, 1}, {nemesis.KindLinkBlackhole, 1}, {nemesis.KindLinkReset, 1}, {nemesis.KindLinkCut, 1},
+			{nemesis.KindLinkPartition, 1}, {nemesis.KindTerminateWorker, 1}, {nemesis.KindTerminateListener, 1},
+		},
+		heals: []nemesis.Class{nemesis.ClassNetwork},
+	}
+	provider := family{
+		faults: []weighted{
+			{nemesis.KindProviderTransient, 2}, {nemesis.KindProviderAmbiguous, 2}, {nemesis.KindProviderSlow, 1},
+			{nemesis.KindProviderOutage, 1}, {nemesis.KindProviderTimeoutEdge, 1}, {nemesis.KindDeployBug, 1},
+		},
+		heals: []nemesis.Class{nemesis.ClassProvider, nemesis.ClassDeploy},
+	}
+	chaos := family{heals: nemesis.Classes()}
+	for _, f := range []family{crash, network, provider} {
+		chaos.faults = append(chaos.faults, f.faults...)
+	}
+	chaos.faults = append(chaos.faults, weighted{nemesis.KindPostgresRestart, 1}, weighted{nemesis.KindSQLError, 1})
+	return map[string]family{FamilyCrash: crash, FamilyNetwork: network, FamilyProvider: provider, FamilyChaos: chaos}
+}
+
+// isPropertyFamily reports whether name is a family of drawn programs.
+func isPropertyFamily(name string) bool { _, ok := families()[name]; return ok }
+
+// rapidDrawer draws a fault's parameters from rapid, so they shrink.
+type rapidDrawer struct{ t *rapid.T }
+
+func (d rapidDrawer) Draw(label string, n int) int { return rapid.IntRange(0, n-1).Draw(d.t, label) }
 
 var userKinds = []string{ActCreate, ActCreate, ActResize, ActDelete, ActGet, ActRace, ActWait, ActWait}
 
 // ProgramGen draws programs of family with 1 to steps actions for workers
 // workers.
 func ProgramGen(family string, workers, steps int) *rapid.Generator[Program] {
-	faultKinds := familyKinds[family]
-	kinds := append(slices.Clone(userKinds), faultKinds...)
-	kinds = append(kinds, faultKinds...) // faults as likely as requests
-	var slots []string
-	for i := 1; i <= workers; i++ {
-		slots = append(slots, fmt.Sprintf("w%d", i))
+	fam := families()[family]
+	space := nemesis.NewSpace(workers)
+	// Every entry once per unit of weight; faults, as a whole, about as
+	// likely as requests.
+	kinds := slices.Clone(userKinds)
+	var faultKinds []string
+	for _, w := range fam.faults {
+		for range w.weight {
+			faultKinds = append(faultKinds, w.kind)
+		}
+	}
+	for range len(fam.faults) {
+		kinds = append(kinds, ActFault)
+	}
+	for range fam.heals {
+		kinds = append(kinds, ActHeal)
 	}
 	action := rapid.Custom(func(t *rapid.T) Action {
 		a := Action{Kind: rapid.SampledFrom(kinds).Draw(t, "kind")}
@@ -193,23 +231,12 @@ func ProgramGen(family string, workers, steps int) *rapid.Generator[Program] {
 			a.Size = rapid.SampledFrom(sizes).Draw(t, "size")
 		case ActDelete, ActGet:
 			a.Instance = rapid.SampledFrom(instanceIDs).Draw(t, "instance")
-		case ActCrash:
-			a.Worker = rapid.SampledFrom(slots).Draw(t, "worker")
-			a.Fault = rapid.SampledFrom(keys(crashRules)).Draw(t, "point")
-		case ActKill, ActRestart:
-			a.Worker = rapid.SampledFrom(slots).Draw(t, "worker")
-		case ActLink:
-			a.Worker = rapid.SampledFrom(slots).Draw(t, "worker")
-			a.Target = rapid.SampledFrom(upstreams).Draw(t, "upstream")
-			a.Fault = rapid.SampledFrom(keys(linkFaults)).Draw(t, "fault")
-		case ActTerminate:
-			a.Worker = rapid.SampledFrom(slots).Draw(t, "worker")
-			a.Target = rapid.SampledFrom([]string{string(sim.ListenerBackends), string(sim.WorkerBackends)}).Draw(t, "backend")
-		case ActProvider:
-			a.Fault = rapid.SampledFrom(keys(providerFaults)).Draw(t, "fault")
-			a.N = rapid.IntRange(1, 3).Draw(t, "times")
-		case ActBug:
-			a.Fault = rapid.SampledFrom(keys(bugs)).Draw(t, "bug")
+		case ActFault:
+			k, _ := nemesis.KindNamed(rapid.SampledFrom(faultKinds).Draw(t, "fault"))
+			f := k.Draw(rapidDrawer{t}, space)
+			a.Fault = &f
+		case ActHeal:
+			a.Heal = rapid.SampledFrom(fam.heals).Draw(t, "heal")
 		case ActWait:
 			a.N = rapid.SampledFrom([]int{20, 100, 400}).Draw(t, "ms")
 		}
@@ -226,15 +253,11 @@ func ProgramGen(family string, workers, steps int) *rapid.Generator[Program] {
 			{Kind: ActWait, N: rapid.SampledFrom([]int{100, 400}).Draw(t, "ms")},
 		}
 	})
-	faults := map[string]bool{}
-	for _, k := range faultKinds {
-		faults[k] = k != ActHeal && k != ActRestart && k != ActFix
-	}
 	return rapid.Custom(func(t *rapid.T) Program {
 		var acts []Action
 		for _, a := range rapid.SliceOfN(action, 1, steps).Draw(t, "actions") {
 			acts = append(acts, a)
-			if faults[a.Kind] && rapid.Bool().Draw(t, "triggered") {
+			if a.Kind == ActFault && rapid.Bool().Draw(t, "triggered") {
 				acts = append(acts, trigger.Draw(t, "then")...)
 			}
 		}
@@ -271,56 +294,13 @@ func execute(ctx context.Context, e *sim.Env, i int, a Action) error {
 		_, _ = e.Serve(ctx, "user", contract.Request{Op: contract.Op(a.Kind), Instance: a.Instance, Size: a.Size})
 	case ActRace:
 		race(ctx, e, i, a)
-	case ActCrash:
-		r, ok := crashRules[a.Fault]
-		if !ok {
-			return fmt.Errorf("unknown crash point %q", a.Fault)
+	case ActFault:
+		if a.Fault == nil {
+			return errors.New("fault action without a fault")
 		}
-		return e.Crash(a.Worker, r)
-	case ActKill:
-		if !e.Crashed(a.Worker) {
-			return e.Kill(a.Worker)
-		}
-	case ActRestart:
-		if e.Crashed(a.Worker) {
-			return e.Restart(ctx, a.Worker)
-		}
-	case ActLink:
-		f, ok := linkFaults[a.Fault]
-		if !ok {
-			return fmt.Errorf("unknown link fault %q", a.Fault)
-		}
-		if e.Crashed(a.Worker) {
-			return nil
-		}
-		return e.LinkFault(a.Worker, a.Target, f)
+		return nemesis.Inject(ctx, e, *a.Fault)
 	case ActHeal:
-		return e.HealLinks()
-	case ActTerminate:
-		if e.Crashed(a.Worker) {
-			return nil
-		}
-		_, err := e.TerminateBackends(ctx, a.Worker, sim.Backend(a.Target))
-		return err
-	case ActProvider:
-		f, ok := providerFaults[a.Fault]
-		if !ok {
-			return fmt.Errorf("unknown provider fault %q", a.Fault)
-		}
-		f.ID, f.Times = a.Fault, max(a.N, 1)
-		return e.ProviderFault(f)
-	case ActBug:
-		b, ok := bugs[a.Fault]
-		if !ok {
-			return fmt.Errorf("unknown bug %q", a.Fault)
-		}
-		return e.DeployBug(a.Fault, b[0], b[1])
-	case ActFix:
-		for _, name := range keys(bugs) {
-			if err := e.DeployFix(ctx, name); err != nil {
-				return err
-			}
-		}
+		return nemesis.Heal(ctx, e, a.Heal)
 	case ActWait:
 		select {
 		case <-ctx.Done():
@@ -348,7 +328,7 @@ func race(ctx context.Context, e *sim.Env, i int, a Action) {
 	var wg sync.WaitGroup
 	for j, req := range reqs {
 		client := fmt.Sprintf("user.%d%c", i+1, 'a'+j)
-		e.Gate().OnPoint(sim.APIActor(client), crash.Rule{At: "sql:update"}, meet)
+		e.Gate().OnPoint(sim.APIActor(client), nemesis.AtSQL("update"), meet)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

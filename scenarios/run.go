@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"regexp"
 	"slices"
 	"time"
@@ -120,26 +121,20 @@ type Result struct {
 }
 
 // Run runs every family on opts.System and returns what it found, instead
-// of failing a test: the CLI and the harness's own tests use it. Within a
-// family it stops at the first invalid example, which it shrinks.
+// of failing a test: the CLI and the harness's own tests use it, and Verify
+// runs the same families through the same runner. Within a family it stops
+// at the first invalid example, which it shrinks.
 func Run(ctx context.Context, opts Options) (Result, error) {
 	if opts.System == nil || opts.Server == nil {
 		return Result{}, errors.New("scenarios: Run needs Options.System and Options.Server")
 	}
-	opts.Budget = opts.Budget.withDefaults()
-	if opts.Workers <= 0 {
-		opts.Workers = 2
-	}
-	if opts.Name == "" {
-		opts.Name = "kvx"
-	}
-	fams := opts.Families
-	if len(fams) == 0 {
-		fams = Families()
+	opts = opts.withDefaults()
+	if err := opts.checkFamilies(); err != nil {
+		return Result{}, err
 	}
 	start := time.Now()
 	res := Result{System: opts.Name, Seed: opts.Seed, Verdict: check.Valid}
-	for _, f := range fams {
+	for _, f := range opts.Families {
 		fr, err := runFamily(ctx, opts, f)
 		if err != nil {
 			return res, err
@@ -151,6 +146,29 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	return res, nil
 }
 
+func (o Options) withDefaults() Options {
+	o.Budget = o.Budget.withDefaults()
+	if o.Workers <= 0 {
+		o.Workers = 2
+	}
+	if o.Name == "" {
+		o.Name = "kvx"
+	}
+	if len(o.Families) == 0 {
+		o.Families = Families()
+	}
+	return o
+}
+
+func (o Options) checkFamilies() error {
+	for _, f := range o.Families {
+		if f != FamilyNamed && !isPropertyFamily(f) {
+			return fmt.Errorf("scenarios: unknown family %q (want one of %v)", f, Families())
+		}
+	}
+	return nil
+}
+
 func worse(a, b check.Verdict) check.Verdict {
 	rank := map[check.Verdict]int{check.Valid: 0, check.Unknown: 1, check.Invalid: 2}
 	if rank[b] > rank[a] {
@@ -159,6 +177,8 @@ func worse(a, b check.Verdict) check.Verdict {
 	return a
 }
 
+// runFamily is the one family runner: Run calls it, and Verify through Run's
+// parts. Every example it runs is reported to opts.Progress.
 func runFamily(ctx context.Context, opts Options, family string) (FamilyResult, error) {
 	start := time.Now()
 	fr := FamilyResult{Family: family, Verdict: check.Valid}
@@ -177,7 +197,7 @@ func runFamily(ctx context.Context, opts Options, family string) (FamilyResult, 
 		}
 	}
 	finish := func() FamilyResult {
-		fr.Reached = keys(reached)
+		fr.Reached = slices.Sorted(maps.Keys(reached))
 		fr.Duration = time.Since(start)
 		return fr
 	}
@@ -187,12 +207,7 @@ func runFamily(ctx context.Context, opts Options, family string) (FamilyResult, 
 				continue
 			}
 			ex, err := runNamedExample(ctx, opts, sc)
-			if errors.Is(err, ErrNotReached) {
-				// The scenario does not fit this system's shape (its fault
-				// path never came): inconclusive, not a harness failure.
-				ex = Example{Family: FamilyNamed, Name: sc.Name, Verdict: check.Unknown}
-				ex.Result.Verdict, ex.Result.Reason = check.Unknown, err.Error()
-			} else if err != nil {
+			if err != nil {
 				return fr, err
 			}
 			record(ex)
@@ -205,7 +220,7 @@ func runFamily(ctx context.Context, opts Options, family string) (FamilyResult, 
 		}
 		return finish(), nil
 	}
-	if _, ok := familyKinds[family]; !ok {
+	if !isPropertyFamily(family) {
 		return fr, fmt.Errorf("scenarios: unknown family %q (want one of %v)", family, Families())
 	}
 	gen := ProgramGen(family, opts.Workers, opts.Budget.Steps)
@@ -249,34 +264,46 @@ func ExampleSeed(root uint64, family string, k int) uint64 {
 }
 
 func simOptions(opts Options, workers int) sim.Options {
-	return sim.Options{System: opts.System, Server: opts.Server, Workers: workers, Seed: opts.Seed, Logger: opts.Logger}
+	return sim.Options{System: opts.System, Server: opts.Server, Workers: workers, Seed: opts.Seed, Logger: opts.Logger,
+		Settle: opts.Budget.Settle}
 }
 
 // RunScenario runs one named scenario as an Example.
 func RunScenario(ctx context.Context, opts Options, sc Named) (Example, error) {
-	opts.Budget = opts.Budget.withDefaults()
-	if opts.Workers <= 0 {
-		opts.Workers = 2
-	}
-	return runNamedExample(ctx, opts, sc)
+	return runNamedExample(ctx, opts.withDefaults(), sc)
 }
 
+// runNamedExample runs sc. A scenario whose fault path never came (it does
+// not fit this system's shape) is inconclusive, not a harness failure.
 func runNamedExample(ctx context.Context, opts Options, sc Named) (Example, error) {
 	start := time.Now()
-	so := simOptions(opts, opts.Workers)
-	res, err := runNamed(ctx, sc, so, opts.Budget.Settle)
-	if err != nil {
+	res, err := RunNamed(ctx, sc, simOptions(opts, opts.Workers))
+	if errors.Is(err, ErrNotReached) {
+		res = sim.Result{}
+		res.Verdict, res.Reason = check.Unknown, err.Error()
+	} else if err != nil {
 		return Example{}, err
 	}
 	return Example{Family: FamilyNamed, Name: sc.Name, Verdict: res.Verdict, Settled: res.Settled, Duration: time.Since(start), Result: res}, nil
 }
 
-// RunProgram runs one program on a fresh environment: execute, converge,
-// check.
+// RunProgram runs one program on a fresh environment: execute, then
+// Env.Finish. A program with a fault the environment cannot run (a
+// Postgres restart on a shared server) is inconclusive.
 func RunProgram(ctx context.Context, opts Options, p Program) (Example, error) {
-	opts.Budget = opts.Budget.withDefaults()
+	opts = opts.withDefaults()
 	start := time.Now()
-	e, err := sim.New(ctx, simOptions(opts, p.Workers))
+	if err := p.Check(); err != nil {
+		return Example{}, err
+	}
+	so := simOptions(opts, p.Workers)
+	so.PrivateServer = p.needsPrivateServer()
+	ex := Example{Family: p.Family, Program: &p}
+	e, err := sim.New(ctx, so)
+	if errors.Is(err, sim.ErrUnavailable) {
+		ex.Verdict, ex.Result.Verdict, ex.Result.Reason = check.Unknown, check.Unknown, err.Error()
+		return ex, nil
+	}
 	if err != nil {
 		return Example{}, err
 	}
@@ -284,16 +311,12 @@ func RunProgram(ctx context.Context, opts Options, p Program) (Example, error) {
 	if err := Execute(ctx, e, p); err != nil {
 		return Example{}, err
 	}
-	settled, err := e.Converge(ctx, sim.ConvergeOptions{Timeout: opts.Budget.Settle})
-	if err != nil {
-		return Example{}, fmt.Errorf("converge: %w", err)
-	}
-	res, err := e.Check(ctx, true)
+	res, err := e.Finish(ctx)
 	if err != nil {
 		return Example{}, err
 	}
-	res.Settled = settled
-	return Example{Family: p.Family, Program: &p, Verdict: res.Verdict, Settled: settled, Duration: time.Since(start), Result: res}, nil
+	ex.Verdict, ex.Settled, ex.Duration, ex.Result = res.Verdict, res.Settled, time.Since(start), res
+	return ex, nil
 }
 
 // Shrink looks for a shorter program that still fails with a violation of

@@ -4,17 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"pgregory.net/rapid"
 
 	"github.com/workproof/workproof/contract"
 	"github.com/workproof/workproof/sim/check"
@@ -22,30 +19,34 @@ import (
 )
 
 // Verify checks a team's system from its own _test.go, in the spirit of
-// testing/fstest.TestFS: one subtest per family (and per named scenario),
-// one line per violation, the seed, the counterexample and where its report
-// was written.
+// testing/fstest.TestFS: one subtest per family and, inside it, one per
+// example (a named scenario, a drawn program's seed), one line per
+// violation, the seed, the counterexample, the command that replays it, and
+// where the report with the evidence was written.
 //
 //	func TestWorkers(t *testing.T) {
 //		scenarios.Verify(t, mysystem.New(), scenarios.Options{})
 //	}
 //
-// Property families run under rapid: a failure is shrunk, saved as a fail
-// file under testdata/rapid/ (replayed first on the next run) and printed
-// with its -rapid.seed. Unless given on the command line, rapid's
-// -rapid.checks and -rapid.shrinktime are set from opts.Budget (rapid reads
-// only its flags). Without opts.Server, Verify starts a private Postgres
+// Verify runs the same families through the same runner as Run (and simrun
+// gate): a failing program is shrunk by deleting actions and printed with
+// its seed, and — unless $CI is set — saved under
+// testdata/workproof/<Test>/ (a fail file), which the next run replays
+// first, until it passes. Reports go to the test's artifact directory
+// (t.ArtifactDir: kept with go test -artifacts, else removed with the
+// test). Without opts.Server, Verify starts a private Postgres
 // (WORKPROOF_DATABASE_URL, else an ephemeral cluster) and stops it at the
 // end.
 //
 // Like nettest, Verify can miss a bug a longer run would find: run it with
-// -race, and raise the budget (or run simrun soak) before a release.
+// -race, and raise the budget (Options.Budget.Checks, or simrun gate
+// -checks) or run simrun soak before a release.
 func Verify(t *testing.T, sys contract.System, opts Options) {
 	t.Helper()
 	opts.System = sys
-	opts.Budget = opts.Budget.withDefaults()
-	if opts.Workers <= 0 {
-		opts.Workers = 2
+	opts = opts.withDefaults()
+	if err := opts.checkFamilies(); err != nil {
+		t.Fatalf("workproof: %v", err)
 	}
 	if opts.Server == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -57,72 +58,93 @@ func Verify(t *testing.T, sys contract.System, opts Options) {
 		t.Cleanup(func() { _ = srv.Close() })
 		opts.Server = srv
 	}
-	setRapidDefault("rapid.checks", strconv.Itoa(opts.Budget.Checks))
-	setRapidDefault("rapid.shrinktime", opts.Budget.ShrinkTime.String())
-	fams := opts.Families
-	if len(fams) == 0 {
-		fams = Families()
-	}
-	for _, f := range fams {
+	failDir := filepath.Join("testdata", "workproof", unsafeName.ReplaceAllString(t.Name(), "_"))
+	for _, f := range opts.Families {
 		t.Run(f, func(t *testing.T) {
-			if f == FamilyNamed {
-				verifyNamed(t, opts)
+			ctx, cancel := context.WithTimeout(context.Background(), opts.Budget.Time+10*opts.Budget.Settle+opts.Budget.ShrinkTime)
+			defer cancel()
+			if isPropertyFamily(f) && replayFailFile(ctx, t, opts, filepath.Join(failDir, f+".json")) {
 				return
 			}
-			if _, ok := familyKinds[f]; !ok {
-				t.Fatalf("workproof: unknown family %q (want one of %v)", f, Families())
-			}
-			gen := ProgramGen(f, opts.Workers, opts.Budget.Steps)
-			rapid.Check(t, func(rt *rapid.T) {
-				p := gen.Draw(rt, "program")
-				ctx, cancel := context.WithTimeout(context.Background(), 2*opts.Budget.Settle+time.Minute)
-				defer cancel()
-				ex, err := RunProgram(ctx, opts, p)
-				if err != nil {
-					rt.Fatalf("workproof: harness error: %v", err)
+			fo := opts
+			fo.Progress = func(ex Example) {
+				t.Run(ex.Name, func(t *testing.T) {
+					switch ex.Verdict {
+					case check.Unknown:
+						t.Skipf("workproof: inconclusive: %s", ex.Result.Reason)
+					case check.Invalid:
+						t.Errorf("workproof: %s %s is invalid (shrinking it; the family's failure follows)", ex.Family, ex.Name)
+					}
+				})
+				if opts.Progress != nil {
+					opts.Progress(ex)
 				}
-				if ex.Verdict == check.Invalid {
-					rt.Fatalf("%s", failureText(t, ex))
-				}
-			})
-		})
-	}
-}
-
-// setRapidDefault sets one of rapid's flags unless the command line did.
-func setRapidDefault(name, value string) {
-	set := false
-	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	if !set && flag.Lookup(name) != nil {
-		_ = flag.Set(name, value)
-	}
-}
-
-func verifyNamed(t *testing.T, opts Options) {
-	for _, sc := range NamedScenarios() {
-		t.Run(sc.Name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*opts.Budget.Settle+time.Minute)
-			defer cancel()
-			ex, err := runNamedExample(ctx, opts, sc)
-			if errors.Is(err, ErrNotReached) {
-				t.Skipf("workproof: inconclusive, the scenario does not fit this system: %v", err)
 			}
+			fr, err := runFamily(ctx, fo, f)
 			if err != nil {
-				t.Fatalf("workproof: %v", err)
+				t.Fatalf("workproof: harness error: %v", err)
 			}
-			switch ex.Verdict {
-			case check.Invalid:
-				t.Errorf("%s", failureText(t, ex))
-			case check.Unknown:
-				t.Errorf("workproof: inconclusive: %s", ex.Result.Reason)
+			if fr.Failure == nil {
+				return
 			}
+			msg := failureText(t, fr.Failure.Example, fr.Failure.Replay)
+			if fr.Failure.Program != nil && os.Getenv("CI") == "" {
+				path := filepath.Join(failDir, f+".json")
+				if err := writeFailFile(path, *fr.Failure.Program); err != nil {
+					msg += fmt.Sprintf("fail file not written: %v\n", err)
+				} else {
+					msg += fmt.Sprintf("fail file (replayed first next time): %s\n", path)
+				}
+			}
+			t.Error(msg)
 		})
 	}
+}
+
+// replayFailFile runs a counterexample a previous run saved. It reports
+// whether it still fails (and then fails t); a program that passes now is
+// removed, and the family runs as usual.
+func replayFailFile(ctx context.Context, t *testing.T, opts Options, path string) bool {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false
+	}
+	if err != nil {
+		t.Fatalf("workproof: fail file: %v", err)
+	}
+	var p Program
+	if err := json.Unmarshal(b, &p); err != nil {
+		t.Fatalf("workproof: fail file %s: %v (remove it)", path, err)
+	}
+	ex, err := RunProgram(ctx, opts, p)
+	if err != nil {
+		t.Fatalf("workproof: fail file %s: %v", path, err)
+	}
+	if ex.Verdict == check.Invalid {
+		ex.Name = "fail file " + path
+		t.Error(failureText(t, ex, fmt.Sprintf("go run ./cmd/simrun replay -system %s -program %s -expect %s", opts.Name, path, ex.Result.Violations[0].Invariant)))
+		return true
+	}
+	t.Logf("workproof: the saved counterexample %s passes now (%s): removed", path, ex.Verdict)
+	_ = os.Remove(path)
+	return false
+}
+
+func writeFailFile(path string, p Program) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(p, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
 
 // failureText is what a failing example prints: the violation lines, the
-// program and where the full report (with the evidence) was written.
-func failureText(t *testing.T, ex Example) string {
+// program, the replay command and where the full report (with the
+// evidence) was written.
+func failureText(t *testing.T, ex Example, replay string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "workproof: %d violation(s) in %s %s:\n", len(ex.Result.Violations), ex.Family, ex.Name)
 	for _, v := range ex.Result.Violations {
@@ -131,8 +153,9 @@ func failureText(t *testing.T, ex Example) string {
 	if ex.Program != nil {
 		b.WriteString(ex.Program.String())
 	}
-	if path, err := writeReport(t.Name(), ex); err == nil {
-		fmt.Fprintf(&b, "report (history, ledgers, state): %s\n", path)
+	fmt.Fprintf(&b, "replay: %s\n", replay)
+	if path, err := writeReport(t.ArtifactDir(), ex); err == nil {
+		fmt.Fprintf(&b, "report (history, ledgers, state): %s (kept with go test -artifacts)\n", path)
 	} else {
 		fmt.Fprintf(&b, "report not written: %v\n", err)
 	}
@@ -141,14 +164,8 @@ func failureText(t *testing.T, ex Example) string {
 
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 
-// writeReport saves the failing example with its evidence as JSON under the
-// temp dir (never the module: a green CI run leaves nothing behind).
-func writeReport(test string, ex Example) (string, error) {
-	dir := filepath.Join(os.TempDir(), "workproof-reports")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	name := fmt.Sprintf("%s-%s.json", unsafeName.ReplaceAllString(test, "_"), time.Now().Format("20060102-150405.000"))
+// writeReport saves the failing example with its evidence as JSON in dir.
+func writeReport(dir string, ex Example) (string, error) {
 	body, err := json.MarshalIndent(struct {
 		Example
 		Result any `json:"result"`
@@ -156,6 +173,6 @@ func writeReport(test string, ex Example) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	path := filepath.Join(dir, name)
+	path := filepath.Join(dir, unsafeName.ReplaceAllString(ex.Family+"-"+ex.Name, "_")+".json")
 	return path, os.WriteFile(path, body, 0o644)
 }

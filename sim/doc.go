@@ -12,10 +12,20 @@
 //	sim/crash     crash points on every statement and provider call; the step scheduler
 //	sim/history   the record: user requests, worker intervals, harness events
 //	sim/check     the validate phase: pure invariant checkers with a tri-state verdict
+//	sim/nemesis   the one fault catalogue: every fault kind, its seeded draw, inject and heal
 //
-// A run: New (database cloned from the system's migrated template, fakes,
-// network, N workers started), then any mix of Serve, Crash / Kill / Restart,
-// LinkFault, ProviderFault, DeployBug / DeployFix, TerminateBackends, Step
-// (scheduled mode); then Converge (heal everything, deploy fixes, restart
-// crashed workers, wait for the queue to drain, bounded) and Check; Close.
+// A run: New (database cloned from the system's migrated template — on a
+// server of its own with Options.PrivateServer —, the fakes of
+// fakes.Specs, the network, N workers started), then any mix of Serve and
+// the fault mechanisms (Crash / Kill / Restart, LinkFault, ProviderFault,
+// DeployBug / DeployFix, TerminateBackends, RestartPostgres,
+// InjectSQLError, Step in scheduled mode), which package sim/nemesis
+// drives; then Finish, the one way a run ends: heal everything, deploy
+// fixes, restart crashed workers, wait (bounded by Options.Settle) for the
+// system to settle and for provider calls in flight to land, then check
+// every invariant. CheckSafety checks a run cut short. Close.
+//
+// Files: env.go (Env, New, workers and their links, Finish), faults.go (the
+// link, crash, provider and bug mechanisms; the liveness phase),
+// postgres.go (a private server, Postgres restarts, injected SQL errors).
 package sim

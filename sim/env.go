@@ -58,24 +58,41 @@ type Options struct {
 	PoolSize int32
 	// ServeTimeout bounds each Serve; zero: 5s.
 	ServeTimeout time.Duration
-	// ProviderTimeout is the provider clients' per-call timeout; zero: 2s.
+	// ProviderTimeout is how long the system under test waits for a
+	// provider call, so that latency faults can aim just under and just
+	// over it; zero: 2s.
 	ProviderTimeout time.Duration
+	// Settle bounds the liveness phase of Finish: how long the system may
+	// take to settle once every fault is healed; zero: 15s.
+	Settle time.Duration
+	// PrivateServer runs the run's database on a Postgres server of its own
+	// (an ephemeral cluster started from Server's binaries, ~0.2s), so that
+	// a Postgres restart fault (RestartPostgres) hits this run alone. On a
+	// DSN server it is unavailable: New fails with an error matching
+	// ErrUnavailable. Zero: the database lives on Server.
+	PrivateServer bool
 }
+
+// ErrUnavailable is wrapped by every error that says a fault cannot run on
+// this environment (a Postgres restart on a shared server): the caller
+// reports it as not run, never as passed.
+var ErrUnavailable = errors.New("sim: fault unavailable here")
 
 // Env is one run of a system under test. Its methods are safe for
 // concurrent use, but a scenario normally drives it from one goroutine.
 type Env struct {
-	opts  Options
-	sys   contract.System
-	log   *slog.Logger
-	clock *fakes.OffsetClock
-	db    *pgenv.Database
-	admin *pgxpool.Pool // the harness's own: Inspect, resume, terminate
-	api   *pgxpool.Pool // Serve's: its statements are points of actor "api:<client>"
-	net   *netfault.Network
-	world *fakes.World
-	gate  *crash.Gate
-	rec   *history.Recorder
+	opts    Options
+	sys     contract.System
+	log     *slog.Logger
+	clock   *fakes.OffsetClock
+	db      *pgenv.Database
+	private *pgenv.Server // the run's own server (Options.PrivateServer); nil: none
+	admin   *pgxpool.Pool // the harness's own: Inspect, resume, terminate
+	api     *pgxpool.Pool // Serve's: its statements are points of actor "api:<client>"
+	net     *netfault.Network
+	world   *fakes.World
+	gate    *crash.Gate
+	rec     *history.Recorder
 
 	mu      sync.Mutex
 	slots   map[string]*slot
@@ -86,7 +103,10 @@ type Env struct {
 	closing bool
 	bugs    map[string]fakes.Fault // deployed bugs by name
 	// observed are the violations the scenario saw itself (Violate).
-	observed []check.Violation
+	observed  []check.Violation
+	nfaults   int      // provider faults so far, for unique IDs
+	sqlFaults int      // injected SQL errors so far, for unique names
+	sqlIDs    []string // injected SQL errors still installed
 }
 
 type slot struct {
@@ -135,6 +155,9 @@ func New(ctx context.Context, opts Options) (_ *Env, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if opts.Settle <= 0 {
+		opts.Settle = 15 * time.Second
+	}
 	e := &Env{
 		opts:   opts,
 		sys:    opts.System,
@@ -154,11 +177,17 @@ func New(ctx context.Context, opts Options) (_ *Env, err error) {
 	e.rec = history.New(history.Options{Clock: e.clock})
 	e.gate = crash.New(e.clock.Now, crash.Options{OnCrash: e.onCrash, Scheduled: opts.Scheduled})
 
-	tpl, err := opts.Server.Template(ctx, opts.Template, opts.System.Migrate)
+	if opts.PrivateServer {
+		if e.private, err = startPrivate(ctx, opts.Server, log); err != nil {
+			return nil, err
+		}
+		e.opts.Server = e.private
+	}
+	tpl, err := e.opts.Server.Template(ctx, opts.Template, opts.System.Migrate)
 	if err != nil {
 		return nil, fmt.Errorf("sim: template %q: %w", opts.Template, err)
 	}
-	if e.db, err = opts.Server.CreateDatabase(ctx, tpl); err != nil {
+	if e.db, err = e.opts.Server.CreateDatabase(ctx, tpl); err != nil {
 		return nil, fmt.Errorf("sim: database: %w", err)
 	}
 	if e.admin, err = e.newPool(ctx, e.db.DSN(), "workproof-harness", nil); err != nil {
@@ -391,6 +420,10 @@ func (e *Env) current(slotName string) (*incarnation, error) {
 	return s.cur, nil
 }
 
+// ProviderTimeout is how long the system waits for a provider call
+// (Options.ProviderTimeout).
+func (e *Env) ProviderTimeout() time.Duration { return e.opts.ProviderTimeout }
+
 // Recorder returns the run's history recorder.
 func (e *Env) Recorder() *history.Recorder { return e.rec }
 
@@ -500,6 +533,9 @@ func (e *Env) Close() error {
 		errs = append(errs, e.db.Drop(ctx))
 		cancel()
 	}
+	if e.private != nil {
+		errs = append(errs, e.private.Close())
+	}
 	return errors.Join(errs...)
 }
 
@@ -514,25 +550,44 @@ func (e *Env) Violate(v check.Violation) {
 	e.observed = append(e.observed, v)
 }
 
-// Result is what a run's Check found, with the evidence it read.
+// Result is what a run's checks found, with the evidence they read.
 type Result struct {
 	check.Result
 	Input   check.Input
 	Crashes []crash.Hit
 	// Points counts how often each crash point was passed.
 	Points map[string]int
-	// Settled says the system settled in the liveness phase (set by the
-	// caller of Converge).
+	// Settled says the system settled within Options.Settle in the liveness
+	// phase of Finish; false for CheckSafety.
 	Settled bool
 }
 
-// Check reads the three sources of truth (history, the fakes' ledgers, the
-// system's own state) and runs every invariant checker. healed says whether
-// the liveness phase (Converge) ran to its end, settled or not: a system
-// that did not settle once everything was healed is then reported by the
-// state checks. Without it those are skipped and the verdict is at best
-// Unknown.
-func (e *Env) Check(ctx context.Context, healed bool) (Result, error) {
+// Finish ends a run the one way every run ends: the liveness phase — heal
+// every link, clear every provider fault, deploy every fix, remove injected
+// SQL errors, leave scheduled mode, restart crashed workers, resume parked
+// work, then wait (bounded by Options.Settle) for the system to settle and
+// for provider requests still in flight to land — and then every invariant
+// checker on the three sources of truth (history, the fakes' ledgers, the
+// system's own state). Once nothing is broken any more, not settling is a
+// bug, which the state checks report. The Env stays usable: a soak runs
+// traffic again after each checkpoint's Finish.
+func (e *Env) Finish(ctx context.Context) (Result, error) {
+	settled, err := e.converge(ctx, e.opts.Settle)
+	if err != nil {
+		return Result{}, fmt.Errorf("sim: liveness phase: %w", err)
+	}
+	e.awaitInFlight(ctx, e.opts.ProviderTimeout+time.Second)
+	res, err := e.check(ctx, true)
+	res.Settled = settled
+	return res, err
+}
+
+// CheckSafety checks what was recorded so far with no liveness phase, for a
+// run cut short (interrupted): the safety checkers run, lost work and
+// convergence cannot be decided, so the verdict is at best Unknown.
+func (e *Env) CheckSafety(ctx context.Context) (Result, error) { return e.check(ctx, false) }
+
+func (e *Env) check(ctx context.Context, healed bool) (Result, error) {
 	state, err := e.Inspect(ctx)
 	if err != nil {
 		return Result{}, fmt.Errorf("sim: inspect: %w", err)
@@ -548,4 +603,19 @@ func (e *Env) Check(ctx context.Context, healed bool) (Result, error) {
 		Observed: observed,
 	}
 	return Result{Result: check.Check(in), Input: in, Crashes: e.gate.Hits(), Points: e.gate.Reached()}, nil
+}
+
+// awaitInFlight waits, at most bound, until no provider request is in
+// flight: a worker that lost its claim and goes on acting (a zombie) lands
+// its calls late, and a check taken before they land would miss the double
+// effect they make.
+func (e *Env) awaitInFlight(ctx context.Context, bound time.Duration) {
+	Await(ctx, bound, func() bool {
+		for _, r := range e.world.Snapshot().Requests {
+			if r.End.IsZero() {
+				return false
+			}
+		}
+		return true
+	})
 }

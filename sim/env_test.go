@@ -44,8 +44,8 @@ func events(e *sim.Env, kind history.EventKind) []history.Event {
 	return out
 }
 
-// A crash freezes the incarnation and severs its links; Converge restarts
-// the slot as a new incarnation that finishes the work.
+// A crash freezes the incarnation and severs its links; Finish restarts
+// the slot as a new incarnation that finishes the work, and checks.
 func TestCrashRestartConverge(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, 1)
@@ -61,16 +61,12 @@ func TestCrashRestartConverge(t *testing.T) {
 	if inc, _ := e.Incarnation("w1"); inc != "w1.1" {
 		t.Fatalf("incarnation %s before restart", inc)
 	}
-	settled, err := e.Converge(ctx, sim.ConvergeOptions{Timeout: 20 * time.Second})
-	if err != nil || !settled {
-		t.Fatalf("converge: settled=%v err=%v", settled, err)
+	res, err := e.Finish(ctx)
+	if err != nil || !res.Settled {
+		t.Fatalf("finish: settled=%v err=%v", res.Settled, err)
 	}
 	if inc, _ := e.Incarnation("w1"); inc != "w1.2" {
-		t.Fatalf("incarnation %s after converge, want w1.2", inc)
-	}
-	res, err := e.Check(ctx, true)
-	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("incarnation %s after finish, want w1.2", inc)
 	}
 	if res.Verdict != check.Valid {
 		t.Fatalf("verdict %s: %v", res.Verdict, res.Violations)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/workproof/workproof/contract"
@@ -143,8 +144,15 @@ func (e *Env) ActiveFaults() []string {
 	return out
 }
 
-// ProviderFault adds f to the fakes' fault plans.
+// ProviderFault adds f to the fakes' fault plans. A fault without an ID
+// gets one, so that ClearProviderFaults can remove it alone.
 func (e *Env) ProviderFault(f fakes.Fault) error {
+	if f.ID == "" {
+		e.mu.Lock()
+		e.nfaults++
+		f.ID = fmt.Sprintf("fault:%d", e.nfaults)
+		e.mu.Unlock()
+	}
 	if err := e.world.AddFault(f); err != nil {
 		return err
 	}
@@ -152,16 +160,36 @@ func (e *Env) ProviderFault(f fakes.Fault) error {
 	return nil
 }
 
-// ClearProviderFaults clears every provider fault plan (deployed bugs too).
+// ClearProviderFaults clears every provider fault but the deployed bugs
+// (FixBugs fixes those).
 func (e *Env) ClearProviderFaults() {
 	for _, f := range e.world.Faults().Faults {
-		e.rec.FaultOff(providerTarget(f), describeFault(f))
+		if strings.HasPrefix(f.ID, bugPrefix) {
+			continue
+		}
+		if e.world.ClearFault(f.ID) > 0 {
+			e.rec.FaultOff(providerTarget(f), describeFault(f))
+		}
 	}
-	e.world.ClearFaults()
-	e.mu.Lock()
-	e.bugs = map[string]fakes.Fault{}
-	e.mu.Unlock()
 }
+
+// FixBugs deploys the fix of every deployed bug (see DeployFix).
+func (e *Env) FixBugs(ctx context.Context) error {
+	e.mu.Lock()
+	names := make([]string, 0, len(e.bugs))
+	for n := range e.bugs {
+		names = append(names, n)
+	}
+	e.mu.Unlock()
+	sort.Strings(names)
+	var errs []error
+	for _, n := range names {
+		errs = append(errs, e.DeployFix(ctx, n))
+	}
+	return errors.Join(errs...)
+}
+
+const bugPrefix = "bug:"
 
 func providerTarget(f fakes.Fault) string {
 	t := f.Service
@@ -195,7 +223,7 @@ func describeFault(f fakes.Fault) string {
 // (a fakes endpoint name such as "CreateVM"; "" any) of service fails with a
 // 4xx until DeployFix. Work that hits it must park, visibly.
 func (e *Env) DeployBug(name, service, endpoint string) error {
-	f := fakes.Fault{ID: "bug:" + name, Service: service, Endpoint: endpoint, Mode: fakes.ModeIntransient, Message: "deployed bug " + name}
+	f := fakes.Fault{ID: bugPrefix + name, Service: service, Endpoint: endpoint, Mode: fakes.ModeIntransient, Message: "deployed bug " + name}
 	if err := e.world.AddFault(f); err != nil {
 		return err
 	}
@@ -216,7 +244,7 @@ func (e *Env) DeployFix(ctx context.Context, name string) error {
 	if !ok {
 		return nil
 	}
-	e.world.ClearFault("bug:" + name)
+	e.world.ClearFault(bugPrefix + name)
 	e.rec.DeployFix(name)
 	_, err := e.resume(ctx)
 	return err
@@ -300,32 +328,25 @@ func (e *Env) Step(ctx context.Context, quiet time.Duration) (p crash.Parked, ok
 	return p, true
 }
 
-// ConvergeOptions bounds Converge.
-type ConvergeOptions struct {
-	// Timeout bounds the wait; zero: 30s.
-	Timeout time.Duration
-	// Poll is how often the system's state is read; zero: 50ms.
-	Poll time.Duration
-}
-
-// Converge is the liveness phase: it heals every link, clears every provider
-// fault and deployed bug, leaves scheduled mode, restarts crashed workers,
-// resumes parked work, and waits until the system reports no active work,
-// no work left and every instance at its desired generation. It returns
-// false (not an error) when that does not happen within the bound: the run
-// is then inconclusive, unless a safety check fails.
-func (e *Env) Converge(ctx context.Context, opts ConvergeOptions) (bool, error) {
-	if opts.Timeout <= 0 {
-		opts.Timeout = 30 * time.Second
-	}
-	if opts.Poll <= 0 {
-		opts.Poll = 50 * time.Millisecond
-	}
+// converge is Finish's liveness phase: it heals every link, clears every
+// provider fault and deployed bug, removes injected SQL errors, leaves
+// scheduled mode, restarts crashed workers, resumes parked work, and waits
+// until the system reports no active work, no work left and every instance
+// at its desired generation. It returns false (not an error) when that does
+// not happen within timeout.
+func (e *Env) converge(ctx context.Context, timeout time.Duration) (bool, error) {
+	const poll = 50 * time.Millisecond
 	e.gate.SetScheduled(false)
 	if err := e.HealLinks(); err != nil {
 		return false, err
 	}
 	e.ClearProviderFaults()
+	if err := e.FixBugs(ctx); err != nil {
+		return false, err
+	}
+	if err := e.ClearSQLErrors(ctx); err != nil {
+		return false, err
+	}
 	for _, name := range e.Workers() {
 		inc, err := e.current(name)
 		if err != nil {
@@ -343,7 +364,7 @@ func (e *Env) Converge(ctx context.Context, opts ConvergeOptions) (bool, error) 
 			return false, err
 		}
 	}
-	deadline := time.Now().Add(opts.Timeout)
+	deadline := time.Now().Add(timeout)
 	for {
 		if _, err := e.resume(ctx); err != nil && ctx.Err() != nil {
 			return false, err
@@ -358,7 +379,7 @@ func (e *Env) Converge(ctx context.Context, opts ConvergeOptions) (bool, error) 
 		select {
 		case <-ctx.Done():
 			return false, ctx.Err()
-		case <-time.After(opts.Poll):
+		case <-time.After(poll):
 		}
 	}
 }

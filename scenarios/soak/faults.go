@@ -2,44 +2,33 @@ package soak
 
 import (
 	"context"
-	"fmt"
+	"errors"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"time"
 
-	"github.com/workproof/workproof/fakes"
 	"github.com/workproof/workproof/sim"
-	"github.com/workproof/workproof/sim/crash"
-	"github.com/workproof/workproof/sim/netfault"
+	"github.com/workproof/workproof/sim/nemesis"
 )
 
-// Nemesis actions, as counted in the report's Faults and named in its
-// Events.
+// Nemesis events that are not faults of the catalogue, as counted in the
+// report's Faults and named in its Events (a fault is counted under its
+// kind's name).
 const (
-	actLinkLatency       = "link-latency"
-	actLinkBlackhole     = "link-blackhole"
-	actLinkReset         = "link-reset"
-	actLinkCut           = "link-cut"
-	actLinkPartition     = "link-partition"
-	actHealLinks         = "heal-links"
-	actProviderTransient = "provider-transient"
-	actProviderAmbiguous = "provider-ambiguous"
-	actCrash             = "crash-armed"
-	actKill              = "kill"
-	actRestart           = "restart"
-	actTermListener      = "terminate-listener"
-	actTermWorker        = "terminate-worker"
-	actDeployBug         = "deploy-bug"
-	actDeployFix         = "deploy-fix"
+	actHeal    = "heal"    // a class of faults healed after its hold
+	actRestart = "restart" // a crashed or killed worker restarted
 )
 
-// Profile is a named mix of faults for Run. Its nemesis acts every
-// Gap on average (a uniform draw in [Gap/2, 3Gap/2]), choosing one action
-// by weight; link faults are healed together a drawn hold time after the
-// first of them, crashed and killed workers are restarted after a drawn
-// downtime, a deployed bug is fixed after a drawn time. Every draw comes
-// from the soak's seeded nemesis stream; toxiproxy's own randomness is
-// never used.
+// Profile is a named mix of faults for Run: a weighting over the kinds of
+// the one fault catalogue (package sim/nemesis). Its nemesis acts every Gap
+// on average (a uniform draw in [Gap/2, 3Gap/2]), choosing one kind by
+// weight and drawing its parameters; network faults are healed together a
+// drawn hold time after the first of them, as are provider outages and
+// slowdowns, and injected SQL errors; crashed and killed workers are
+// restarted after a drawn downtime; a deployed bug is fixed after a drawn
+// time. Every draw comes from the soak's seeded nemesis stream; toxiproxy's
+// own randomness is never used.
 type Profile struct {
 	Name string
 	// Doc says what the profile injects, for --help.
@@ -47,14 +36,14 @@ type Profile struct {
 	// Gap is the mean time between two actions; zero: no faults at all.
 	Gap time.Duration
 
-	actions []weighted
-	hold    [2]time.Duration // link faults held for a draw in this range
-	down    [2]time.Duration // downtime of a crashed or killed worker
-	bugFor  [2]time.Duration // time until a deployed bug is fixed
+	kinds  []weighted
+	hold   [2]time.Duration // network, provider and Postgres faults held for a draw in this range
+	down   [2]time.Duration // downtime of a crashed or killed worker
+	bugFor [2]time.Duration // time until a deployed bug is fixed
 }
 
 type weighted struct {
-	kind   string
+	kind   string // a nemesis kind name
 	weight int
 }
 
@@ -72,24 +61,28 @@ func Profiles() []Profile {
 				"answer (effect applied, answer lost), a LISTEN session terminated, a worker crash at a " +
 				"random point (restarted within 1s)",
 			Gap: 1500 * time.Millisecond,
-			actions: []weighted{
-				{actLinkLatency, 4}, {actProviderTransient, 3}, {actProviderAmbiguous, 1},
-				{actTermListener, 1}, {actCrash, 1},
+			kinds: []weighted{
+				{nemesis.KindLinkLatency, 4}, {nemesis.KindProviderTransient, 3}, {nemesis.KindProviderAmbiguous, 1},
+				{nemesis.KindTerminateListener, 1}, {nemesis.KindCrash, 1},
 			},
 			hold: [2]time.Duration{500 * time.Millisecond, 3 * time.Second},
 			down: [2]time.Duration{200 * time.Millisecond, time.Second},
 		},
 		{
 			Name: "chaos",
-			Doc: "every ~0.4s one of: link latency, blackhole, reset, cut mid-stream or partition on a " +
-				"random worker × upstream; transient and ambiguous provider faults (500, dropped or hung " +
-				"answers after the effect); worker crashes at random points and kills, restarted within " +
-				"1.5s; worker and LISTEN sessions terminated; an intransient bug deployed, then fixed",
+			Doc: "every ~0.4s one fault of the whole catalogue: link latency, blackhole, reset, cut or partition " +
+				"on a random worker (or every worker) × upstream; transient, ambiguous, slow, timed-out and down " +
+				"providers; worker crashes at random points and kills, restarted within 1.5s; worker and LISTEN " +
+				"sessions terminated; SQL errors in a worker's session; an intransient bug deployed, then fixed; " +
+				"and, on a server of the soak's own, Postgres restarts",
 			Gap: 400 * time.Millisecond,
-			actions: []weighted{
-				{actLinkLatency, 3}, {actLinkBlackhole, 1}, {actLinkReset, 1}, {actLinkCut, 1}, {actLinkPartition, 1},
-				{actProviderTransient, 3}, {actProviderAmbiguous, 2},
-				{actCrash, 3}, {actKill, 1}, {actTermListener, 1}, {actTermWorker, 1}, {actDeployBug, 1},
+			kinds: []weighted{
+				{nemesis.KindLinkLatency, 3}, {nemesis.KindLinkBlackhole, 1}, {nemesis.KindLinkReset, 1},
+				{nemesis.KindLinkCut, 1}, {nemesis.KindLinkPartition, 1},
+				{nemesis.KindProviderTransient, 3}, {nemesis.KindProviderAmbiguous, 2}, {nemesis.KindProviderSlow, 1},
+				{nemesis.KindProviderOutage, 1}, {nemesis.KindProviderTimeoutEdge, 1},
+				{nemesis.KindCrash, 3}, {nemesis.KindKill, 1}, {nemesis.KindTerminateListener, 1}, {nemesis.KindTerminateWorker, 1},
+				{nemesis.KindDeployBug, 1}, {nemesis.KindSQLError, 1}, {nemesis.KindPostgresRestart, 1},
 			},
 			hold:   [2]time.Duration{300 * time.Millisecond, 2500 * time.Millisecond},
 			down:   [2]time.Duration{100 * time.Millisecond, 1500 * time.Millisecond},
@@ -117,67 +110,34 @@ func ProfileNames() []string {
 	return out
 }
 
-// crashRules are the rules a crash is armed with: the moments the bug
-// classes live at (after an effect, before the commit that records it),
-// and "anywhere". A third of the crashes instead pick a point the workers
-// actually passed.
-var crashRules = []crash.Rule{
-	{At: "sql:commit"},
-	{At: "sql:"},
-	{},
-	{At: "cloud:"},
-	{At: "cloud:CreateVM:done"},
-	{After: "cloud:CreateVM:done", At: "sql:"},
-	{After: "cloud:CreateVM:done", At: "sql:commit"},
-	{At: "billing:CreateCharge:done"},
-	{After: "billing:CreateCharge:done", At: "sql:commit"},
-	{At: "kube:Apply:done"},
-	{At: "cloud:TerminateVM:done"},
-	{After: "email:Send:done", At: "sql:"},
-}
-
-// mutations are the effectful endpoints of each provider, for ambiguous
-// faults ("" is any request of the service).
-var mutations = map[string][]string{
-	fakes.ServiceCloud:   {"CreateVM", "ResizeVM", "TerminateVM", ""},
-	fakes.ServiceBilling: {"CreateCharge", "Refund", ""},
-	fakes.ServiceKube:    {"Apply", "Delete", ""},
-	fakes.ServiceEmail:   {"Send"},
-}
-
-var providers = []string{fakes.ServiceCloud, fakes.ServiceBilling, fakes.ServiceKube, fakes.ServiceEmail}
-
-// bugs are where a deployed bug can sit: an endpoint every change needs.
-var bugs = [][2]string{
-	{fakes.ServiceCloud, "CreateVM"}, {fakes.ServiceCloud, "ResizeVM"}, {fakes.ServiceBilling, "CreateCharge"}, {fakes.ServiceKube, "Apply"},
+// restarts reports whether the profile may restart Postgres, which needs a
+// server private to the soak.
+func (p Profile) restarts() bool {
+	return slices.ContainsFunc(p.kinds, func(w weighted) bool { return w.kind == nemesis.KindPostgresRestart })
 }
 
 // nemesis injects a fault profile into a soak's Env. It runs on one
 // goroutine during traffic segments; between them a checkpoint heals
 // everything, so each segment starts from a clean slate.
-type nemesis struct {
+type nemesisLoop struct {
 	s    *soak
 	rng  *rand.Rand
 	prof Profile
 
-	linksUntil time.Time // heal every link fault then; zero: none on
-	bug        string    // deployed bug; "" none
-	bugUntil   time.Time
-	nbugs      int
-	restartAt  map[string]time.Time // crashed slot → when to restart it
-	armed      map[string]string    // slot → incarnation armed with a crash
+	healAt    map[nemesis.Class]time.Time // heal the class then; absent: nothing on
+	restartAt map[string]time.Time        // crashed slot → when to restart it
+	armed     map[string]string           // slot → incarnation armed with a crash
 }
 
-func newNemesis(s *soak, rng *rand.Rand) *nemesis {
-	return &nemesis{s: s, rng: rng, prof: s.prof}
+func newNemesis(s *soak, rng *rand.Rand) *nemesisLoop {
+	return &nemesisLoop{s: s, rng: rng, prof: s.prof}
 }
 
-func (n *nemesis) env() *sim.Env { return n.s.env }
+func (n *nemesisLoop) env() *sim.Env { return n.s.env }
 
 // run acts until ctx ends.
-func (n *nemesis) run(ctx context.Context) {
-	n.linksUntil, n.bug, n.bugUntil = time.Time{}, "", time.Time{}
-	n.restartAt, n.armed = map[string]time.Time{}, map[string]string{}
+func (n *nemesisLoop) run(ctx context.Context) {
+	n.healAt, n.restartAt, n.armed = map[nemesis.Class]time.Time{}, map[string]time.Time{}, map[string]string{}
 	if n.prof.Gap <= 0 {
 		<-ctx.Done()
 		return
@@ -201,18 +161,16 @@ func (n *nemesis) run(ctx context.Context) {
 }
 
 // between draws a duration in [lo, hi].
-func (n *nemesis) between(lo, hi time.Duration) time.Duration {
+func (n *nemesisLoop) between(lo, hi time.Duration) time.Duration {
 	if hi <= lo {
 		return lo
 	}
 	return lo + time.Duration(n.rng.Int64N(int64(hi-lo)+1))
 }
 
-func pick[T any](rng *rand.Rand, xs []T) T { return xs[rng.IntN(len(xs))] }
-
 // fail logs a failed action; one that failed because the segment ended is
 // not worth a word.
-func (n *nemesis) fail(ctx context.Context, action string, err error) {
+func (n *nemesisLoop) fail(ctx context.Context, action string, err error) {
 	if err == nil || ctx.Err() != nil {
 		return
 	}
@@ -220,25 +178,19 @@ func (n *nemesis) fail(ctx context.Context, action string, err error) {
 	n.s.note("nemesis-error", action, err.Error())
 }
 
-// housekeep ends what is due: link faults, a deployed bug, and the
-// downtime of crashed workers.
-func (n *nemesis) housekeep(ctx context.Context, now time.Time) {
+// housekeep ends what is due: held faults of a class, and the downtime of
+// crashed workers.
+func (n *nemesisLoop) housekeep(ctx context.Context, now time.Time) {
 	e := n.env()
-	if !n.linksUntil.IsZero() && now.After(n.linksUntil) {
-		n.linksUntil = time.Time{}
-		if err := e.HealLinks(); err != nil {
-			n.fail(ctx, actHealLinks, err)
-		} else {
-			n.s.note(actHealLinks, "", "")
+	for _, c := range slices.Sorted(maps.Keys(n.healAt)) {
+		if now.Before(n.healAt[c]) {
+			continue
 		}
-	}
-	if n.bug != "" && now.After(n.bugUntil) {
-		bug := n.bug
-		n.bug = ""
-		if err := e.DeployFix(ctx, bug); err != nil {
-			n.fail(ctx, actDeployFix, err)
+		delete(n.healAt, c)
+		if err := nemesis.Heal(ctx, e, c); err != nil {
+			n.fail(ctx, actHeal, err)
 		} else {
-			n.s.note(actDeployFix, "", bug)
+			n.s.note(actHeal, string(c), "")
 		}
 	}
 	for _, w := range e.Workers() {
@@ -264,229 +216,85 @@ func (n *nemesis) housekeep(ctx context.Context, now time.Time) {
 	}
 }
 
-// live returns the slots whose current incarnation has not crashed.
-func (n *nemesis) live() []string {
-	var out []string
-	for _, w := range n.env().Workers() {
-		if !n.env().Crashed(w) {
-			out = append(out, w)
-		}
-	}
-	return out
-}
-
-func (n *nemesis) draw() string {
+func (n *nemesisLoop) draw() nemesis.Kind {
 	total := 0
-	for _, a := range n.prof.actions {
-		total += a.weight
+	for _, w := range n.prof.kinds {
+		total += w.weight
 	}
 	r := n.rng.IntN(total)
-	for _, a := range n.prof.actions {
-		if r < a.weight {
-			return a.kind
+	name := n.prof.kinds[len(n.prof.kinds)-1].kind
+	for _, w := range n.prof.kinds {
+		if r < w.weight {
+			name = w.kind
+			break
 		}
-		r -= a.weight
+		r -= w.weight
 	}
-	return n.prof.actions[len(n.prof.actions)-1].kind
+	k, _ := nemesis.KindNamed(name)
+	return k
 }
 
-// act draws one action and does it.
-func (n *nemesis) act(ctx context.Context) {
-	kind := n.draw()
-	switch kind {
-	case actLinkLatency, actLinkBlackhole, actLinkReset, actLinkCut, actLinkPartition:
-		n.linkFault(ctx, kind)
-	case actProviderTransient:
-		n.providerTransient(ctx)
-	case actProviderAmbiguous:
-		n.providerAmbiguous(ctx)
-	case actCrash:
-		n.crash(ctx)
-	case actKill:
-		n.kill(ctx)
-	case actTermListener, actTermWorker:
-		n.terminate(ctx, kind)
-	case actDeployBug:
-		n.deployBug(ctx)
+// act draws one fault and injects it, then schedules its heal.
+func (n *nemesisLoop) act(ctx context.Context) {
+	e := n.env()
+	k := n.draw()
+	if k.Available(e) != nil {
+		return // e.g. a Postgres restart on a shared server: the profile skips it
 	}
-}
-
-func (n *nemesis) direction() netfault.Direction {
-	if n.rng.IntN(2) == 0 {
-		return netfault.Downstream
-	}
-	return netfault.Upstream
-}
-
-func (n *nemesis) linkFault(ctx context.Context, kind string) {
-	live := n.live()
-	if len(live) == 0 {
+	space := nemesis.NewSpace(len(e.Workers()))
+	space.Reached = slices.Sorted(maps.Keys(e.Gate().Reached()))
+	f := k.Draw(nemesis.RandDrawer{R: n.rng}, space)
+	if f.Kind == nemesis.KindCrash && !n.arm(f) {
 		return
 	}
-	w := pick(n.rng, live)
-	up := pick(n.rng, sim.Upstreams())
-	var f netfault.Fault
-	switch kind {
-	case actLinkLatency:
-		f = netfault.Latency{Delay: n.between(20*time.Millisecond, 300*time.Millisecond).Round(time.Millisecond), Dir: n.direction()}
-	case actLinkBlackhole:
-		f = netfault.Blackhole{Dir: n.direction()}
-	case actLinkReset:
-		f = netfault.Reset{}
-	case actLinkCut:
-		f = netfault.CutAfter{Bytes: n.rng.Int64N(4096), Dir: n.direction()}
-	case actLinkPartition:
-		f = netfault.Partition{}
+	if f.Kind == nemesis.KindDeployBug && n.healAt[nemesis.ClassDeploy] != (time.Time{}) {
+		return // one deployed bug at a time
 	}
-	hold := n.between(n.prof.hold[0], n.prof.hold[1])
-	if err := n.env().LinkFault(w, up, f); err != nil {
-		n.fail(ctx, kind, err)
+	if err := nemesis.Inject(ctx, e, f); err != nil {
+		if !errors.Is(err, sim.ErrUnavailable) {
+			n.fail(ctx, k.Name(), err)
+		}
 		return
 	}
-	if n.linksUntil.IsZero() {
-		// Not extended by later faults: every link heals at the first
-		// fault's end, so links cycle between broken and whole instead of
-		// staying broken while faults keep coming.
-		n.linksUntil = time.Now().Add(hold)
+	n.s.note(k.Name(), f.Worker, f.String())
+	switch c := k.Class(); c {
+	case nemesis.ClassNetwork, nemesis.ClassPostgres:
+		n.holdUntil(c, n.between(n.prof.hold[0], n.prof.hold[1]))
+	case nemesis.ClassProvider:
+		if f.Kind == nemesis.KindProviderSlow || f.Kind == nemesis.KindProviderOutage {
+			n.holdUntil(c, n.between(n.prof.hold[0], n.prof.hold[1]))
+		}
+	case nemesis.ClassDeploy:
+		n.holdUntil(c, n.between(n.prof.bugFor[0], n.prof.bugFor[1]))
 	}
-	inc, _ := n.env().Incarnation(w)
-	n.s.note(kind, inc+"/"+up, f.String())
 }
 
-func (n *nemesis) providerTransient(ctx context.Context) {
-	svc := pick(n.rng, providers)
-	f := fakes.Fault{Service: svc, Mode: fakes.ModeFailBefore, Times: 1 + n.rng.IntN(3)}
-	switch r := n.rng.IntN(100); {
-	case r < 60:
-		f.Status = 503
-	case r < 85:
-		f.Status = 429
-	default:
-		f.Drop = true
+// holdUntil schedules the heal of class, unless one is pending: not
+// extended by later faults, so every fault of the class heals at the first
+// one's end and the system cycles between broken and whole instead of
+// staying broken while faults keep coming.
+func (n *nemesisLoop) holdUntil(c nemesis.Class, hold time.Duration) {
+	if _, ok := n.healAt[c]; !ok {
+		n.healAt[c] = time.Now().Add(hold)
 	}
-	n.provider(ctx, actProviderTransient, f)
 }
 
-func (n *nemesis) providerAmbiguous(ctx context.Context) {
-	svc := pick(n.rng, providers)
-	f := fakes.Fault{Service: svc, Endpoint: pick(n.rng, mutations[svc]), Mode: fakes.ModeFailAfter, Times: 1}
-	switch r := n.rng.IntN(100); {
-	case r < 50:
-		f.Status = 500
-	case r < 80:
-		f.Drop = true
-	default:
-		f.Hang = true // until the client gives up
+// arm keeps one armed crash per incarnation: it reports whether f may be
+// injected, and records it.
+func (n *nemesisLoop) arm(f nemesis.Fault) bool {
+	e := n.env()
+	slots := []string{f.Worker}
+	if f.Worker == nemesis.AllWorkers {
+		slots = e.Workers()
 	}
-	n.provider(ctx, actProviderAmbiguous, f)
-}
-
-func (n *nemesis) provider(ctx context.Context, kind string, f fakes.Fault) {
-	if err := n.env().ProviderFault(f); err != nil {
-		n.fail(ctx, kind, err)
-		return
-	}
-	target := f.Service
-	if f.Endpoint != "" {
-		target += "/" + f.Endpoint
-	}
-	detail := string(f.Mode)
-	switch {
-	case f.Drop:
-		detail += " drop"
-	case f.Hang:
-		detail += " hang"
-	default:
-		detail += fmt.Sprintf(" %d", f.Status)
-	}
-	n.s.note(kind, target, fmt.Sprintf("%s ×%d", detail, f.Times))
-}
-
-func (n *nemesis) crash(ctx context.Context) {
-	var free []string // live slots with no crash armed in this incarnation
-	for _, w := range n.live() {
-		inc, err := n.env().Incarnation(w)
-		if err == nil && n.armed[w] != inc {
-			free = append(free, w)
+	for _, w := range slots {
+		inc, err := e.Incarnation(w)
+		if err != nil || e.Crashed(w) || n.armed[w] == inc {
+			return false
 		}
 	}
-	if len(free) == 0 {
-		return
+	for _, w := range slots {
+		n.armed[w], _ = e.Incarnation(w)
 	}
-	w := pick(n.rng, free)
-	var rule crash.Rule
-	if n.rng.IntN(3) == 0 {
-		if points := passedPoints(n.env()); len(points) > 0 {
-			rule = crash.Rule{At: pick(n.rng, points)}
-		}
-	}
-	if rule == (crash.Rule{}) {
-		rule = pick(n.rng, crashRules)
-	}
-	if err := n.env().Crash(w, rule); err != nil {
-		n.fail(ctx, actCrash, err)
-		return
-	}
-	inc, _ := n.env().Incarnation(w)
-	n.armed[w] = inc
-	n.s.note(actCrash, inc, rule.String())
-}
-
-// passedPoints returns the worker points passed so far, sorted, so that a
-// draw from them depends on the seed and the set, not on map order.
-func passedPoints(e *sim.Env) []string {
-	var out []string
-	for p := range e.Gate().Reached() {
-		out = append(out, p)
-	}
-	slices.Sort(out)
-	return out
-}
-
-func (n *nemesis) kill(ctx context.Context) {
-	live := n.live()
-	if len(live) == 0 {
-		return
-	}
-	w := pick(n.rng, live)
-	inc, _ := n.env().Incarnation(w)
-	if err := n.env().Kill(w); err != nil {
-		n.fail(ctx, actKill, err)
-		return
-	}
-	n.s.note(actKill, inc, "")
-}
-
-func (n *nemesis) terminate(ctx context.Context, kind string) {
-	live := n.live()
-	if len(live) == 0 {
-		return
-	}
-	w := pick(n.rng, live)
-	which := sim.ListenerBackends
-	if kind == actTermWorker {
-		which = sim.WorkerBackends
-	}
-	k, err := n.env().TerminateBackends(ctx, w, which)
-	if err != nil {
-		n.fail(ctx, kind, err)
-		return
-	}
-	inc, _ := n.env().Incarnation(w)
-	n.s.note(kind, inc, fmt.Sprintf("%d sessions", k))
-}
-
-func (n *nemesis) deployBug(ctx context.Context) {
-	if n.bug != "" {
-		return
-	}
-	where := pick(n.rng, bugs)
-	n.nbugs++
-	name := fmt.Sprintf("soak-bug-%d-%s", n.nbugs, where[1])
-	if err := n.env().DeployBug(name, where[0], where[1]); err != nil {
-		n.fail(ctx, actDeployBug, err)
-		return
-	}
-	n.bug, n.bugUntil = name, time.Now().Add(n.between(n.prof.bugFor[0], n.prof.bugFor[1]))
-	n.s.note(actDeployBug, where[0]+"/"+where[1], name)
+	return true
 }

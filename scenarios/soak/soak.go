@@ -128,9 +128,9 @@ func (o *Options) defaults() error {
 // and gets on a bounded set of instance ids at Rate (busy answers are
 // normal), while the nemesis of the fault profile switches whole faults on
 // and off. Every CheckEvery of traffic time, and at the end, traffic and
-// faults pause and a checkpoint runs: sim.Env.Converge (heal everything,
-// deploy fixes, restart crashed workers, wait for the queue to drain), then
-// sim.Env.Check with healed=true on the whole history so far. A violation
+// faults pause and a checkpoint runs: sim.Env.Finish (heal everything,
+// deploy fixes, restart crashed workers, wait for the queue to drain, then
+// every check on the whole history so far). A violation
 // ends the run at that checkpoint unless KeepGoing.
 //
 // Every random draw (requests, fault choices, hold times, crash rules)
@@ -138,7 +138,7 @@ func (o *Options) defaults() error {
 // interleaving, so a soak is not replayed exactly; the same seed repeats the
 // same draws.
 //
-// sim.Env.Check reads the whole history, ledgers and state each time, so a
+// sim.Env.Finish reads the whole history, ledgers and state each time, so a
 // checkpoint costs time proportional to everything recorded so far: 0.1–0.3s
 // after 2 minutes at 20 requests/s, ~2s after 25,000 requests. For runs of
 // hours checkpoints grow slower and Report.Evidence (the deciding check's
@@ -220,6 +220,10 @@ func (s *soak) run(ctx context.Context) (err error) {
 		Workers: s.opts.Workers,
 		Seed:    s.opts.Seed,
 		Logger:  s.opts.EnvLogger,
+		Settle:  s.opts.ConvergeTimeout,
+		// A profile that restarts Postgres gets a server of the soak's own,
+		// where one can be had; elsewhere its restarts are skipped.
+		PrivateServer: s.prof.restarts() && s.opts.Server.Kind() != "dsn",
 	})
 	if err != nil {
 		s.rep.Ended, s.rep.Verdict = reports.EndError, check.Unknown
@@ -300,7 +304,7 @@ func (s *soak) elapsed() reports.Duration {
 
 // segment runs traffic and faults for d (or until ctx ends), then stops
 // both and waits for every request in flight and the nemesis to finish.
-func (s *soak) segment(ctx context.Context, d time.Duration, tr *traffic, nem *nemesis) {
+func (s *soak) segment(ctx context.Context, d time.Duration, tr *traffic, nem *nemesisLoop) {
 	segCtx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	s.mu.Lock()
@@ -332,20 +336,13 @@ func (s *soak) checkpoint(ctx context.Context, i int, final bool) (reports.Check
 		cp.Took = reports.Duration(time.Since(began).Round(time.Millisecond))
 		s.rep.Checkpoints = append(s.rep.Checkpoints, cp)
 	}
-	settled, err := s.env.Converge(ctx, sim.ConvergeOptions{Timeout: s.opts.ConvergeTimeout})
+	res, err := s.env.Finish(ctx)
 	if err != nil {
 		cp.Error = err.Error()
 		record()
-		return cp, sim.Result{}, fmt.Errorf("converge: %w", err)
+		return cp, sim.Result{}, err
 	}
-	res, err := s.env.Check(ctx, true)
-	if err != nil {
-		cp.Error = err.Error()
-		record()
-		return cp, sim.Result{}, fmt.Errorf("check: %w", err)
-	}
-	res.Settled = settled
-	cp.Settled, cp.Verdict, cp.Violations = settled, res.Verdict, len(res.Violations)
+	cp.Settled, cp.Verdict, cp.Violations = res.Settled, res.Verdict, len(res.Violations)
 	s.mu.Lock()
 	cp.New = s.rep.Merge(cp, res.Violations)
 	s.violations = len(s.rep.Violations)
@@ -372,7 +369,7 @@ func (s *soak) interrupted() {
 	s.rep.Ended = reports.EndInterrupted
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	res, err := s.env.Check(ctx, false)
+	res, err := s.env.CheckSafety(ctx)
 	cp := reports.Checkpoint{Index: len(s.rep.Checkpoints), At: reports.Duration(s.trafficTime().Round(time.Millisecond)), Elapsed: s.elapsed(), Final: true}
 	if err != nil {
 		cp.Error = err.Error()

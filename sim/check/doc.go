@@ -9,11 +9,13 @@
 //     and whether the run was healed (its liveness phase ran).
 //   - Violation: one line per problem (invariant, instance, idempotency
 //     keys, history op indexes, message); Rule names the exact check.
-//   - One checker per invariant, each a pure function of Input returning
-//     violations in a deterministic order:
+//   - Invariant, and one checker per invariant in one registry (checkers,
+//     in check.go; Invariants lists them with what each proves): each a
+//     pure function of Input returning violations in a deterministic order:
 //     Orphans ("orphan"), DoubleBilling ("double-billing"), Races ("race"),
 //     LostWork ("lost-work"), Convergence ("convergence") and AtMostOnce
-//     ("at-most-once"). All runs them all and sorts.
+//     ("at-most-once"). All runs them all and sorts by registry order. A
+//     new invariant is one file with its checker and one registry entry.
 //   - Check: All plus a tri-state Verdict (Valid / Invalid / Unknown, as in
 //     porcupine and Maelstrom) and Reached, the interesting paths the input
 //     shows were exercised (Antithesis "sometimes"), so that a green run
@@ -37,6 +39,8 @@
 //     were inside at once; see Races for the evidence rules. Times from the
 //     history and the ledger are compared directly, so the harness must give
 //     the recorder and the fakes one clock.
-//   - Emails are sent after commit (at-most-once effects), outside the claim,
-//     so email requests are never evidence of a worker being inside an item.
+//   - Services without idempotency (fakes.Spec.AtMostOnce, listed in
+//     Ledger.AtMostOnce: the email service) are called after commit,
+//     outside the claim, so their requests are never evidence of a worker
+//     being inside an item, and AtMostOnce counts their effects per event.
 package check

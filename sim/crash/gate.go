@@ -3,6 +3,7 @@ package crash
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"sync"
@@ -31,12 +32,19 @@ type Options struct {
 type Rule struct {
 	After string `json:"after,omitempty"`
 	At    string `json:"at,omitempty"`
+	// Nth fires at the Nth point matching At (once After was passed), so a
+	// rule can aim at one occurrence of a point a worker passes several
+	// times; zero: the first.
+	Nth int `json:"nth,omitempty"`
 }
 
 func (r Rule) String() string {
 	at := r.At
 	if at == "" {
 		at = "any point"
+	}
+	if r.Nth > 1 {
+		at = fmt.Sprintf("%s (#%d)", at, r.Nth)
 	}
 	if r.After == "" {
 		return "at " + at
@@ -60,6 +68,7 @@ type Parked struct {
 
 type arm struct {
 	rule   Rule
+	seen   int    // points matching At passed so far (once After was)
 	passed bool   // After has been seen
 	action func() // nil: crash; else run it and go on
 }
@@ -186,6 +195,9 @@ func (g *Gate) point(ctx context.Context, worker, point string, park bool) error
 			continue
 		}
 		if strings.HasPrefix(point, a.rule.At) {
+			if a.seen++; a.seen < a.rule.Nth {
+				continue
+			}
 			w.arms = append(w.arms[:i:i], w.arms[i+1:]...)
 			if a.action != nil {
 				g.counts[point]-- // counted again below
