@@ -223,12 +223,13 @@ func parked(ctx context.Context, e *sim.Env) bool {
 	return slices.ContainsFunc(s.Work, func(w contract.WorkItem) bool { return w.Parked && w.Reason != "" })
 }
 
-// rejections counts the requests of service endpoint for owner that an
-// intransient fault (a deployed bug) rejected.
+// rejections counts the requests of service endpoint for owner ("" for
+// any) that an intransient fault (a deployed bug) rejected.
 func rejections(e *sim.Env, service, endpoint, owner string) int {
 	n := 0
+	is := func(got, want string) bool { return want == "" || got == want }
 	for _, r := range e.Providers().Snapshot().Requests {
-		if r.Service == service && r.Endpoint == endpoint && r.Owner == owner &&
+		if is(r.Service, service) && is(r.Endpoint, endpoint) && is(r.Owner, owner) &&
 			slices.Contains(strings.Split(r.Fault, "+"), string(fakes.ModeIntransient)) {
 			n++
 		}

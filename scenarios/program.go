@@ -149,9 +149,10 @@ const (
 	FamilyChaos    = "chaos"    // all of the above at once, and Postgres restarts and SQL errors
 )
 
-// Families returns every family, in the order Verify runs them.
+// Families returns every family, in the order Verify and the gate run them:
+// the named regressions, systematic exploration, then the drawn programs.
 func Families() []string {
-	return []string{FamilyNamed, FamilyCrash, FamilyNetwork, FamilyProvider, FamilyChaos}
+	return []string{FamilyNamed, FamilyExplore, FamilyCrash, FamilyNetwork, FamilyProvider, FamilyChaos}
 }
 
 // family is a weighting over the catalogue: which kinds it draws, how

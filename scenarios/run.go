@@ -29,6 +29,14 @@ type Budget struct {
 	ShrinkTime time.Duration
 	// Settle bounds each run's liveness phase; zero: 15s.
 	Settle time.Duration
+	// ExploreTime bounds the explore family: no experiment starts after
+	// it; zero: 10m.
+	ExploreTime time.Duration
+	// ExploreAll runs every experiment of the explore family even after one
+	// failed (the whole coverage, every failing experiment listed); zero:
+	// the family stops starting experiments at its first failure, as the
+	// other families do.
+	ExploreAll bool
 }
 
 func (b Budget) withDefaults() Budget {
@@ -46,6 +54,9 @@ func (b Budget) withDefaults() Budget {
 	}
 	if b.Settle <= 0 {
 		b.Settle = 15 * time.Second
+	}
+	if b.ExploreTime <= 0 {
+		b.ExploreTime = 10 * time.Minute
 	}
 	return b
 }
@@ -71,20 +82,34 @@ type Options struct {
 	Budget Budget
 	// Logger for the runs' own log; zero: discard.
 	Logger *slog.Logger
-	// Progress, when set, is called after each example.
+	// Progress, when set, is called after each example. The explore family
+	// runs experiments concurrently and calls it from several goroutines,
+	// one call at a time.
 	Progress func(Example)
+	// Parallel bounds how many explore experiments run at once; zero: twice
+	// the CPUs (they mostly wait).
+	Parallel int
+	// Shard runs only one deterministic slice of the explore family's
+	// experiments (a CI job matrix); zero: all of them.
+	Shard Shard
 }
 
 // Example is the outcome of one run: a named scenario or a drawn program.
 type Example struct {
-	Family   string        `json:"family"`
-	Name     string        `json:"name"` // the scenario's name, or "seed N"
-	Seed     uint64        `json:"seed"` // the program's own seed (property families)
-	Program  *Program      `json:"program,omitempty"`
-	Verdict  check.Verdict `json:"verdict"`
-	Settled  bool          `json:"settled"`
-	Duration time.Duration `json:"duration"`
-	Result   sim.Result    `json:"-"`
+	Family  string   `json:"family"`
+	Name    string   `json:"name"` // the scenario's name, "seed N", or the experiment's id
+	Seed    uint64   `json:"seed"` // the program's or experiment's own seed
+	Program *Program `json:"program,omitempty"`
+	// Experiment is an explore example's experiment.
+	Experiment *Experiment `json:"experiment,omitempty"`
+	// Unreached says an experiment's spot never came in its run: it tested
+	// nothing, whatever its verdict.
+	Unreached bool          `json:"unreached,omitempty"`
+	Verdict   check.Verdict `json:"verdict"`
+	Settled   bool          `json:"settled"`
+	Duration  time.Duration `json:"duration"`
+	Result    sim.Result    `json:"-"`
+	found     time.Duration // since its family began, when the example ended
 }
 
 // Failure is the first invalid example of a family, shrunk.
@@ -109,6 +134,8 @@ type FamilyResult struct {
 	Unknown  []string      `json:"unknown,omitempty"` // examples that could not be decided, and why
 	Reached  []string      `json:"reached"`           // fault paths some example exercised
 	Duration time.Duration `json:"duration"`
+	// Coverage says what the explore family explored; nil for the others.
+	Coverage *Coverage `json:"coverage,omitempty"`
 }
 
 // Result is a whole Run.
@@ -162,7 +189,7 @@ func (o Options) withDefaults() Options {
 
 func (o Options) checkFamilies() error {
 	for _, f := range o.Families {
-		if f != FamilyNamed && !isPropertyFamily(f) {
+		if f != FamilyNamed && f != FamilyExplore && !isPropertyFamily(f) {
 			return fmt.Errorf("scenarios: unknown family %q (want one of %v)", f, Families())
 		}
 	}
@@ -219,6 +246,9 @@ func runFamily(ctx context.Context, opts Options, family string) (FamilyResult, 
 			}
 		}
 		return finish(), nil
+	}
+	if family == FamilyExplore {
+		return runExplore(ctx, opts)
 	}
 	if !isPropertyFamily(family) {
 		return fr, fmt.Errorf("scenarios: unknown family %q (want one of %v)", family, Families())

@@ -65,6 +65,10 @@ type Options struct {
 	// Settle bounds the liveness phase of Finish: how long the system may
 	// take to settle once every fault is healed; zero: 15s.
 	Settle time.Duration
+	// AlwaysHeal makes Finish run its liveness phase even when a safety
+	// violation is already recorded, for a run that goes on after Finish (a
+	// soak's checkpoints); zero: Finish returns at the first proof.
+	AlwaysHeal bool
 	// PrivateServer runs the run's database on a Postgres server of its own
 	// (an ephemeral cluster started from Server's binaries, ~0.2s), so that
 	// a Postgres restart fault (RestartPostgres) hits this run alone. On a
@@ -86,27 +90,33 @@ type Env struct {
 	log     *slog.Logger
 	clock   *fakes.OffsetClock
 	db      *pgenv.Database
-	private *pgenv.Server // the run's own server (Options.PrivateServer); nil: none
-	admin   *pgxpool.Pool // the harness's own: Inspect, resume, terminate
-	api     *pgxpool.Pool // Serve's: its statements are points of actor "api:<client>"
+	private *pgenv.Server   // the run's own server (Options.PrivateServer); nil: none
+	admin   *pgxpool.Pool   // the harness's own: Inspect, resume, terminate
+	apiTr   pgx.QueryTracer // on every API pool: its statements are points of actor "api:<client>"
 	net     *netfault.Network
 	world   *fakes.World
 	gate    *crash.Gate
 	rec     *history.Recorder
 
-	mu      sync.Mutex
-	slots   map[string]*slot
-	incs    map[string]*incarnation // by incarnation name
-	sched   *rand.Rand
-	faults  map[string]bool // active link faults "w1.2/postgres latency(…)"; for reporting
-	wg      sync.WaitGroup
-	closing bool
-	bugs    map[string]fakes.Fault // deployed bugs by name
+	mu    sync.Mutex
+	apis  map[string]*apiClient // by client name
+	napis int                   // API links made, for unique names
+	// apiFaulted are the API links with a fault on (APILinkFault), for
+	// HealLinks.
+	apiFaulted []*netfault.Link
+	slots      map[string]*slot
+	incs       map[string]*incarnation // by incarnation name
+	sched      *rand.Rand
+	faults     map[string]bool // active link faults "w1.2/postgres latency(…)"; for reporting
+	wg         sync.WaitGroup
+	closing    bool
+	bugs       map[string]fakes.Fault // deployed bugs by name
 	// observed are the violations the scenario saw itself (Violate).
 	observed  []check.Violation
 	nfaults   int      // provider faults so far, for unique IDs
+	lagged    bool     // SetProviderLag changed the cloud's lag
 	sqlFaults int      // injected SQL errors so far, for unique names
-	sqlIDs    []string // injected SQL errors still installed
+	sqlIDs    []string // the sequences of injected SQL errors still on
 }
 
 type slot struct {
@@ -164,6 +174,7 @@ func New(ctx context.Context, opts Options) (_ *Env, err error) {
 		log:    log,
 		clock:  fakes.NewOffsetClock(),
 		slots:  map[string]*slot{},
+		apis:   map[string]*apiClient{},
 		incs:   map[string]*incarnation{},
 		sched:  rand.New(rand.NewPCG(opts.Seed, Stream("scheduler"))),
 		faults: map[string]bool{},
@@ -183,7 +194,13 @@ func New(ctx context.Context, opts Options) (_ *Env, err error) {
 		}
 		e.opts.Server = e.private
 	}
-	tpl, err := e.opts.Server.Template(ctx, opts.Template, opts.System.Migrate)
+	migrate := func(ctx context.Context, db *pgxpool.Pool) error {
+		if err := opts.System.Migrate(ctx, db); err != nil {
+			return err
+		}
+		return installSQLFaults(ctx, db)
+	}
+	tpl, err := e.opts.Server.Template(ctx, opts.Template, migrate)
 	if err != nil {
 		return nil, fmt.Errorf("sim: template %q: %w", opts.Template, err)
 	}
@@ -193,9 +210,7 @@ func New(ctx context.Context, opts Options) (_ *Env, err error) {
 	if e.admin, err = e.newPool(ctx, e.db.DSN(), "workproof-harness", nil); err != nil {
 		return nil, fmt.Errorf("sim: connect: %w", err)
 	}
-	if e.api, err = e.newPool(ctx, e.db.DSN(), "workproof-api", e.gate.ActorTracer("api")); err != nil {
-		return nil, fmt.Errorf("sim: connect: %w", err)
-	}
+	e.apiTr = e.gate.ActorTracer("api")
 	if e.world, err = fakes.Start(fakes.Options{Clock: e.clock, Logger: log, Lag: opts.Lag}); err != nil {
 		return nil, fmt.Errorf("sim: fakes: %w", err)
 	}
@@ -300,7 +315,7 @@ func (e *Env) start(ctx context.Context, slotName string) error {
 		Logger:   e.log.With("worker", inc.name),
 		Clock:    e.clock,
 		Rand:     rand.New(rand.NewPCG(e.opts.Seed, Stream("worker/"+inc.name))),
-		Observer: e.rec.Observer(inc.name),
+		Observer: gateObserver{o: e.rec.Observer(inc.name), g: e.gate, worker: inc.name},
 	}
 	// The worker's ctx outlives a crash on purpose: a crashed worker must not
 	// observe anything (no ctx.Done, no deferred code) until Close.
@@ -339,6 +354,24 @@ func callPoint(spec fakes.Spec) func(*http.Request) string {
 			return e.Point()
 		}
 		return spec.Name + ":" + r.Method + " " + r.URL.Path
+	}
+}
+
+// gateObserver tells the crash gate which work item a worker is inside, so
+// that faults can aim at a point of one item (crash.Rule.Item) and traces
+// name points by item.
+type gateObserver struct {
+	o      contract.Observer
+	g      *crash.Gate
+	worker string
+}
+
+func (o gateObserver) Begin(item, key string) func(string) {
+	o.g.Enter(o.worker, item, key)
+	end := o.o.Begin(item, key)
+	return func(outcome string) {
+		o.g.Leave(o.worker)
+		end(outcome)
 	}
 }
 
@@ -445,7 +478,11 @@ func (e *Env) Serve(ctx context.Context, client string, req contract.Request) (c
 	return e.rec.Do(client, req, func(r contract.Request) (contract.Response, error) {
 		ctx, cancel := context.WithTimeout(crash.WithActor(ctx, APIActor(client)), e.opts.ServeTimeout)
 		defer cancel()
-		return e.sys.Serve(ctx, e.api, r)
+		pool, err := e.apiPool(ctx, client)
+		if err != nil {
+			return contract.Response{}, err
+		}
+		return e.sys.Serve(ctx, pool, r)
 	})
 }
 
@@ -525,8 +562,13 @@ func (e *Env) Close() error {
 	if e.admin != nil {
 		e.admin.Close()
 	}
-	if e.api != nil {
-		e.api.Close()
+	e.mu.Lock()
+	apis := e.apis
+	e.apis = map[string]*apiClient{}
+	e.mu.Unlock()
+	for _, c := range apis {
+		_ = c.link.Close()
+		c.pool.Close()
 	}
 	if e.db != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -569,9 +611,22 @@ type Result struct {
 // for provider requests still in flight to land — and then every invariant
 // checker on the three sources of truth (history, the fakes' ledgers, the
 // system's own state). Once nothing is broken any more, not settling is a
-// bug, which the state checks report. The Env stays usable: a soak runs
-// traffic again after each checkpoint's Finish.
+// bug, which the state checks report. When the safety checkers already
+// find a violation before the liveness phase, Finish returns that result
+// at once (Settled false), unless Options.AlwaysHeal. The Env stays usable: a soak runs traffic again
+// after each checkpoint's Finish.
 func (e *Env) Finish(ctx context.Context) (Result, error) {
+	// A request still in flight would land during the checks and make the
+	// state disagree with the history read a moment before.
+	Await(ctx, e.opts.ServeTimeout+time.Second, func() bool { return e.rec.Pending() == 0 })
+	// A safety violation already recorded (two charges, a race, a retry
+	// storm) needs no liveness phase to be proven: the run ends at once,
+	// without waiting out a system that, broken, may never settle.
+	if !e.opts.AlwaysHeal {
+		if early, err := e.check(ctx, false); err == nil && early.Verdict == check.Invalid {
+			return early, nil
+		}
+	}
 	settled, err := e.converge(ctx, e.opts.Settle)
 	if err != nil {
 		return Result{}, fmt.Errorf("sim: liveness phase: %w", err)
@@ -588,6 +643,11 @@ func (e *Env) Finish(ctx context.Context) (Result, error) {
 func (e *Env) CheckSafety(ctx context.Context) (Result, error) { return e.check(ctx, false) }
 
 func (e *Env) check(ctx context.Context, healed bool) (Result, error) {
+	// History first, then state, then ledger: whatever happens between two
+	// reads then shows in the later one as something the earlier one may
+	// not explain yet (a pending request, an effect), which the checkers
+	// treat as unknown or as evidence, never as a missing cause.
+	history := e.rec.Snapshot()
 	state, err := e.Inspect(ctx)
 	if err != nil {
 		return Result{}, fmt.Errorf("sim: inspect: %w", err)
@@ -596,7 +656,7 @@ func (e *Env) check(ctx context.Context, healed bool) (Result, error) {
 	observed := slices.Clone(e.observed)
 	e.mu.Unlock()
 	in := check.Input{
-		History:  e.rec.Snapshot(),
+		History:  history,
 		Ledger:   e.world.Snapshot(),
 		State:    state,
 		Healed:   healed,

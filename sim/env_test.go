@@ -2,6 +2,7 @@ package sim_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -174,4 +175,48 @@ func TestScheduledStep(t *testing.T) {
 		t.Fatal("no worker ever parked in scheduled mode")
 	}
 	e.SetScheduled(false)
+}
+
+// A request handler crashed at one of its statements ends with an unknown
+// outcome and leaves nothing half-done (its transaction rolls back); the
+// client's next request runs on a new link.
+func TestCrashRequest(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 1)
+	e.Gate().OnPoint(sim.APIActor("u1"), crash.Rule{At: "sql:insert work"}, func() { e.CrashRequest("u1") })
+	if _, err := e.Serve(ctx, "u1", contract.Request{Op: contract.OpCreate, Instance: "i1", Size: "small"}); err == nil {
+		t.Fatal("a crashed request answered OK")
+	}
+	ops := e.Recorder().Snapshot().Ops
+	if len(ops) != 1 || ops[0].Outcome != history.Info {
+		t.Fatalf("ops %+v, want one Info", ops)
+	}
+	if _, err := e.Serve(ctx, "u1", contract.Request{Op: contract.OpCreate, Instance: "i1", Size: "small"}); err != nil {
+		t.Fatalf("the client's next request: %v (the crashed one must have rolled back)", err)
+	}
+	res, err := e.Finish(ctx)
+	if err != nil || res.Verdict != check.Valid {
+		t.Fatalf("finish: %v %s %v", err, res.Verdict, res.Violations)
+	}
+}
+
+// A fault on an API client's link reaches its requests, and heals.
+func TestAPILinkFault(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 1)
+	if err := e.APILinkFault(ctx, "u1", netfault.Partition{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Serve(ctx, "u1", contract.Request{Op: contract.OpGet, Instance: "i1"}); err == nil || errors.Is(err, contract.ErrNotFound) {
+		t.Fatalf("a partitioned client's request: %v", err)
+	}
+	if _, err := e.Serve(ctx, "u2", contract.Request{Op: contract.OpGet, Instance: "i1"}); !errors.Is(err, contract.ErrNotFound) {
+		t.Fatalf("another client's request: %v", err)
+	}
+	if err := e.HealLinks(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Serve(ctx, "u1", contract.Request{Op: contract.OpGet, Instance: "i1"}); !errors.Is(err, contract.ErrNotFound) {
+		t.Fatalf("after heal: %v", err)
+	}
 }

@@ -109,8 +109,15 @@ func (e *Env) HealLinks() error {
 	}
 	active := e.faults
 	e.faults = map[string]bool{}
+	apiLinks := e.apiFaulted
+	e.apiFaulted = nil
 	e.mu.Unlock()
 	var errs []error
+	for _, l := range apiLinks {
+		if err := l.Heal(); err != nil && !errors.Is(err, netfault.ErrSevered) && !errors.Is(err, netfault.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
 	for _, inc := range incs {
 		for _, up := range Upstreams() {
 			if len(inc.links[up].Faults()) == 0 {
@@ -163,6 +170,14 @@ func (e *Env) ProviderFault(f fakes.Fault) error {
 // ClearProviderFaults clears every provider fault but the deployed bugs
 // (FixBugs fixes those).
 func (e *Env) ClearProviderFaults() {
+	e.mu.Lock()
+	lagged := e.lagged
+	e.lagged = false
+	e.mu.Unlock()
+	if lagged {
+		e.world.Cloud().SetLag(e.opts.Lag)
+		e.rec.FaultOff(fakes.ServiceCloud, "read-after-write lag")
+	}
 	for _, f := range e.world.Faults().Faults {
 		if strings.HasPrefix(f.ID, bugPrefix) {
 			continue
@@ -171,6 +186,17 @@ func (e *Env) ClearProviderFaults() {
 			e.rec.FaultOff(providerTarget(f), describeFault(f))
 		}
 	}
+}
+
+// SetProviderLag makes the fake cloud show a new VM to reads (describe,
+// list, find by token) only d after it created it, until
+// ClearProviderFaults restores Options.Lag.
+func (e *Env) SetProviderLag(d time.Duration) {
+	e.world.Cloud().SetLag(d)
+	e.mu.Lock()
+	e.lagged = d != e.opts.Lag
+	e.mu.Unlock()
+	e.rec.FaultOn(fakes.ServiceCloud, "read-after-write lag "+d.String())
 }
 
 // FixBugs deploys the fix of every deployed bug (see DeployFix).

@@ -2,15 +2,13 @@ package sim
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/workproof/workproof/sim/pgenv"
 )
@@ -55,7 +53,11 @@ func (e *Env) RestartPostgres(ctx context.Context) error {
 	}
 	// The harness's own idle connections died with the server.
 	e.admin.Reset()
-	e.api.Reset()
+	e.mu.Lock()
+	for _, c := range e.apis {
+		c.pool.Reset()
+	}
+	e.mu.Unlock()
 	e.rec.FaultOff(Postgres, "restart")
 	return nil
 }
@@ -89,12 +91,64 @@ func SQLErrorCodes() []string {
 	return []string{SQLSerializationFailure, SQLDeadlock, SQLLockTimeout, SQLStatementTimeout}
 }
 
+// sqlFaultSchema is installed in the system's migrated template, so every
+// run's database has it before any worker starts: a control table of the
+// injected errors, and one statement-level trigger on each of the system's
+// tables that raises the first matching one. Injecting then touches no
+// table of the system, so it never waits for a lock a worker holds (it is
+// injected from inside a worker's transaction, at a point of it).
+const sqlFaultSchema = `
+CREATE TABLE workproof_sql_faults (
+	id     serial PRIMARY KEY,
+	apps   text[] NOT NULL,  -- the sessions' application_name (first word): worker incarnations
+	code   text NOT NULL,    -- the SQLSTATE raised
+	times  int NOT NULL,     -- how many writes fail
+	tables text[],           -- only writes to these; NULL: any
+	seq    text NOT NULL     -- a sequence counting the writes it failed (not rolled back with them)
+);
+CREATE FUNCTION workproof_sql_fault() RETURNS trigger LANGUAGE plpgsql AS $f$
+DECLARE f record;
+BEGIN
+	FOR f IN SELECT * FROM workproof_sql_faults
+	         WHERE split_part(current_setting('application_name'), ' ', 1) = ANY (apps)
+	           AND (tables IS NULL OR TG_TABLE_NAME = ANY (tables))
+	         ORDER BY id LOOP
+		IF nextval(f.seq::regclass) <= f.times THEN
+			RAISE EXCEPTION 'workproof: injected SQL error % on %', f.code, TG_TABLE_NAME USING ERRCODE = f.code;
+		END IF;
+	END LOOP;
+	RETURN NULL;
+END $f$;`
+
+// installSQLFaults adds sqlFaultSchema to a freshly migrated database.
+func installSQLFaults(ctx context.Context, db *pgxpool.Pool) error {
+	if _, err := db.Exec(ctx, sqlFaultSchema); err != nil {
+		return fmt.Errorf("sim: install SQL faults: %w", err)
+	}
+	rows, err := db.Query(ctx, `SELECT tablename FROM pg_tables WHERE schemaname = current_schema()
+		AND tablename NOT LIKE 'workproof\_%' ORDER BY tablename`)
+	if err != nil {
+		return fmt.Errorf("sim: install SQL faults: %w", err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("sim: install SQL faults: %w", err)
+	}
+	for _, t := range tables {
+		if _, err := db.Exec(ctx, `CREATE TRIGGER workproof_sql_fault BEFORE INSERT OR UPDATE OR DELETE ON `+
+			pgx.Identifier{t}.Sanitize()+` FOR EACH STATEMENT EXECUTE FUNCTION workproof_sql_fault()`); err != nil {
+			return fmt.Errorf("sim: install SQL faults on %s: %w", t, err)
+		}
+	}
+	return nil
+}
+
 // InjectSQLError makes the next times writes (insert, update or delete) of
 // slot's current incarnation — every live worker's when slot is "*" — to
 // any of the system's tables (or to table alone, when not "") fail with a
 // real Postgres error of SQLSTATE code, raised by the server in the
-// worker's own session: a statement-level trigger the harness installs in
-// the run's database and removes in ClearSQLErrors (and in Finish).
+// worker's own session (by the trigger of sqlFaultSchema), until
+// ClearSQLErrors (Finish clears them too).
 func (e *Env) InjectSQLError(ctx context.Context, slot, code, table string, times int) error {
 	if !slices.Contains(SQLErrorCodes(), code) {
 		return fmt.Errorf("sim: SQL error code %q (want one of %v)", code, SQLErrorCodes())
@@ -119,73 +173,27 @@ func (e *Env) InjectSQLError(ctx context.Context, slot, code, table string, time
 	}
 	e.mu.Lock()
 	e.sqlFaults++
-	id := fmt.Sprintf("workproof_fault_%d", e.sqlFaults)
+	seq := fmt.Sprintf("workproof_sql_fault_%d", e.sqlFaults)
 	e.mu.Unlock()
+	var tables []string
+	if table != "" {
+		tables = []string{table}
+	}
 	ctx, cancel := context.WithTimeout(ctx, e.opts.ServeTimeout)
 	defer cancel()
-	quoted := make([]string, len(apps))
-	for i, a := range apps {
-		quoted[i] = quoteLiteral(a)
-	}
-	install := func(tx pgx.Tx) error {
-		tables := []string{table}
-		if table == "" {
-			rows, err := tx.Query(ctx, `SELECT tablename FROM pg_tables WHERE schemaname = current_schema()
-				AND tablename NOT LIKE 'workproof\_%' ORDER BY tablename`)
-			if err != nil {
-				return err
-			}
-			if tables, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
-				return err
-			}
+	err := pgx.BeginFunc(ctx, e.admin, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `CREATE SEQUENCE `+seq); err != nil {
+			return err
 		}
-		idents := make([]string, len(tables))
-		for i, t := range tables {
-			idents[i] = pgx.Identifier{t}.Sanitize()
-		}
-		// Every table's lock at once, or none: holding one while waiting for
-		// another would deadlock with a worker that holds the second (its
-		// claim) and wants the first. A short lock_timeout gives up
-		// instead, and the caller tries again.
-		stmts := []string{
-			`SET LOCAL lock_timeout = '50ms'`,
-			`LOCK TABLE ` + strings.Join(idents, ", ") + ` IN SHARE ROW EXCLUSIVE MODE`,
-			`CREATE SEQUENCE ` + id + `_n`,
-			`CREATE FUNCTION ` + id + `() RETURNS trigger LANGUAGE plpgsql AS $f$
-BEGIN
-	IF split_part(current_setting('application_name'), ' ', 1) IN (` + strings.Join(quoted, ", ") + `) THEN
-		IF nextval('` + id + `_n') <= ` + fmt.Sprint(times) + ` THEN
-			RAISE EXCEPTION 'workproof: injected SQL error ` + code + ` on %', TG_TABLE_NAME USING ERRCODE = '` + code + `';
-		END IF;
-	END IF;
-	RETURN NULL;
-END $f$`,
-		}
-		for _, t := range idents {
-			stmts = append(stmts, `CREATE TRIGGER `+id+` BEFORE INSERT OR UPDATE OR DELETE ON `+t+
-				` FOR EACH STATEMENT EXECUTE FUNCTION `+id+`()`)
-		}
-		for _, q := range stmts {
-			if _, err := tx.Exec(ctx, q); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	var err error
-	for {
-		err = pgx.BeginFunc(ctx, e.admin, install)
-		var pe *pgconn.PgError
-		if !errors.As(err, &pe) || pe.Code != SQLLockTimeout || ctx.Err() != nil {
-			break
-		}
-		time.Sleep(10 * time.Millisecond) // a worker is inside a transaction: let it finish
-	}
+		_, err := tx.Exec(ctx, `INSERT INTO workproof_sql_faults (apps, code, times, tables, seq) VALUES ($1, $2, $3, $4, $5)`,
+			apps, code, times, tables, seq)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("sim: inject SQL error %s: %w", code, err)
 	}
 	e.mu.Lock()
-	e.sqlIDs = append(e.sqlIDs, id)
+	e.sqlIDs = append(e.sqlIDs, seq)
 	e.mu.Unlock()
 	target := strings.Join(apps, ",") + "/" + Postgres
 	if table != "" {
@@ -198,27 +206,23 @@ END $f$`,
 // ClearSQLErrors removes every injected SQL error.
 func (e *Env) ClearSQLErrors(ctx context.Context) error {
 	e.mu.Lock()
-	ids := e.sqlIDs
+	seqs := e.sqlIDs
 	e.sqlIDs = nil
 	e.mu.Unlock()
-	if len(ids) == 0 {
+	if len(seqs) == 0 {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.opts.ServeTimeout)
 	defer cancel()
-	var errs []error
-	for _, id := range ids {
-		// CASCADE drops the function's triggers with it.
-		for _, q := range []string{`DROP FUNCTION IF EXISTS ` + id + `() CASCADE`, `DROP SEQUENCE IF EXISTS ` + id + `_n`} {
-			if _, err := e.admin.Exec(ctx, q); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		e.rec.FaultOff(Postgres, "sql-error "+id)
-	}
-	if err := errors.Join(errs...); err != nil {
+	if _, err := e.admin.Exec(ctx, `DELETE FROM workproof_sql_faults`); err != nil {
 		return fmt.Errorf("sim: clear SQL errors: %w", err)
 	}
+	for _, seq := range seqs {
+		if _, err := e.admin.Exec(ctx, `DROP SEQUENCE IF EXISTS `+seq); err != nil {
+			return fmt.Errorf("sim: clear SQL errors: %w", err)
+		}
+	}
+	e.rec.FaultOff(Postgres, "sql-error")
 	return nil
 }
 

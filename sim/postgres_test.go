@@ -87,6 +87,11 @@ func TestInjectSQLError(t *testing.T) {
 	e := newEnv(t, 1)
 	// The worker's own sessions are named by its incarnation; a session of
 	// that name stands in for it here, so the test controls the statement.
+	// The worker itself is frozen, so that its polls (a claim is a write)
+	// do not meet the errors first.
+	if err := e.Kill("w1"); err != nil {
+		t.Fatal(err)
+	}
 	inc, _ := e.Incarnation("w1")
 	worker := connectAs(t, e, inc)
 	other := connectAs(t, e, "someone-else")
@@ -109,7 +114,7 @@ func TestInjectSQLError(t *testing.T) {
 	if err := write(other); err != nil {
 		t.Fatalf("another session's write: %v", err)
 	}
-	if err := e.InjectSQLError(ctx, "*", sim.SQLLockTimeout, "instances", 5); err != nil {
+	if err := e.InjectSQLError(ctx, "w1", sim.SQLLockTimeout, "instances", 5); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.ClearSQLErrors(ctx); err != nil {

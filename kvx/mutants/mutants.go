@@ -29,8 +29,15 @@ type Mutant struct {
 	New      func() contract.System // a fresh system
 }
 
-// All returns every mutant, in a stable order.
+// All returns every mutant, in a stable order: those a named scenario was
+// written for, then the unscripted ones.
 func All() []Mutant {
+	return append(scripted(), unscripted()...)
+}
+
+// scripted are the mutants each named scenario of package scenarios was
+// written for (Mutant.CaughtBy).
+func scripted() []Mutant {
 	return []Mutant{
 		{
 			Name:   "FreshTokenPerAttempt",

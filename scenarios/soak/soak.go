@@ -221,6 +221,8 @@ func (s *soak) run(ctx context.Context) (err error) {
 		Seed:    s.opts.Seed,
 		Logger:  s.opts.EnvLogger,
 		Settle:  s.opts.ConvergeTimeout,
+		// Traffic goes on after a checkpoint, so every checkpoint heals.
+		AlwaysHeal: true,
 		// A profile that restarts Postgres gets a server of the soak's own,
 		// where one can be had; elsewhere its restarts are skipped.
 		PrivateServer: s.prof.restarts() && s.opts.Server.Kind() != "dsn",

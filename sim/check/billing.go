@@ -129,7 +129,7 @@ func (v *view) missingCharges(live []fakes.Charge) []Violation {
 		if !exists {
 			continue
 		}
-		for i, o := range v.ops[id] {
+		for _, o := range v.ops[id] {
 			g := o.Response.Generation
 			switch {
 			case o.Outcome != history.OK || g <= 0 || inst.ObservedGen < g:
@@ -140,7 +140,7 @@ func (v *view) missingCharges(live []fakes.Charge) []Violation {
 				continue
 			}
 			ev := contract.BillableEvent(o.Request.Op, id, g)
-			if charged[ev] || v.deletedAfter(id, i) || (inst.ObservedGen != g && !v.shownDone(id, o)) {
+			if charged[ev] || v.deletedAfter(id, o) || (inst.ObservedGen != g && !v.shownDone(id, o)) {
 				continue
 			}
 			out = append(out, Violation{Invariant: InvDoubleBilling, Rule: "charge-missing", Instance: id, Ops: []int{o.Index},

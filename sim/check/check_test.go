@@ -107,6 +107,27 @@ func TestCorrectHistories(t *testing.T) {
 			f.op("c1", resize("i1", "medium"), 22.5, 23, history.OK, 2, false)
 			f.op("c1", resize("i1", "medium"), 23.5, 24, history.OK, 2, false)
 		}},
+		{"concurrent resize and delete take effect in generation order, not invoke order", func(f *fx) {
+			// Issue 10's false alarm: the delete (op 6) was invoked first but
+			// waited for the resize's row lock, was refused as busy, tried
+			// again once the resize's work was done and was accepted with
+			// generation 4; the resize (op 7), invoked a moment later, was
+			// answered generation 3 at once.
+			f.op("c3", del("i1"), 60, 63.5, history.OK, 4, true)
+			f.op("c4", resize("i1", "small"), 60.1, 60.4, history.OK, 3, true)
+			f.iv("w1.1", "6", "i1", 61, 63, "done")
+			f.rec("w1.1", "cloud", "ResizeVM", "", "i1", 61.1, 61.2)
+			f.rec("w1.1", "kube", "Apply", "", "i1", 61.3, 61.4)
+			f.rec("w1.1", "billing", "CreateCharge", "charge:i1:g3", "i1", 61.5, 61.6, event("resize:i1:g3"))
+			f.in.Ledger.Charges = append(f.in.Ledger.Charges, fakes.Charge{ID: "ch_4", Owner: "i1", Event: "resize:i1:g3", CreatedAt: at(61.55)})
+			f.iv("w2.1", "7", "i1", 64, 68, "done")
+			f.rec("w2.1", "cloud", "TerminateVM", "", "i1", 64.1, 64.2)
+			f.rec("w2.1", "kube", "Delete", "", "i1", 64.3, 64.4)
+			f.vm("vm-1").State, f.vm("vm-1").TerminatedAt = "terminated", at(64.15)
+			f.vm("vm-1").Size = "small"
+			f.in.Ledger.Deployments = nil
+			f.dropInstance("i1")
+		}},
 		{"instance id re-created after delete, generations restart", func(f *fx) {
 			f.op("c1", create("i2", "large"), 55, 56, history.OK, 1, true)
 			f.iv("w1.1", "6", "i2", 57, 65, "done")
@@ -408,6 +429,21 @@ func TestConvergence(t *testing.T) {
 		{"work left", func(f *fx) {
 			f.in.State.Work = []contract.WorkItem{{ID: "9", Kind: "resize", Key: "i1", Attempts: 3, Reason: "timeout"}}
 		}, check.Convergence, []string{"convergence/work-left"}},
+		{"parked with no bug deployed", func(f *fx) {
+			f.iv("w1.1", "9", "i1", 60, 61, "parked")
+		}, check.Convergence, []string{"convergence/parked-without-bug"}},
+		{"parked while a bug was deployed", func(f *fx) {
+			f.bug(59, 70)
+			f.iv("w1.1", "9", "i1", 60, 61, "parked")
+		}, check.Convergence, nil},
+		{"parked, recorded just after the fix of the bug it met", func(f *fx) {
+			f.bug(59, 60.5)
+			f.iv("w1.1", "9", "i1", 60, 61, "parked")
+		}, check.Convergence, nil},
+		{"parked long after a bug was fixed", func(f *fx) {
+			f.bug(40, 45)
+			f.iv("w1.1", "9", "i1", 60, 61, "parked")
+		}, check.Convergence, []string{"convergence/parked-without-bug"}},
 		{"parked without a reason", func(f *fx) {
 			f.in.State.Work = []contract.WorkItem{{ID: "9", Kind: "resize", Key: "i1", Parked: true}}
 		}, check.Convergence, []string{"convergence/parked-without-reason"}},

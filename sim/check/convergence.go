@@ -43,6 +43,12 @@ const ReadyState = "ready"
 //     that keeps retrying is a retry storm against the bug, and its work
 //     never shows as parked. Ops is the owner's latest change invoked
 //     before the first of those requests.
+//   - "parked-without-bug": a worker left a work item parked (its interval's
+//     outcome) and no deployed bug was active at any moment of that
+//     interval. Intransient means "a bug: wait for its fix"; with no bug
+//     deployed, the system took a transient error (a serialization
+//     failure, a timeout, a 503) for one, or parked on a bug of its own,
+//     and the work waits for an operator although nothing is broken.
 func Convergence(in Input) []Violation { return newView(in).convergence() }
 
 // HotRetryLimit is how many requests rejected by a deployed bug, in a row,
@@ -52,7 +58,7 @@ const HotRetryLimit = 5
 
 func (v *view) convergence() []Violation {
 	in := v.in
-	out := v.hotRetries()
+	out := append(v.hotRetries(), v.parkedWithoutBug()...)
 	if !in.Healed {
 		return sortViolations(out)
 	}
@@ -102,6 +108,49 @@ func (v *view) convergence() []Violation {
 		}
 	}
 	return sortViolations(out)
+}
+
+// parkedWithoutBug is rule "parked-without-bug".
+func (v *view) parkedWithoutBug() []Violation {
+	events := slices.Clone(v.in.History.Events)
+	slices.SortFunc(events, func(a, b history.Event) int { return cmp.Compare(a.Seq, b.Seq) })
+	var windows []span
+	open := map[string]time.Time{}
+	for _, e := range events {
+		switch e.Kind {
+		case history.EventDeployBug:
+			if _, on := open[e.Detail]; !on {
+				open[e.Detail] = e.Time
+			}
+		case history.EventDeployFix:
+			if from, on := open[e.Detail]; on {
+				windows = append(windows, span{from, e.Time})
+				delete(open, e.Detail)
+			}
+		}
+	}
+	for _, from := range open {
+		windows = append(windows, span{from, forever()})
+	}
+	var out []Violation
+	for _, key := range sortedKeys(v.intervals) {
+		for _, iv := range v.intervals[key] {
+			if iv.Outcome != "parked" && iv.ReportedOutcome != "parked" {
+				continue
+			}
+			end := endOf(iv)
+			if iv.Reported.After(end) {
+				end = iv.Reported
+			}
+			if slices.ContainsFunc(windows, func(w span) bool { return !w.to.Before(iv.Start) && !w.from.After(end) }) {
+				continue
+			}
+			out = append(out, Violation{Invariant: InvConvergence, Rule: "parked-without-bug", Instance: key,
+				Message: fmt.Sprintf("worker %s parked item %s (interval #%d, %s to %s) while no bug was deployed: a transient error taken for an intransient one, or a bug of the system's own; the work waits for an operator although nothing is broken",
+					iv.Worker, iv.Item, iv.Seq, clock(iv.Start), clock(end))})
+		}
+	}
+	return out
 }
 
 // hotRetries is rule "hot-retry".

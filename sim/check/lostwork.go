@@ -9,11 +9,15 @@ import (
 )
 
 // LostWork checks, once the run was healed, that every accepted change took
-// effect. It runs only when in.Healed. "Later" means a higher op index
-// (invoke order). A delete "may have happened" when it is OK, or Info or
-// pending and the instance is absent or a create was invoked after it (a
-// re-created instance does not prove an Info delete away, but does not
-// prove it happened either, so it is given the benefit of the doubt).
+// effect. It runs only when in.Healed. "Later" is the order in which the
+// changes took effect, never the order they were invoked in: between two OK
+// changes, the higher generation (the system's own order); otherwise, one
+// may come after another unless it completed before the other was invoked
+// (concurrent requests may take effect in either order). A delete "may have
+// happened" when it is OK, or Info or pending and the instance is absent or
+// a create may have come after it (a re-created instance does not prove an
+// Info delete away, but does not prove it happened either, so it is given
+// the benefit of the doubt).
 // Rules:
 //
 //   - "change-not-applied": an OK create or resize with generation g and no
@@ -54,23 +58,14 @@ func (v *view) lostWork() []Violation {
 	for _, id := range sortedKeys(v.ops) {
 		ops := v.ops[id]
 		inst, exists := v.inst[id]
-		laterDelete := func(i int) bool { return v.deletedAfter(id, i) }
-		laterCreate := func(i int) bool {
-			for _, c := range ops[i+1:] {
-				if c.Request.Op == contract.OpCreate && mayHaveHappened(c) {
-					return true
-				}
-			}
-			return false
-		}
-		for i, o := range ops {
+		for _, o := range ops {
 			add := func(rule, format string, args ...any) {
 				out = append(out, Violation{Invariant: InvLostWork, Rule: rule, Instance: id,
 					Ops: []int{o.Index}, Message: fmt.Sprintf(format, args...)})
 			}
 			switch {
 			case o.Outcome == history.OK && (o.Request.Op == contract.OpCreate || o.Request.Op == contract.OpResize):
-				if laterDelete(i) {
+				if v.deletedAfter(id, o) {
 					continue
 				}
 				if !exists {
@@ -86,12 +81,12 @@ func (v *view) lostWork() []Violation {
 						describeOp(o), o.Response.Generation, inst.ObservedGen)
 				}
 			case o.Outcome == history.OK && o.Request.Op == contract.OpDelete:
-				if exists && !laterCreate(i) {
+				if exists && !v.createAfter(id, o) {
 					add("delete-not-done", "accepted %s but the instance still exists (state %s, deleting=%t)",
 						describeOp(o), inst.State, inst.Deleting)
 				}
 			case o.Request.Op == contract.OpCreate && outcome(o) == history.Info:
-				if exists || laterDelete(i) {
+				if exists || v.deletedAfter(id, o) {
 					continue
 				}
 				if vm, ok := v.vmSince(id, o); ok {
@@ -130,26 +125,45 @@ func (v *view) droppedWork() []Violation {
 	return out
 }
 
+// mayFollow reports whether op b may have taken effect after op a: between
+// two OK resizes or deletes (changes of one lifetime of the instance) the
+// generations they were answered with order them — the invoke order does
+// not: two concurrent requests commit in either order; otherwise (a create
+// may start a lifetime whose generations start again) b may follow a
+// unless b completed before a was invoked.
+func mayFollow(a, b history.Op) bool {
+	if a.Index == b.Index {
+		return false
+	}
+	ga, gb := a.Response.Generation, b.Response.Generation
+	sameLife := a.Request.Op != contract.OpCreate && b.Request.Op != contract.OpCreate
+	if sameLife && a.Outcome == history.OK && b.Outcome == history.OK && ga > 0 && gb > 0 {
+		return gb > ga
+	}
+	return !completeOf(b).Before(a.Invoke)
+}
+
 // deletedAfter reports whether a delete of instance that may have happened
-// came after its i-th op (in v.ops order). An Info or pending delete counts
-// when the instance is absent or was created again after it.
-func (v *view) deletedAfter(instance string, i int) bool {
-	ops := v.ops[instance]
+// may have taken effect after op o. An Info or pending delete counts when
+// the instance is absent or a create may have come after it.
+func (v *view) deletedAfter(instance string, o history.Op) bool {
 	_, exists := v.inst[instance]
-	for _, d := range ops[i+1:] {
-		if d.Request.Op != contract.OpDelete || !mayHaveHappened(d) {
+	for _, d := range v.ops[instance] {
+		if d.Request.Op != contract.OpDelete || !mayHaveHappened(d) || !mayFollow(o, d) {
 			continue
 		}
-		if d.Outcome == history.OK || !exists || v.createAfter(instance, d.Index) {
+		if d.Outcome == history.OK || !exists || v.createAfter(instance, d) {
 			return true
 		}
 	}
 	return false
 }
 
-func (v *view) createAfter(instance string, index int) bool {
+// createAfter reports whether a create of instance that may have happened
+// may have taken effect after op o.
+func (v *view) createAfter(instance string, o history.Op) bool {
 	for _, c := range v.ops[instance] {
-		if c.Index > index && c.Request.Op == contract.OpCreate && mayHaveHappened(c) {
+		if c.Request.Op == contract.OpCreate && mayHaveHappened(c) && mayFollow(o, c) {
 			return true
 		}
 	}

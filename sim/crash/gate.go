@@ -36,6 +36,14 @@ type Rule struct {
 	// rule can aim at one occurrence of a point a worker passes several
 	// times; zero: the first.
 	Nth int `json:"nth,omitempty"`
+	// Item limits the rule to points passed inside the work item of that id
+	// (as the system names it to its Observer; see Gate.Enter), and Entry to
+	// the Entry-th time any worker entered it (1 is the first attempt; zero:
+	// any). Nth is then the occurrence of this very point name within the
+	// item entry (as TracePoint.Nth counts it), however late the rule was
+	// armed. Zero Item: anywhere.
+	Item  string `json:"item,omitempty"`
+	Entry int    `json:"entry,omitempty"`
 }
 
 func (r Rule) String() string {
@@ -45,6 +53,12 @@ func (r Rule) String() string {
 	}
 	if r.Nth > 1 {
 		at = fmt.Sprintf("%s (#%d)", at, r.Nth)
+	}
+	if r.Item != "" {
+		at += " in item " + r.Item
+		if r.Entry > 0 {
+			at += fmt.Sprintf(" (entry %d)", r.Entry)
+		}
 	}
 	if r.After == "" {
 		return "at " + at
@@ -67,17 +81,39 @@ type Parked struct {
 }
 
 type arm struct {
-	rule   Rule
-	seen   int    // points matching At passed so far (once After was)
-	passed bool   // After has been seen
-	action func() // nil: crash; else run it and go on
+	rule      Rule
+	seen      int    // points matching At passed so far (once After was)
+	counted   string // the point, and its occurrence, seen last: an action re-runs
+	countedAt int    // the match loop at the same point, which must not count it twice
+	passed    bool   // After has been seen
+	action    func() // nil: crash; else run it and go on
 }
 
 type worker struct {
 	arms    []*arm
 	crashed bool
-	parked  string        // point it waits at in scheduled mode; "" when running
-	release chan struct{} // closed to let a parked worker go
+	parked  string         // point it waits at in scheduled mode; "" when running
+	release chan struct{}  // closed to let a parked worker go
+	item    string         // the work item it is inside (Enter); "" outside any
+	key     string         // the instance that item works on
+	entry   int            // which entry of item
+	nth     map[string]int // points passed since it entered or left an item, by name
+}
+
+// TracePoint is one point a worker (or an API actor) passed, as Trace
+// records it: enough to aim a fault at the same point of another run of the
+// same workload, whichever worker gets there.
+type TracePoint struct {
+	Seq    int    `json:"seq"`
+	Worker string `json:"worker"`          // the incarnation or actor that passed it
+	Point  string `json:"point"`           // its name
+	Item   string `json:"item,omitempty"`  // the work item it was inside; "" outside any
+	Key    string `json:"key,omitempty"`   // the instance that item works on
+	Entry  int    `json:"entry,omitempty"` // which entry of Item
+	Nth    int    `json:"nth"`             // occurrence of Point within the item entry (or since the worker last left an item)
+	// Batch marks a statement of a pipelined batch after its first: it goes
+	// out with the first, so a fault before it is a fault before the batch.
+	Batch bool `json:"batch,omitempty"`
 }
 
 // Gate decides, at every point of every worker, whether it crashes, waits or
@@ -90,9 +126,13 @@ type Gate struct {
 	sched  bool
 	counts map[string]int // points passed, by name: what a run reached
 	hits   []Hit
-	change chan struct{} // closed and replaced when the parked set changes
-	closed chan struct{}
-	once   sync.Once
+	// entries counts how often each work item was entered (Enter).
+	entries map[string]int
+	tracing bool
+	trace   []TracePoint
+	change  chan struct{} // closed and replaced when the parked set changes
+	closed  chan struct{}
+	once    sync.Once
 }
 
 // New returns a Gate. now stamps crashes (pass the run's clock).
@@ -101,23 +141,68 @@ func New(now func() time.Time, opts Options) *Gate {
 		now = time.Now
 	}
 	return &Gate{
-		opts:   opts,
-		now:    now,
-		w:      map[string]*worker{},
-		sched:  opts.Scheduled,
-		counts: map[string]int{},
-		change: make(chan struct{}),
-		closed: make(chan struct{}),
+		opts:    opts,
+		now:     now,
+		w:       map[string]*worker{},
+		sched:   opts.Scheduled,
+		counts:  map[string]int{},
+		entries: map[string]int{},
+		change:  make(chan struct{}),
+		closed:  make(chan struct{}),
 	}
 }
 
 func (g *Gate) worker(name string) *worker {
 	w := g.w[name]
 	if w == nil {
-		w = &worker{}
+		w = &worker{nth: map[string]int{}}
 		g.w[name] = w
 	}
 	return w
+}
+
+// Enter tells the gate worker entered work item (a system reports it to its
+// Observer right after the claim): rules with an Item match from now on,
+// and points are counted within the item.
+func (g *Gate) Enter(worker, item, key string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	w := g.worker(worker)
+	g.entries[item]++
+	w.item, w.key, w.entry = item, key, g.entries[item]
+	clear(w.nth)
+}
+
+// Inside returns the work item worker is inside and the instance it works
+// on ("" outside any).
+func (g *Gate) Inside(worker string) (item, key string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	w := g.worker(worker)
+	return w.item, w.key
+}
+
+// Leave tells the gate worker left the item it was inside.
+func (g *Gate) Leave(worker string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	w := g.worker(worker)
+	w.item, w.key, w.entry = "", "", 0
+	clear(w.nth)
+}
+
+// SetTracing starts (or stops) recording every point passed, for Trace.
+func (g *Gate) SetTracing(on bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.tracing = on
+}
+
+// Trace returns the points passed while tracing was on, in order.
+func (g *Gate) Trace() []TracePoint {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]TracePoint(nil), g.trace...)
 }
 
 // Arm adds a crash rule for worker; rules fire once each, in any order.
@@ -175,10 +260,10 @@ func (g *Gate) Reached() map[string]int {
 // for a worker that crashed (then with ErrCrashed). ctx ending lets a
 // parked (not crashed) worker go with ctx's error.
 func (g *Gate) Point(ctx context.Context, worker, point string) error {
-	return g.point(ctx, worker, point, true)
+	return g.point(ctx, worker, point, true, false)
 }
 
-func (g *Gate) point(ctx context.Context, worker, point string, park bool) error {
+func (g *Gate) point(ctx context.Context, worker, point string, park, batch bool) error {
 	g.mu.Lock()
 	w := g.worker(worker)
 	if w.crashed {
@@ -187,34 +272,32 @@ func (g *Gate) point(ctx context.Context, worker, point string, park bool) error
 		return ErrCrashed
 	}
 	g.counts[point]++
-	for i, a := range w.arms {
-		if !a.passed {
-			if strings.HasPrefix(point, a.rule.After) {
-				a.passed = true
+	w.nth[point]++
+	if g.tracing {
+		g.trace = append(g.trace, TracePoint{Seq: len(g.trace), Worker: worker, Point: point, Item: w.item, Key: w.key, Entry: w.entry,
+			Nth: w.nth[point], Batch: batch})
+	}
+	for a := g.matchLocked(w, point); a != nil; a = g.matchLocked(w, point) {
+		if a.action != nil {
+			g.mu.Unlock()
+			a.action()
+			g.mu.Lock()
+			if w.crashed { // the action crashed or killed this very worker
+				g.mu.Unlock()
+				<-g.closed
+				return ErrCrashed
 			}
 			continue
 		}
-		if strings.HasPrefix(point, a.rule.At) {
-			if a.seen++; a.seen < a.rule.Nth {
-				continue
-			}
-			w.arms = append(w.arms[:i:i], w.arms[i+1:]...)
-			if a.action != nil {
-				g.counts[point]-- // counted again below
-				g.mu.Unlock()
-				a.action()
-				return g.point(ctx, worker, point, park)
-			}
-			w.crashed = true
-			g.hits = append(g.hits, Hit{Worker: worker, Point: point, Rule: a.rule.String(), At: g.now()})
-			g.mu.Unlock()
-			if g.opts.OnCrash != nil {
-				g.opts.OnCrash(worker, point)
-			}
-			g.notify()
-			<-g.closed
-			return ErrCrashed
+		w.crashed = true
+		g.hits = append(g.hits, Hit{Worker: worker, Point: point, Rule: a.rule.String(), At: g.now()})
+		g.mu.Unlock()
+		if g.opts.OnCrash != nil {
+			g.opts.OnCrash(worker, point)
 		}
+		g.notify()
+		<-g.closed
+		return ErrCrashed
 	}
 	if !g.sched || !park {
 		g.mu.Unlock()
@@ -242,6 +325,42 @@ func (g *Gate) point(ctx context.Context, worker, point string, park bool) error
 	if crashed { // killed while parked
 		<-g.closed
 		return ErrCrashed
+	}
+	return nil
+}
+
+// matchLocked removes and returns the first arm of w that fires at point,
+// or nil; arms that only advance (their After passed, an occurrence
+// counted) stay.
+func (g *Gate) matchLocked(w *worker, point string) *arm {
+	for i, a := range w.arms {
+		if a.counted == point && a.countedAt == w.nth[point] {
+			continue // already looked at this very occurrence (after an action ran)
+		}
+		if !a.passed {
+			if strings.HasPrefix(point, a.rule.After) {
+				a.passed = true
+			}
+			continue
+		}
+		if a.rule.Item != "" && (w.item != a.rule.Item || (a.rule.Entry > 0 && w.entry != a.rule.Entry)) {
+			continue
+		}
+		if !strings.HasPrefix(point, a.rule.At) {
+			continue
+		}
+		a.counted, a.countedAt = point, w.nth[point]
+		if a.rule.Item != "" {
+			// Inside an item the occurrence is the item's own count of
+			// this point, whenever the rule was armed.
+			if w.nth[point] != max(a.rule.Nth, 1) {
+				continue
+			}
+		} else if a.seen++; a.seen < a.rule.Nth {
+			continue
+		}
+		w.arms = append(w.arms[:i:i], w.arms[i+1:]...)
+		return a
 	}
 	return nil
 }

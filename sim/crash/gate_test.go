@@ -202,3 +202,65 @@ func TestBatchPoints(t *testing.T) {
 		t.Errorf("a batch without BeginTx must not pass sql:begin")
 	}
 }
+
+// A rule aimed at an item fires only inside the named entry of that item,
+// at the nth occurrence counted within it, and Trace records where each
+// point was passed.
+func TestItemRulesAndTrace(t *testing.T) {
+	g := crash.New(nil, crash.Options{})
+	t.Cleanup(g.Close)
+	g.SetTracing(true)
+	ctx := context.Background()
+	fired := 0
+	g.OnPoint("w1", crash.Rule{At: "sql:update", Item: "7", Entry: 2, Nth: 2}, func() { fired++ })
+	pass := func(w string, points ...string) {
+		for _, p := range points {
+			if err := g.Point(ctx, w, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	pass("w1", "sql:update", "sql:update") // outside any item
+	g.Enter("w1", "7", "i1")               // entry 1
+	pass("w1", "sql:update", "sql:update")
+	g.Leave("w1")
+	g.Enter("w2", "7", "i1") // entry 2, by another worker: w1's rule cannot match
+	pass("w2", "sql:update", "sql:update")
+	g.Leave("w2")
+	g.Enter("w1", "7", "i1") // entry 3
+	pass("w1", "sql:update", "sql:update")
+	if fired != 0 {
+		t.Fatalf("fired %d times outside item 7's second entry on w1", fired)
+	}
+	g.OnPoint("w1", crash.Rule{At: "sql:update", Item: "7", Entry: 3, Nth: 3}, func() { fired++ })
+	pass("w1", "sql:commit", "sql:update")
+	if fired != 1 {
+		t.Fatalf("fired %d times, want once at the third update of entry 3", fired)
+	}
+	tr := g.Trace()
+	last := tr[len(tr)-1]
+	if len(tr) != 10 || last.Item != "7" || last.Entry != 3 || last.Nth != 3 || last.Point != "sql:update" {
+		t.Fatalf("trace has %d points, last %+v", len(tr), last)
+	}
+	if tr[0].Item != "" || tr[1].Nth != 2 || tr[4].Worker != "w2" || tr[4].Entry != 2 {
+		t.Fatalf("trace %+v", tr)
+	}
+}
+
+func TestNthOccurrence(t *testing.T) {
+	g := crash.New(nil, crash.Options{})
+	t.Cleanup(g.Close)
+	n := 0
+	g.OnPoint("w1", crash.Rule{At: "sql:commit", Nth: 3}, func() { n++ })
+	for range 5 {
+		if err := g.Point(context.Background(), "w1", "sql:commit"); err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			break
+		}
+	}
+	if r := g.Reached()["sql:commit"]; n != 1 || r != 3 {
+		t.Fatalf("fired %d times after %d commits, want once at the third", n, r)
+	}
+}

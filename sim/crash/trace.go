@@ -42,7 +42,7 @@ func (g *Gate) ActorTracer(fallback string) pgx.QueryTracer {
 // fail a query from a tracer, and none is needed: a crashed worker's links
 // are severed, so whatever it sends after Close fails.
 func (t *tracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	t.pass(ctx, StatementPoint(d.SQL))
+	t.pass(ctx, StatementPoint(d.SQL), false)
 	return ctx
 }
 
@@ -56,23 +56,23 @@ func (t *tracer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceBa
 	if d.Batch == nil {
 		return ctx
 	}
-	for _, q := range d.Batch.QueuedQueries {
-		t.pass(ctx, StatementPoint(q.SQL))
+	for i, q := range d.Batch.QueuedQueries {
+		t.pass(ctx, StatementPoint(q.SQL), i > 0)
 	}
 	return ctx
 }
 
 // pass is one point: the worker's own, or the ctx's actor's (never parked).
-func (t *tracer) pass(ctx context.Context, point string) {
+func (t *tracer) pass(ctx context.Context, point string, batch bool) {
 	if !t.actor {
-		_ = t.g.Point(ctx, t.worker, point)
+		_ = t.g.point(ctx, t.worker, point, true, batch)
 		return
 	}
 	name, _ := ctx.Value(actorKey{}).(string)
 	if name == "" {
 		name = t.worker
 	}
-	_ = t.g.point(ctx, name, point, false)
+	_ = t.g.point(ctx, name, point, false, batch)
 }
 
 func (t *tracer) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}

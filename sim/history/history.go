@@ -309,6 +309,19 @@ func (r *Recorder) cutLocked(worker string, at time.Time, outcome string) {
 	}
 }
 
+// Pending counts the requests invoked and not completed yet.
+func (r *Recorder) Pending() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, o := range r.ops {
+		if o.Outcome == Pending {
+			n++
+		}
+	}
+	return n
+}
+
 // Snapshot returns a copy of everything recorded so far.
 func (r *Recorder) Snapshot() Snapshot {
 	r.mu.Lock()

@@ -2,6 +2,7 @@ package nemesis
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/workproof/workproof/sim"
 )
@@ -10,6 +11,9 @@ import (
 const (
 	KindCrash = "crash" // a worker crashes at a point
 	KindKill  = "kill"  // a worker is killed now, wherever it is
+	// KindCrashRequest crashes a request handler (an API process) at a
+	// point of the next request of client Worker.
+	KindCrashRequest = "crash-request"
 )
 
 // crashKind arms a crash: the worker (every worker, for AllWorkers) freezes
@@ -65,4 +69,34 @@ func (killKind) Draw(d Drawer, s Space) Fault {
 func (killKind) Check(f Fault, s Space) error { return s.checkWorker(f.Worker, true) }
 func (killKind) Inject(_ context.Context, e *sim.Env, f Fault) error {
 	return each(e, f.Worker, e.Kill)
+}
+
+// crashRequestKind crashes the handler of a client's next request at a
+// point: its database link is severed, so a handler that writes in two
+// transactions is left half done, and the request's outcome is unknown.
+type crashRequestKind struct{ always }
+
+func (crashRequestKind) Name() string { return KindCrashRequest }
+func (crashRequestKind) Class() Class { return ClassCrash }
+func (crashRequestKind) Doc() string {
+	return "the request handler of a client (Worker: the client, e.g. \"user\") crashes at a point of its next request: its database link is severed, its open transaction rolls back, the request's outcome is unknown"
+}
+func (crashRequestKind) Draw(d Drawer, s Space) Fault {
+	return Fault{Kind: KindCrashRequest, Worker: "user", Target: pick(d, "point", []string{"sql:commit", "sql:insert", "sql:update", "any"})}
+}
+func (crashRequestKind) Check(f Fault, s Space) error {
+	if f.Worker == "" || f.Worker == AllWorkers {
+		return fmt.Errorf("crash-request needs the client whose request crashes (Worker), got %q", f.Worker)
+	}
+	_, err := Rule(s, f.Target)
+	return err
+}
+func (crashRequestKind) Inject(_ context.Context, e *sim.Env, f Fault) error {
+	r, err := Rule(NewSpace(len(e.Workers())), f.Target)
+	if err != nil {
+		return err
+	}
+	client := f.Worker
+	e.Gate().OnPoint(sim.APIActor(client), r, func() { e.CrashRequest(client) })
+	return nil
 }

@@ -90,7 +90,8 @@ func Catalogue() []Kind {
 		linkKind{name: KindLinkCut}, linkKind{name: KindLinkPartition},
 		terminateKind{name: KindTerminateWorker, which: sim.WorkerBackends},
 		terminateKind{name: KindTerminateListener, which: sim.ListenerBackends},
-		transientKind{}, ambiguousKind{}, slowKind{}, outageKind{}, timeoutEdgeKind{},
+		crashRequestKind{},
+		transientKind{}, ambiguousKind{}, slowKind{}, outageKind{}, timeoutEdgeKind{}, lagKind{},
 		bugKind{},
 		restartKind{}, sqlErrorKind{},
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/workproof/workproof/sim"
@@ -64,8 +65,10 @@ func (k linkKind) Draw(d Drawer, s Space) Fault {
 }
 
 func (k linkKind) Check(f Fault, s Space) error {
-	if err := s.checkWorker(f.Worker, true); err != nil {
-		return err
+	if _, api := strings.CutPrefix(f.Worker, APIPrefix); !api {
+		if err := s.checkWorker(f.Worker, true); err != nil {
+			return err
+		}
 	}
 	if !slices.Contains(s.Upstreams, f.Target) {
 		return fmt.Errorf("upstream %q (want one of %v)", f.Target, s.Upstreams)
@@ -105,10 +108,20 @@ func (k linkKind) fault(f Fault) netfault.Fault {
 	return netfault.Partition{}
 }
 
-func (k linkKind) Inject(_ context.Context, e *sim.Env, f Fault) error {
+func (k linkKind) Inject(ctx context.Context, e *sim.Env, f Fault) error {
 	nf := k.fault(f)
+	if client, ok := strings.CutPrefix(f.Worker, APIPrefix); ok {
+		if f.Target != sim.Postgres {
+			return fmt.Errorf("an API client's only link is to %s, not %q", sim.Postgres, f.Target)
+		}
+		return e.APILinkFault(ctx, client, nf)
+	}
 	return each(e, f.Worker, func(w string) error { return e.LinkFault(w, f.Target, nf) })
 }
+
+// APIPrefix, before a client's name as a link fault's Worker, aims the fault
+// at that API client's database link ("api:user").
+const APIPrefix = "api:"
 
 // LinkFault is the netfault.Fault a link fault of the catalogue applies,
 // for a scenario that applies one itself at a precise moment.

@@ -17,16 +17,18 @@ const (
 	KindProviderSlow        = "provider-slow"         // N ms of latency on every request until healed
 	KindProviderOutage      = "provider-outage"       // down (503 or dropped) until healed
 	KindProviderTimeoutEdge = "provider-timeout-edge" // latency just under or just over the system's timeout, N times
+	KindProviderLag         = "provider-lag"          // the cloud shows new VMs to reads only N ms after creating them, until healed
 	KindDeployBug           = "deploy-bug"            // an intransient 4xx on an endpoint until the fix is deployed
 )
 
 var (
-	transientParams = []string{"503", "429", "drop"}
+	transientParams = []string{"503", "429", "drop", "hang"}
 	ambiguousParams = []string{"500", "drop", "hang"}
 	slowMillis      = []int{100, 300, 1000}
 	outageParams    = []string{"503", "drop"}
 	edgeParams      = []string{"under", "over"}
 	times           = []int{1, 2, 3}
+	lagMillis       = []int{500, 2000}
 )
 
 // targets lists what a provider fault may aim at: every effectful endpoint,
@@ -42,19 +44,35 @@ func (s Space) targets(services bool) []string {
 	return out
 }
 
-// providerFault builds the fakes.Fault of f; its Target was checked.
-func providerFault(f Fault) (fakes.Fault, error) {
+// providerFault builds the fakes.Fault of f on e; its Target was checked.
+// A Worker narrows it to that worker's current incarnation's requests.
+func providerFault(e *sim.Env, f Fault) (fakes.Fault, error) {
 	s := NewSpace(0)
 	service, endpoint, err := s.endpoint(f.Target)
 	if err != nil {
 		return fakes.Fault{}, err
 	}
-	return fakes.Fault{Service: service, Endpoint: endpoint, Owner: f.Owner}, nil
+	pf := fakes.Fault{Service: service, Endpoint: endpoint, Owner: f.Owner}
+	if f.Worker != "" {
+		if pf.Caller, err = e.Incarnation(f.Worker); err != nil {
+			return fakes.Fault{}, err
+		}
+	}
+	return pf, nil
+}
+
+func checkProviderWorker(f Fault, s Space) error {
+	if f.Worker == "" {
+		return nil
+	}
+	return s.checkWorker(f.Worker, false)
 }
 
 func checkTarget(f Fault, s Space) error {
-	_, _, err := s.endpoint(f.Target)
-	return err
+	if _, _, err := s.endpoint(f.Target); err != nil {
+		return err
+	}
+	return checkProviderWorker(f, s)
 }
 
 // status turns a "503"-style Param into a status (0 for "drop" or "hang").
@@ -67,7 +85,7 @@ type transientKind struct{ always }
 func (transientKind) Name() string { return KindProviderTransient }
 func (transientKind) Class() Class { return ClassProvider }
 func (transientKind) Doc() string {
-	return "a provider fails its next N requests (to an endpoint or any) before any effect: 503, 429 or a dropped connection"
+	return "a provider fails its next N requests (to an endpoint or any) before any effect: 503, 429, a dropped connection, or a hang until the client gives up (a timeout with no effect)"
 }
 func (transientKind) Draw(d Drawer, s Space) Fault {
 	return Fault{Kind: KindProviderTransient, Target: pick(d, "target", s.targets(true)),
@@ -83,11 +101,11 @@ func (transientKind) Check(f Fault, s Space) error {
 	return checkParam(f.Param, transientParams)
 }
 func (transientKind) Inject(_ context.Context, e *sim.Env, f Fault) error {
-	pf, err := providerFault(f)
+	pf, err := providerFault(e, f)
 	if err != nil {
 		return err
 	}
-	pf.Mode, pf.Times, pf.Status, pf.Drop = fakes.ModeFailBefore, f.N, status(f.Param), f.Param == "drop"
+	pf.Mode, pf.Times, pf.Status, pf.Drop, pf.Hang = fakes.ModeFailBefore, f.N, status(f.Param), f.Param == "drop", f.Param == "hang"
 	return e.ProviderFault(pf)
 }
 
@@ -114,7 +132,7 @@ func (ambiguousKind) Check(f Fault, s Space) error {
 	return checkParam(f.Param, ambiguousParams)
 }
 func (ambiguousKind) Inject(_ context.Context, e *sim.Env, f Fault) error {
-	pf, err := providerFault(f)
+	pf, err := providerFault(e, f)
 	if err != nil {
 		return err
 	}
@@ -148,7 +166,7 @@ func (slowKind) Check(f Fault, s Space) error {
 	return checkN(f.N, 1, 60_000, "latency ms")
 }
 func (slowKind) Inject(_ context.Context, e *sim.Env, f Fault) error {
-	pf, err := providerFault(f)
+	pf, err := providerFault(e, f)
 	if err != nil {
 		return err
 	}
@@ -175,7 +193,7 @@ func (outageKind) Check(f Fault, s Space) error {
 	return checkParam(f.Param, outageParams)
 }
 func (outageKind) Inject(_ context.Context, e *sim.Env, f Fault) error {
-	pf, err := providerFault(f)
+	pf, err := providerFault(e, f)
 	if err != nil {
 		return err
 	}
@@ -183,15 +201,18 @@ func (outageKind) Inject(_ context.Context, e *sim.Env, f Fault) error {
 	return e.ProviderFault(pf)
 }
 
-// timeoutEdgeKind delays a request to just under or just over the time the
-// system waits for it: the answer arrives as the client gives up, or just
-// after — while the effect happens either way.
+// timeoutEdgeKind aims at the time the system waits for a provider: under,
+// the request is slowed to just within it (a slow success, which a lease
+// shorter than the call does not survive); over, the request takes effect
+// at once and its answer is held until just after the client gave up (a
+// timeout after the effect). The effect never lands after the client moved
+// on: a provider applies one request before it answers it.
 type timeoutEdgeKind struct{ always }
 
 func (timeoutEdgeKind) Name() string { return KindProviderTimeoutEdge }
 func (timeoutEdgeKind) Class() Class { return ClassProvider }
 func (timeoutEdgeKind) Doc() string {
-	return "a provider's next N requests to an effectful endpoint are delayed to just under (90%) or just over (110%) the system's provider timeout; they take effect either way"
+	return "a provider's next N requests to an effectful endpoint are slowed to just under the system's provider timeout (90%: a slow success), or take effect at once and answer just after it (110%: a timeout after the effect)"
 }
 func (timeoutEdgeKind) Draw(d Drawer, s Space) Fault {
 	return Fault{Kind: KindProviderTimeoutEdge, Target: pick(d, "target", s.targets(false)),
@@ -207,16 +228,40 @@ func (timeoutEdgeKind) Check(f Fault, s Space) error {
 	return checkParam(f.Param, edgeParams)
 }
 func (timeoutEdgeKind) Inject(_ context.Context, e *sim.Env, f Fault) error {
-	pf, err := providerFault(f)
+	pf, err := providerFault(e, f)
 	if err != nil {
 		return err
 	}
-	d := e.ProviderTimeout() * 9 / 10
+	pf.Times = f.N
 	if f.Param == "over" {
-		d = e.ProviderTimeout() * 11 / 10
+		pf.Mode, pf.Hang, pf.Latency = fakes.ModeFailAfter, true, e.ProviderTimeout()*11/10
+	} else {
+		pf.Mode, pf.Latency = fakes.ModeLatency, e.ProviderTimeout()*9/10
 	}
-	pf.Mode, pf.Latency, pf.Times = fakes.ModeLatency, d, f.N
 	return e.ProviderFault(pf)
+}
+
+// lagKind makes the cloud's reads lag behind its writes (EC2's eventual
+// consistency): a VM just created is "not found" for N ms.
+type lagKind struct{ always }
+
+func (lagKind) Name() string { return KindProviderLag }
+func (lagKind) Class() Class { return ClassProvider }
+func (lagKind) Doc() string {
+	return "the cloud shows a new VM to describe, list and find-by-token only N ms after creating it (read-after-write lag), until healed"
+}
+func (lagKind) Draw(d Drawer, _ Space) Fault {
+	return Fault{Kind: KindProviderLag, Target: fakes.ServiceCloud, N: pick(d, "ms", lagMillis)}
+}
+func (lagKind) Check(f Fault, _ Space) error {
+	if f.Target != fakes.ServiceCloud {
+		return fmt.Errorf("lag is the cloud's (target %q, want %q)", f.Target, fakes.ServiceCloud)
+	}
+	return checkN(f.N, 1, 60_000, "lag ms")
+}
+func (lagKind) Inject(_ context.Context, e *sim.Env, f Fault) error {
+	e.SetProviderLag(time.Duration(f.N) * time.Millisecond)
+	return nil
 }
 
 // bugKind deploys an intransient bug: the endpoint answers 422 until the
@@ -240,7 +285,7 @@ func (bugKind) Check(f Fault, s Space) error {
 	return err
 }
 func (bugKind) Inject(_ context.Context, e *sim.Env, f Fault) error {
-	pf, err := providerFault(f)
+	pf, err := providerFault(e, f)
 	if err != nil {
 		return err
 	}
