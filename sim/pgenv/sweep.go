@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -137,4 +138,18 @@ func killStalePostmaster(data string, log *slog.Logger) {
 func removeSysVShm(shmid int) {
 	const ipcRMID = 0
 	_, _, _ = syscall.Syscall(syscall.SYS_SHMCTL, uintptr(shmid), ipcRMID, 0)
+}
+
+// sweepLocal sweeps dead processes' cluster directories when Start picks a
+// backend other than the ephemeral cluster (which sweeps its own run root):
+// a killed run's leftovers — its directory and System V segment — must not
+// wait for the next run that happens to start a cluster.
+func sweepLocal(opts Options, log *slog.Logger) {
+	var roots []string
+	for _, r := range []string{opts.RunDir, "/dev/shm", os.TempDir()} {
+		if r != "" && !slices.Contains(roots, r) {
+			roots = append(roots, r)
+		}
+	}
+	sweep(roots, log)
 }
