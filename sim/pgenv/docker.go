@@ -211,6 +211,9 @@ func (d *dockerEngine) Run(ctx context.Context, spec ContainerSpec) (string, err
 			"NetworkMode": "host",
 		},
 	}
+	if spec.DataDir != "" {
+		body["HostConfig"].(map[string]any)["Binds"] = []string{spec.DataDir + ":" + DataMount}
+	}
 	var created struct{ Id string }
 	if err := d.call(ctx, http.MethodPost, "/containers/create", url.Values{"name": {spec.Name}}, body, &created); err != nil {
 		return "", fmt.Errorf("pgenv: creating a container from %s on the %s: %w", spec.Image, d, err)

@@ -64,7 +64,16 @@ type ContainerSpec struct {
 	// Labels are the container's labels; the owner label is how the sweep
 	// finds containers of killed runs.
 	Labels map[string]string
+	// DataDir, when set, is a directory of the engine's host to bind-mount
+	// at DataMount (where Env puts PGDATA): on tmpfs it makes a clone ~10×
+	// faster than in the container's own overlay layer, and unlike a tmpfs
+	// mount it survives Restart. Empty: no mount. pgenv sets it only for
+	// its built-in engine on a local socket, as root.
+	DataDir string
 }
+
+// DataMount is where ContainerSpec.DataDir is mounted in the container.
+const DataMount = "/var/lib/postgresql/workproof"
 
 // ContainerInfo is one container List found.
 type ContainerInfo struct {

@@ -25,3 +25,5 @@ func selfOwner() owner {
 }
 
 func sweepLocal(opts Options, log *slog.Logger) {}
+
+func containerDataDir(opts Options) string { return "" }

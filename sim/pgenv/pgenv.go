@@ -295,13 +295,15 @@ func resolve(ctx context.Context, opts Options, log *slog.Logger) (resolved, err
 
 // resolveContainer starts the container backend if an engine answers.
 func resolveContainer(ctx context.Context, opts Options, log *slog.Logger) (resolved, error) {
-	engine, closer := opts.Engine, func() {}
+	// A mounted data directory needs an engine on this machine: the
+	// built-in one speaks to a local socket only.
+	engine, closer, mountData := opts.Engine, func() {}, false
 	if engine == nil {
 		d, err := newDockerEngine()
 		if err != nil {
 			return resolved{}, err
 		}
-		engine, closer = d, d.closeIdle
+		engine, closer, mountData = d, d.closeIdle, true
 	}
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	err := engine.Ping(pctx)
@@ -311,7 +313,7 @@ func resolveContainer(ctx context.Context, opts Options, log *slog.Logger) (reso
 		return resolved{}, err
 	}
 	start := func(ctx context.Context) (backend, error) {
-		return startContainer(ctx, opts, engine, closer, log)
+		return startContainer(ctx, opts, engine, closer, mountData, log)
 	}
 	b, err := start(ctx)
 	if err != nil {

@@ -75,7 +75,8 @@ func helperMain(mode string) {
 		if err != nil {
 			fail(err)
 		}
-		fmt.Println(s.b.(*container).id)
+		c := s.b.(*container)
+		fmt.Println(c.id, c.dataDir+"/") // "/" marks an empty dataDir
 	default:
 		fail(fmt.Errorf("unknown helper mode %q", mode))
 	}

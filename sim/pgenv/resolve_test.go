@@ -266,7 +266,8 @@ func comment(t *testing.T, dsn, db string) string {
 func TestKilledRunContainerSwept(t *testing.T) {
 	d := needEngine(t)
 	ctx := context.Background()
-	id := runKilled(t, "container")[0]
+	f := runKilled(t, "container")
+	id, dataDir := f[0], strings.TrimSuffix(f[1], "/")
 	if running, err := d.Running(ctx, id); err != nil || !running {
 		t.Fatalf("the killed run's container %.12s: running %v, %v; want it still running before the sweep", id, running, err)
 	}
@@ -295,5 +296,10 @@ func TestKilledRunContainerSwept(t *testing.T) {
 	}
 	if !ids[foreign] {
 		t.Errorf("the sweep removed %.12s, another host's container", foreign)
+	}
+	if dataDir != "" {
+		if _, err := os.Stat(dataDir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the killed run's data directory %s survived the next Start: %v", dataDir, err)
+		}
 	}
 }
