@@ -123,7 +123,7 @@ func (c *container) run(ctx context.Context) error {
 		Image: c.image,
 		// Trust on loopback as on the ephemeral cluster; the password is
 		// for images whose entrypoint insists on one.
-		Env:    []string{"POSTGRES_HOST_AUTH_METHOD=trust", "POSTGRES_PASSWORD=postgres", "POSTGRES_USER=postgres", "POSTGRES_DB=postgres"},
+		Env:     []string{"POSTGRES_HOST_AUTH_METHOD=trust", "POSTGRES_PASSWORD=postgres", "POSTGRES_USER=postgres", "POSTGRES_DB=postgres"},
 		Cmd:     cmd,
 		Labels:  map[string]string{ownerLabel: selfOwner().String()},
 		DataDir: c.dataDir,
