@@ -76,13 +76,14 @@ chroot "$root" /usr/bin/env -i PATH=/usr/lib/postgresql/15/bin:/usr/bin:/bin LC_
 umount "$root/proc"
 rm -f "$root/usr/sbin/policy-rc.d"
 
-# Trim: documentation, translations, apt's lists and caches, and the LLVM JIT
+# Trim: documentation, translations, locale sources (C.UTF-8 is built in),
+# apt's lists and caches, and the LLVM JIT with the solver only LLVM uses
 # (Postgres runs without it; jit is then simply unavailable).
 rm -rf "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
-  "$root"/usr/share/locale/* "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* \
+  "$root"/usr/share/locale/* "$root"/usr/share/i18n "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* \
   "$root"/var/cache/debconf/*-old "$root"/var/log/*.log \
   "$root"/usr/lib/postgresql/15/lib/llvmjit* "$root"/usr/lib/postgresql/15/lib/bitcode \
-  "$root"/usr/lib/x86_64-linux-gnu/libLLVM* "$root"/usr/lib/llvm-*
+  "$root"/usr/lib/x86_64-linux-gnu/libLLVM* "$root"/usr/lib/llvm-* "$root"/usr/lib/x86_64-linux-gnu/libz3*
 mkdir -p "$root/docker-entrypoint-initdb.d"
 
 cat >"$root/usr/local/bin/docker-entrypoint.sh" <<'ENTRYPOINT'
@@ -157,6 +158,9 @@ EXPOSE 5432
 CMD ["postgres"]
 EOF
 # The legacy builder: BuildKit may not be there, and nothing is fetched.
-DOCKER_BUILDKIT=0 docker build -q -t "$tag" "$work" >/dev/null
+DOCKER_BUILDKIT=0 docker build -q -t "$tag" "$work" >"$work/build.log" 2>&1 ||
+  { cat "$work/build.log"; exit 1; }
 docker rmi "$tag-rootfs" >/dev/null
+# An image of an older recipe lost its tag to this one.
+docker image prune -f --filter "label=org.workproof.recipe" >/dev/null
 echo "docker-postgres-image: built $tag in $(($(date +%s) - t0)) s"

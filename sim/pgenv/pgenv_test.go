@@ -112,7 +112,7 @@ func runKilled(t *testing.T, mode string) []string {
 func needBinaries(t testing.TB) {
 	t.Helper()
 	if _, err := findBinaries(""); err != nil && os.Getenv(EnvBackend) != "local" {
-		t.Skipf("a test of the ephemeral cluster, and %v", err)
+		t.Skipf("tests the ephemeral cluster, which needs the machine's PostgreSQL binaries: %v", err)
 	}
 }
 
