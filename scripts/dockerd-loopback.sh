@@ -60,6 +60,9 @@ stop)
     echo "dockerd-loopback: dockerd $pid did not stop in 30 s; killing it" >&2
     kill -KILL "$pid"
   fi
+  # dockerd leaves its bind mount of the host's network namespace behind.
+  awk -v run="$run/" 'index($2, run) == 1 { print $2 }' /proc/mounts | sort -r |
+    while read -r m; do umount "$m" 2>/dev/null || umount -l "$m"; done
   rm -rf "$run"
   ;;
 *)
