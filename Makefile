@@ -4,13 +4,16 @@ PKGS     ?= ./...
 TESTFLAGS ?=
 SOAK_FLAGS ?= -duration 2m
 
-.PHONY: help test test-short bench bench-mutants lint soak clean
+.PHONY: help test test-short test-container bench bench-mutants lint soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 test: ## run every test with the race detector (starts its own Postgres)
 	$(GO) test -race -count=1 -timeout 9m $(TESTFLAGS) $(PKGS)
+
+test-container: ## Postgres in containers: loopback-only dockerd, local image, pgenv + Verify, make test without binaries (root)
+	scripts/test-container.sh
 
 test-short: ## the quick subset
 	$(GO) test -short -count=1 $(PKGS)

@@ -54,6 +54,36 @@ func BenchmarkStartFromCache(b *testing.B) {
 	}
 }
 
+// BenchmarkContainerStart measures Start of the container backend on the
+// built-in engine: create and start a container from the image (present on
+// the engine), wait until Postgres in it accepts a connection (Close, which
+// removes the container, is not timed). Skipped without a Docker engine.
+func BenchmarkContainerStart(b *testing.B) {
+	needEngine(b)
+	ctx := context.Background()
+	opts := Options{Use: "container"}
+	warm, err := Start(ctx, opts) // pulls the image if needed
+	if err != nil {
+		b.Fatal(err)
+	}
+	warm.Close()
+	var took []time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		s, err := Start(ctx, opts)
+		took = append(took, time.Since(t0))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if err := s.Close(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	reportMedian(b, took)
+}
+
 // BenchmarkCreateDatabase measures one clone of a small migrated template
 // (CREATE DATABASE … TEMPLATE; the drop is not timed). Target ≤ 100 ms.
 func BenchmarkCreateDatabase(b *testing.B) {
@@ -67,6 +97,13 @@ func BenchmarkCreateDatabase(b *testing.B) {
 			name string
 			opts Options
 		}{"ephemeral-" + rd.name, Options{Ephemeral: true, RunDir: rd.dir}})
+	}
+	if d, err := newDockerEngine(); err == nil && d.Ping(ctx) == nil {
+		d.closeIdle()
+		cases = append(cases, struct {
+			name string
+			opts Options
+		}{"container", Options{Use: "container"}})
 	}
 	if dsn := os.Getenv(EnvDSN); dsn != "" {
 		cases = append(cases, struct {

@@ -55,12 +55,18 @@ func findBinaries(binDir string) (binaries, error) {
 		b.stamp = fmt.Sprintf("%s %d %d", b.postgres, fi.Size(), fi.ModTime().UnixNano())
 		return b, nil
 	}
-	where := "$PATH and " + strings.Join(binDirGlobs, ", ")
+	where := "$PATH or " + strings.Join(binDirGlobs, ", ")
 	if binDir != "" {
 		where = "Options.BinDir " + binDir
+	} else if len(tried) > 0 {
+		where += " (found only parts in " + strings.Join(tried, ", ") + ")"
 	}
-	return binaries{}, fmt.Errorf("pgenv: no initdb and postgres in %s (tried %v): %w", where, tried, ErrNoPostgres)
+	return binaries{}, fmt.Errorf("no initdb and postgres in %s: %w", where, errNoBinaries)
 }
+
+// errNoBinaries: no PostgreSQL server binaries were found; Start reports it
+// as ErrNoPostgres with the other ways to get a server.
+var errNoBinaries = errors.New("no PostgreSQL server binaries")
 
 func isExecutable(p string) bool {
 	fi, err := os.Stat(p)

@@ -238,10 +238,3 @@ func serverEnv() []string {
 	}
 	return append(env, "LC_ALL=C")
 }
-
-func tail(b []byte, n int) string {
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return strings.TrimSpace(string(b))
-}

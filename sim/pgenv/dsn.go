@@ -31,7 +31,7 @@ func resolveDSN(opts Options) (dsn, source string, ok bool) {
 		return v, "$" + EnvDSN, true
 	}
 	for _, k := range libpqSelectors {
-		if os.Getenv(k) != "" {
+		if !opts.IgnorePGEnv && os.Getenv(k) != "" {
 			return "", "$" + k, true
 		}
 	}

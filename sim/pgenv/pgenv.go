@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -18,9 +19,10 @@ import (
 
 // Sentinel errors; test them with errors.Is.
 var (
-	// ErrNoPostgres: no DSN is configured and no PostgreSQL server binaries
-	// were found, so there is no way to get a server.
-	ErrNoPostgres = errors.New("no PostgreSQL available: install the server package (e.g. `apt-get install postgresql`), set Options.BinDir, or set WORKPROOF_DATABASE_URL to a server you run")
+	// ErrNoPostgres: none of the ways to get a server worked — no DSN is
+	// configured, no Docker engine started a container, and no PostgreSQL
+	// server binaries were found — or the one chosen explicitly did not.
+	ErrNoPostgres = errors.New("no PostgreSQL available: set WORKPROOF_DATABASE_URL to a server you run, or start a Docker engine (DOCKER_HOST; image from WORKPROOF_PG_IMAGE, default " + DefaultImage + "), or install the PostgreSQL server binaries (e.g. `apt-get install postgresql`)")
 	// ErrMalformedDSN: the configured connection string does not parse.
 	ErrMalformedDSN = errors.New("malformed Postgres connection string")
 	// ErrUnreachable: the configured server did not accept a connection.
@@ -38,9 +40,29 @@ type Options struct {
 	// libpq PG* variables if PGHOST, PGPORT, PGDATABASE or
 	// PGSERVICE is set; else an ephemeral cluster is started.
 	DSN string
-	// Ephemeral forces a private ephemeral cluster, ignoring DSN and the
-	// environment. Zero: the resolution order of Start.
+	// Use picks one way of getting a server and overrides the resolution
+	// order: "dsn", "container" or "local" (the machine's binaries; also
+	// "ephemeral"). A choice that cannot be had is an error, never a
+	// fallback. Zero: "dsn" when DSN is set, else $WORKPROOF_POSTGRES, else
+	// the resolution order of Start.
+	Use string
+	// Ephemeral is Use: "local", kept for callers that predate Use. Zero:
+	// see Use.
 	Ephemeral bool
+	// IgnorePGEnv stops the libpq PG* variables from selecting a dsn server
+	// ($WORKPROOF_DATABASE_URL still does). Zero: PGHOST, PGPORT,
+	// PGDATABASE or PGSERVICE selects one. pgenvtest sets it, so that stray
+	// PG* variables do not send tests to some other server.
+	IgnorePGEnv bool
+	// Image is the container backend's image. Zero: $WORKPROOF_PG_IMAGE,
+	// else DefaultImage (pulled when the engine does not have it).
+	Image string
+	// Engine runs the container backend's containers. Zero: pgenv's
+	// built-in client of the Docker Engine API at $DOCKER_HOST (unix
+	// sockets only), else unix:///var/run/docker.sock. Package
+	// sim/pgenv/pgcontainer (a module of its own) has one built on
+	// testcontainers-go.
+	Engine ContainerEngine
 	// BinDir holds initdb and postgres. Zero: the directory of initdb on
 	// $PATH, then the newest /usr/lib/postgresql/*/bin (and similar layouts).
 	BinDir string
@@ -53,10 +75,10 @@ type Options struct {
 	// tmpfs), else os.TempDir(). Unix socket paths are limited to 107 bytes,
 	// so keep it short.
 	RunDir string
-	// Settings are extra server settings (postgres -c name=value) for the
-	// ephemeral cluster, applied over the fast test defaults (see
-	// DefaultSettings: fsync off, max_connections 400, …). Zero: the
-	// defaults alone. Ignored for a DSN server.
+	// Settings are extra server settings (postgres -c name=value) for a
+	// private server (ephemeral cluster or container), applied over the
+	// fast test defaults (see DefaultSettings: fsync off, max_connections
+	// 400, …). Zero: the defaults alone. Ignored for a DSN server.
 	Settings map[string]string
 	// Logger receives progress and cleanup messages. Zero: discard.
 	Logger *slog.Logger
@@ -85,9 +107,9 @@ func DefaultSettings() map[string]string {
 	}
 }
 
-// backend is one way of getting a server (resolution order in Start). A
-// testcontainers backend, later, implements it in its own package-level file
-// or subpackage and slots in between the dsn and ephemeral backends.
+// backend is one way of getting a server (resolution order in Start): dsn
+// (dsn.go), container (container.go, through a ContainerEngine) and the
+// ephemeral cluster (ephemeral.go).
 type backend interface {
 	kind() string
 	// connString returns a connection string for database db ("" = the
@@ -110,6 +132,9 @@ type backend interface {
 type Server struct {
 	b   backend
 	log *slog.Logger
+	// startPrivate starts another server of the same private kind, for
+	// StartPrivate; nil for a dsn server.
+	startPrivate func(ctx context.Context) (backend, error)
 
 	mu        sync.Mutex
 	admin     *pgxpool.Pool
@@ -146,37 +171,185 @@ type Database struct {
 	s    *Server
 }
 
+// EnvBackend names the way of getting a server, overriding the resolution
+// order: dsn, container or local.
+const EnvBackend = "WORKPROOF_POSTGRES"
+
 // Start returns a running server, resolved in the order described in the
-// package documentation. Close it when done.
+// package documentation, and logs (at Info) which one it chose and why.
+// Close it when done.
 func Start(ctx context.Context, opts Options) (*Server, error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	var b backend
-	var err error
-	if dsn, source, ok := resolveDSN(opts); ok && !opts.Ephemeral {
-		b, err = newDSNBackend(dsn, source)
-	} else {
-		// Resolution step 2, a Docker engine via testcontainers-go, goes
-		// here when it exists (probing it first costs < 1 ms).
-		b, err = startEphemeral(ctx, opts, log)
-	}
+	r, err := resolve(ctx, opts, log)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{
-		b:         b,
-		log:       log,
-		created:   map[string]bool{},
-		templates: map[string]*tplEntry{},
+	if r.b.kind() != "ephemeral" {
+		sweepLocal(opts, log)
 	}
+	s := newServer(r.b, log, r.private)
 	if err := s.connectAdmin(ctx); err != nil {
+		_ = r.b.close()
+		return nil, err
+	}
+	if !r.b.private() {
+		s.sweepDatabases(ctx)
+	}
+	log.Info("pgenv: using Postgres", "kind", r.b.kind(), "why", r.why, "addr", r.b.hostPort(), "version", s.version)
+	return s, nil
+}
+
+func newServer(b backend, log *slog.Logger, startPrivate func(context.Context) (backend, error)) *Server {
+	return &Server{
+		b:            b,
+		log:          log,
+		startPrivate: startPrivate,
+		created:      map[string]bool{},
+		templates:    map[string]*tplEntry{},
+	}
+}
+
+// resolved is the backend Start picked, why, and how to start another
+// private one like it.
+type resolved struct {
+	b       backend
+	why     string
+	private func(context.Context) (backend, error)
+}
+
+// choice returns the explicit choice of backend and where it came from, or
+// "" for the resolution order.
+func choice(opts Options) (use, source string, err error) {
+	switch {
+	case opts.Ephemeral:
+		use, source = "local", "Options.Ephemeral"
+	case opts.Use != "":
+		use, source = opts.Use, "Options.Use"
+	case opts.DSN != "":
+		use, source = "dsn", "Options.DSN"
+	case os.Getenv(EnvBackend) != "":
+		use, source = os.Getenv(EnvBackend), EnvBackend
+	default:
+		return "", "", nil
+	}
+	switch use {
+	case "dsn", "container", "local":
+	case "ephemeral":
+		use = "local"
+	default:
+		return "", "", fmt.Errorf("pgenv: %s=%q: want dsn, container or local", source, use)
+	}
+	return use, source, nil
+}
+
+func resolve(ctx context.Context, opts Options, log *slog.Logger) (resolved, error) {
+	use, source, err := choice(opts)
+	if err != nil {
+		return resolved{}, err
+	}
+	if use == "" || use == "dsn" {
+		if dsn, from, ok := resolveDSN(opts); ok {
+			b, err := newDSNBackend(dsn, from)
+			return resolved{b: b, why: from}, err
+		}
+		if use == "dsn" {
+			return resolved{}, fmt.Errorf("pgenv: %s=dsn asks for a server you run, but %s is not set: %w", source, EnvDSN, ErrNoPostgres)
+		}
+	}
+	var containerErr error
+	if use == "" || use == "container" {
+		r, err := resolveContainer(ctx, opts, log)
+		if err == nil {
+			if use != "" {
+				r.why = source + "=container; " + r.why
+			}
+			return r, nil
+		}
+		if use == "container" {
+			return resolved{}, fmt.Errorf("pgenv: %s=container: %w: %w", source, err, ErrNoPostgres)
+		}
+		containerErr = err
+	}
+	local := func(ctx context.Context) (backend, error) { return startEphemeral(ctx, opts, log) }
+	b, err := local(ctx)
+	switch {
+	case err == nil:
+		why := "the PostgreSQL binaries on this machine"
+		if use != "" {
+			why = source + "=local"
+		} else {
+			why += "; no container: " + containerErr.Error()
+		}
+		return resolved{b: b, why: why, private: local}, nil
+	case !errors.Is(err, errNoBinaries):
+		return resolved{}, err
+	case use == "local":
+		return resolved{}, fmt.Errorf("pgenv: %s=local asks for the machine's binaries: %v: %w", source, err, ErrNoPostgres)
+	default:
+		return resolved{}, fmt.Errorf("pgenv: %w\n  %s: not set\n  container: %v\n  local binaries: %v", ErrNoPostgres, EnvDSN, containerErr, err)
+	}
+}
+
+// resolveContainer starts the container backend if an engine answers.
+func resolveContainer(ctx context.Context, opts Options, log *slog.Logger) (resolved, error) {
+	// A mounted data directory needs an engine on this machine: the
+	// built-in one speaks to a local socket only.
+	engine, closer, mountData := opts.Engine, func() {}, false
+	if engine == nil {
+		d, err := newDockerEngine()
+		if err != nil {
+			return resolved{}, err
+		}
+		engine, closer, mountData = d, d.closeIdle, true
+	}
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	err := engine.Ping(pctx)
+	cancel()
+	if err != nil {
+		closer()
+		return resolved{}, err
+	}
+	start := func(ctx context.Context) (backend, error) {
+		return startContainer(ctx, opts, engine, closer, mountData, log)
+	}
+	b, err := start(ctx)
+	if err != nil {
+		closer()
+		log.Warn("pgenv: a container engine answered but its Postgres container did not start", "err", err)
+		return resolved{}, err
+	}
+	why := fmt.Sprintf("a container engine answered (%v), image %s", engine, resolveImage(opts))
+	return resolved{b: b, why: why, private: start}, nil
+}
+
+// StartPrivate starts another server of the same kind as s — a new
+// ephemeral cluster (same binaries, cache, run directory, settings and
+// logger) or a new container (same engine, image and settings) — for the
+// caller alone, e.g. for a Postgres-restart fault that must not disturb
+// other users of s. Restart works on it; Close it when done. For a dsn
+// server, which the harness does not run, the error matches
+// errors.ErrUnsupported.
+func (s *Server) StartPrivate(ctx context.Context) (*Server, error) {
+	if s.startPrivate == nil {
+		return nil, fmt.Errorf("pgenv: StartPrivate needs a private server (ephemeral or container), this one is %q: %w", s.b.kind(), errors.ErrUnsupported)
+	}
+	if _, err := s.pool(); err != nil {
+		return nil, err
+	}
+	b, err := s.startPrivate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p := newServer(b, s.log, s.startPrivate)
+	if err := p.connectAdmin(ctx); err != nil {
 		_ = b.close()
 		return nil, err
 	}
-	log.Info("pgenv: server ready", "kind", b.kind(), "addr", b.hostPort(), "version", s.version)
-	return s, nil
+	s.log.Debug("pgenv: private server started", "kind", b.kind(), "addr", b.hostPort())
+	return p, nil
 }
 
 func (s *Server) connectAdmin(ctx context.Context) error {
@@ -218,17 +391,18 @@ func withDefaultTimeout(ctx context.Context, d time.Duration) (context.Context, 
 	return context.WithTimeout(ctx, d)
 }
 
-// Kind is "dsn" for a server given by connection string, "ephemeral" for a
-// private cluster this Server started.
+// Kind is "dsn" for a server given by connection string, "container" for a
+// container this Server started, "ephemeral" for a private cluster it
+// started from the machine's binaries.
 func (s *Server) Kind() string { return s.b.kind() }
 
-// HostPort is the server's TCP address "host:port" (for proxies); for an
-// ephemeral cluster always "127.0.0.1:port". Empty for a DSN that connects
+// HostPort is the server's TCP address "host:port" (for proxies); for a
+// private server (ephemeral or container) always "127.0.0.1:port". Empty for a DSN that connects
 // through a unix socket.
 func (s *Server) HostPort() string { return s.b.hostPort() }
 
 // DSN is a connection string for the server's maintenance database (the
-// DSN's own database; "postgres" on an ephemeral cluster, as superuser), for
+// DSN's own database; "postgres" on a private server, as superuser), for
 // administrative work such as pg_terminate_backend.
 func (s *Server) DSN() string { return s.b.connString("", "") }
 
@@ -239,8 +413,9 @@ func (s *Server) Version() string {
 	return s.version
 }
 
-// Settings returns the server settings an ephemeral cluster was started
-// with (for reports of soak and benchmark runs); nil for a DSN server.
+// Settings returns the server settings a private server (ephemeral or
+// container) was started with (for reports of soak and benchmark runs); nil
+// for a DSN server.
 func (s *Server) Settings() map[string]string { return s.b.settings() }
 
 func (s *Server) pool() (*pgxpool.Pool, error) {
@@ -307,6 +482,7 @@ func (s *Server) makeTemplate(ctx context.Context, name string, migrate func(con
 		s.unreserve(dbName)
 		return nil, fmt.Errorf("pgenv: create template database for %q: %w", name, err)
 	}
+	markErr := s.markOwner(ctx, admin, dbName)
 	fail := func(err error) (*Template, error) {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
@@ -314,6 +490,9 @@ func (s *Server) makeTemplate(ctx context.Context, name string, migrate func(con
 			s.log.Warn("pgenv: dropping failed template", "db", dbName, "err", derr)
 		}
 		return nil, err
+	}
+	if markErr != nil {
+		return fail(markErr)
 	}
 	if migrate != nil {
 		pool, err := pgxpool.New(ctx, s.b.connString(dbName, ""))
@@ -353,6 +532,14 @@ func (s *Server) CreateDatabase(ctx context.Context, t *Template) (*Database, er
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+ident(name)+" TEMPLATE "+ident(t.Name)+s.b.cloneOptions()); err != nil {
 		s.unreserve(name)
 		return nil, fmt.Errorf("pgenv: create database from template %q: %w", t.base, err)
+	}
+	if err := s.markOwner(ctx, admin, name); err != nil {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if derr := s.dropName(dctx, name); derr != nil {
+			s.log.Warn("pgenv: dropping an unmarked database", "db", name, "err", derr)
+		}
+		return nil, err
 	}
 	return &Database{Name: name, s: s}, nil
 }
@@ -424,11 +611,12 @@ func (s *Server) dropName(ctx context.Context, name string) error {
 
 // Restart crashes the server with an immediate shutdown (every connection is
 // cut, nothing is checkpointed) and starts it again on the same address and
-// data, as a Postgres crash fault. Only an ephemeral cluster can do this;
-// otherwise the error matches errors.ErrUnsupported.
+// data, as a Postgres crash fault. Only a private server (ephemeral
+// cluster or container) can do this; otherwise the error matches
+// errors.ErrUnsupported.
 func (s *Server) Restart(ctx context.Context) error {
 	if !s.b.private() {
-		return fmt.Errorf("pgenv: Restart needs an ephemeral cluster, this server is %q: %w", s.b.kind(), errors.ErrUnsupported)
+		return fmt.Errorf("pgenv: Restart needs a private server (ephemeral or container), this server is %q: %w", s.b.kind(), errors.ErrUnsupported)
 	}
 	s.restartMu.Lock()
 	defer s.restartMu.Unlock()
@@ -444,7 +632,7 @@ func (s *Server) Restart(ctx context.Context) error {
 }
 
 // Close releases the server: an ephemeral cluster is stopped and its
-// directory removed; on a DSN server every database this Server created is
+// directory removed, a container is removed; on a DSN server every database this Server created is
 // dropped, and nothing else. Close is idempotent and safe to call
 // concurrently (a second caller waits for the first), e.g. from an interrupt
 // handler and a deferred call at once.

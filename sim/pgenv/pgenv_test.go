@@ -27,43 +27,134 @@ import (
 	"go.uber.org/goleak"
 )
 
-// helperEnv makes the test binary act as a process that starts a cluster and
-// is then SIGKILLed by TestKilledOwnerIsSwept.
-const helperEnv = "PGENV_TEST_HELPER_RUNDIR"
+// helperEnv makes the test binary act as a run that starts a server, says
+// what it made on one line of stdout, and waits to be SIGKILLed: "local:DIR"
+// starts a cluster in run root DIR, "dsn:DSN" makes a template and a clone on
+// the server at DSN, "container" starts a container.
+const helperEnv = "PGENV_TEST_HELPER"
 
 func TestMain(m *testing.M) {
-	if dir := os.Getenv(helperEnv); dir != "" {
-		helperMain(dir)
+	if mode := os.Getenv(helperEnv); mode != "" {
+		helperMain(mode)
 		return
 	}
 	goleak.VerifyTestMain(m)
 }
 
-func helperMain(runDir string) {
-	s, err := Start(context.Background(), Options{Ephemeral: true, RunDir: runDir})
-	if err != nil {
+func helperMain(mode string) {
+	ctx := context.Background()
+	fail := func(err error) {
 		fmt.Println("error", err)
 		os.Exit(1)
 	}
-	c := s.b.(*cluster)
-	fmt.Println(c.base, c.pm.pid)
+	kind, arg, _ := strings.Cut(mode, ":")
+	switch kind {
+	case "local":
+		s, err := Start(ctx, Options{Ephemeral: true, RunDir: arg})
+		if err != nil {
+			fail(err)
+		}
+		c := s.b.(*cluster)
+		fmt.Println(c.base, c.pm.pid)
+	case "dsn":
+		s, err := Start(ctx, Options{DSN: arg})
+		if err != nil {
+			fail(err)
+		}
+		tpl, err := s.Template(ctx, "killed", migrateKV)
+		if err != nil {
+			fail(err)
+		}
+		db, err := s.CreateDatabase(ctx, tpl)
+		if err != nil {
+			fail(err)
+		}
+		fmt.Println(tpl.Name, db.Name)
+	case "container":
+		s, err := Start(ctx, Options{Use: "container"})
+		if err != nil {
+			fail(err)
+		}
+		c := s.b.(*container)
+		fmt.Println(c.id, c.dataDir+"/") // "/" marks an empty dataDir
+	default:
+		fail(fmt.Errorf("unknown helper mode %q", mode))
+	}
 	select {} // until killed
+}
+
+// runKilled runs the test binary as a helper in mode, reads its line and
+// SIGKILLs it.
+func runKilled(t *testing.T, mode string) []string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+mode)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	cmd.Process.Kill()
+	cmd.Wait()
+	f := strings.Fields(line)
+	if err != nil || len(f) == 0 || f[0] == "error" {
+		t.Fatalf("helper %s said %q (%v)", mode, line, err)
+	}
+	return f
+}
+
+// needBinaries skips a test of the ephemeral cluster itself where the
+// machine has no PostgreSQL binaries (a Docker-only CI runner), unless
+// $WORKPROOF_POSTGRES=local asks for them.
+func needBinaries(t testing.TB) {
+	t.Helper()
+	if _, err := findBinaries(""); err != nil && os.Getenv(EnvBackend) != "local" {
+		t.Skipf("tests the ephemeral cluster, which needs the machine's PostgreSQL binaries: %v", err)
+	}
+}
+
+// needEngine returns the built-in engine, or skips when no Docker engine
+// answers, unless $WORKPROOF_POSTGRES=container asks for one.
+func needEngine(t testing.TB) *dockerEngine {
+	t.Helper()
+	d, err := newDockerEngine()
+	if err == nil {
+		err = d.Ping(context.Background())
+	}
+	if err != nil {
+		if os.Getenv(EnvBackend) == "container" {
+			t.Fatal(err)
+		}
+		t.Skipf("needs a Docker engine (start one or set DOCKER_HOST): %v", err)
+	}
+	t.Cleanup(d.closeIdle)
+	return d
+}
+
+// anyServer is a private server of whichever kind the machine offers.
+func anyServer(t testing.TB) *Server {
+	t.Helper()
+	s, err := Start(context.Background(), Options{IgnorePGEnv: true})
+	if errors.Is(err, ErrNoPostgres) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s
 }
 
 func migrateKV(ctx context.Context, pool *pgxpool.Pool) error {
 	_, err := pool.Exec(ctx, `CREATE TABLE kv (k text PRIMARY KEY, v text NOT NULL); INSERT INTO kv VALUES ('seed', 'template')`)
 	return err
-}
-
-// devDSN is the developer's server, or a skip: CI has none, and the
-// ephemeral tests cover the same code paths except the dsn backend.
-func devDSN(t testing.TB) string {
-	t.Helper()
-	dsn := os.Getenv(EnvDSN)
-	if dsn == "" {
-		t.Skipf("%s not set: skipping the dsn backend against an external server (set it to e.g. postgres://postgres@127.0.0.1:55432/postgres?sslmode=disable)", EnvDSN)
-	}
-	return dsn
 }
 
 func start(t testing.TB, opts Options) *Server {
@@ -78,16 +169,6 @@ func start(t testing.TB, opts Options) *Server {
 		}
 	})
 	return s
-}
-
-type backendCase struct {
-	name string
-	opts func(t testing.TB) Options
-}
-
-var backendCases = []backendCase{
-	{"dsn", func(t testing.TB) Options { return Options{DSN: devDSN(t)} }},
-	{"ephemeral", func(testing.TB) Options { return Options{Ephemeral: true} }},
 }
 
 // exists asks the server through a connection of its own, so the answer does
@@ -120,159 +201,8 @@ func exec1(t *testing.T, dsn, sql string) {
 	}
 }
 
-func TestBackends(t *testing.T) {
-	for _, tc := range backendCases {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx := context.Background()
-			s, err := Start(ctx, tc.opts(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			closed := false
-			t.Cleanup(func() {
-				if !closed {
-					s.Close()
-				}
-			})
-			if s.Kind() != tc.name {
-				t.Errorf("Kind = %q, want %q", s.Kind(), tc.name)
-			}
-			host, port, err := net.SplitHostPort(s.HostPort())
-			if err != nil || port == "" {
-				t.Errorf("HostPort = %q: %v", s.HostPort(), err)
-			}
-			if ip := net.ParseIP(host); tc.name == "ephemeral" && (ip == nil || !ip.IsLoopback()) {
-				t.Errorf("HostPort host %q is not loopback", host)
-			}
-			if !strings.HasPrefix(s.Version(), "1") && !strings.HasPrefix(s.Version(), "9") {
-				t.Errorf("Version = %q", s.Version())
-			}
-
-			tpl, err := s.Template(ctx, "Backends-Test", migrateKV)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !strings.HasPrefix(tpl.Name, "workproof_tpl_backends_test_") {
-				t.Errorf("template name %q", tpl.Name)
-			}
-			db, err := s.CreateDatabase(ctx, tpl)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !strings.HasPrefix(db.Name, "workproof_backends_test_") || len(db.Name) > 63 {
-				t.Errorf("database name %q", db.Name)
-			}
-			conn, err := pgx.Connect(ctx, db.DSN())
-			if err != nil {
-				t.Fatal(err)
-			}
-			var v string
-			err = conn.QueryRow(ctx, `SELECT v FROM kv WHERE k = 'seed'`).Scan(&v)
-			conn.Close(ctx)
-			if err != nil || v != "template" {
-				t.Fatalf("seed row: %q, %v", v, err)
-			}
-			via, err := pgconn.ParseConfig(db.DSNVia("127.0.0.1:9"))
-			if err != nil || via.Host != "127.0.0.1" || via.Port != 9 || via.Database != db.Name {
-				t.Errorf("DSNVia: %+v, %v", via, err)
-			}
-
-			if err := db.Drop(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if exists(t, s.DSN(), db.Name) {
-				t.Errorf("%s still exists after Drop", db.Name)
-			}
-			if err := db.Drop(ctx); err != nil {
-				t.Errorf("second Drop: %v", err)
-			}
-
-			kept, err := s.CreateDatabase(ctx, tpl)
-			if err != nil {
-				t.Fatal(err)
-			}
-			adminDSN := s.DSN()
-			closed = true
-			if err := s.Close(); err != nil {
-				t.Fatal(err)
-			}
-			if err := kept.Drop(ctx); err != nil {
-				t.Errorf("Drop after Close: %v", err)
-			}
-			if _, err := s.CreateDatabase(ctx, tpl); !errors.Is(err, ErrClosed) {
-				t.Errorf("CreateDatabase after Close: %v, want ErrClosed", err)
-			}
-			if tc.name == "dsn" {
-				for _, name := range []string{kept.Name, tpl.Name} {
-					if exists(t, adminDSN, name) {
-						t.Errorf("Close left %s behind", name)
-					}
-				}
-			}
-		})
-	}
-}
-
-// The harness must never drop a database it did not create in this
-// process, not even one whose name looks like its own.
-func TestNeverDropsForeignDatabase(t *testing.T) {
-	for _, tc := range backendCases {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx := context.Background()
-			s, err := Start(ctx, tc.opts(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			adminDSN := s.DSN()
-			foreign := fmt.Sprintf("workproof_foreign_%d_%d", os.Getpid(), time.Now().UnixNano())
-			exec1(t, adminDSN, "CREATE DATABASE "+ident(foreign))
-			t.Cleanup(func() {
-				if tc.name == "dsn" {
-					exec1(t, adminDSN, "DROP DATABASE IF EXISTS "+ident(foreign)+" WITH (FORCE)")
-				}
-			})
-			tpl, err := s.Template(ctx, "foreign", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ours, err := s.CreateDatabase(ctx, tpl)
-			if err != nil {
-				t.Fatal(err)
-			}
-
-			for _, d := range []*Database{
-				{Name: foreign},   // made by someone else
-				{Name: ours.Name}, // forged: not returned by the Server
-				{Name: tpl.Name},
-				nil,
-			} {
-				if err := d.Drop(ctx); !errors.Is(err, ErrNotOwned) {
-					t.Errorf("Drop(%v) = %v, want ErrNotOwned", d, err)
-				}
-			}
-			if err := s.dropName(ctx, foreign); !errors.Is(err, ErrNotOwned) {
-				t.Errorf("dropName(foreign) = %v, want ErrNotOwned", err)
-			}
-			if !exists(t, adminDSN, foreign) || !exists(t, adminDSN, ours.Name) {
-				t.Fatal("a refused Drop dropped something")
-			}
-			if err := s.Close(); err != nil {
-				t.Fatal(err)
-			}
-			if tc.name == "dsn" { // an ephemeral cluster is gone as a whole
-				if !exists(t, adminDSN, foreign) {
-					t.Errorf("Close dropped the foreign database %s", foreign)
-				}
-				if exists(t, adminDSN, ours.Name) {
-					t.Errorf("Close left its own database %s", ours.Name)
-				}
-			}
-		})
-	}
-}
-
 func TestTemplateMadeOnce(t *testing.T) {
-	s := start(t, Options{Ephemeral: true})
+	s := anyServer(t)
 	ctx := context.Background()
 	var runs atomic.Int32
 	migrate := func(ctx context.Context, p *pgxpool.Pool) error {
@@ -309,7 +239,7 @@ func TestTemplateMadeOnce(t *testing.T) {
 }
 
 func TestTemplateFailureNotRemembered(t *testing.T) {
-	s := start(t, Options{Ephemeral: true})
+	s := anyServer(t)
 	ctx := context.Background()
 	boom := errors.New("boom")
 	if _, err := s.Template(ctx, "retry", func(context.Context, *pgxpool.Pool) error { return boom }); !errors.Is(err, boom) {
@@ -329,7 +259,9 @@ func TestTemplateFailureNotRemembered(t *testing.T) {
 	}
 }
 
+// The cluster's Restart is a new postmaster (Conformance checks the rest).
 func TestRestart(t *testing.T) {
+	needBinaries(t)
 	s := start(t, Options{Ephemeral: true})
 	ctx := context.Background()
 	db := mustDB(t, s)
@@ -373,13 +305,6 @@ func TestRestart(t *testing.T) {
 	}
 }
 
-func TestRestartUnsupportedOnDSN(t *testing.T) {
-	s := start(t, Options{DSN: devDSN(t)})
-	if err := s.Restart(context.Background()); !errors.Is(err, errors.ErrUnsupported) {
-		t.Errorf("Restart on dsn: %v, want errors.ErrUnsupported", err)
-	}
-}
-
 func mustTemplate(t *testing.T, s *Server) *Template {
 	t.Helper()
 	tpl, err := s.Template(context.Background(), "kv", migrateKV)
@@ -399,6 +324,7 @@ func mustDB(t *testing.T, s *Server) *Database {
 }
 
 func TestCloseStopsAndRemoves(t *testing.T) {
+	needBinaries(t)
 	s, err := Start(context.Background(), Options{Ephemeral: true})
 	if err != nil {
 		t.Fatal(err)
@@ -438,6 +364,7 @@ func TestCloseStopsAndRemoves(t *testing.T) {
 // thread and ends without unlocking makes Go retire the thread: the server
 // must survive that.
 func TestSurvivesStartingThreadExit(t *testing.T) {
+	needBinaries(t)
 	var s *Server
 	var err error
 	done := make(chan struct{})
@@ -477,47 +404,53 @@ func shortRunDir(t *testing.T) string {
 }
 
 // A SIGKILLed harness: Pdeathsig takes the postmaster down, the directory
-// stays, and the next Start sweeps it.
+// and the postmaster's System V segment stay, and the next Start sweeps both
+// — also a Start that picks another backend (here a dsn server).
 func TestKilledOwnerIsSwept(t *testing.T) {
-	runDir := shortRunDir(t)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"="+runDir)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	cmd.Process.Kill()
-	cmd.Wait()
-	var base string
-	var pmPID int
-	if _, err2 := fmt.Sscan(line, &base, &pmPID); err != nil || err2 != nil {
-		t.Fatalf("helper said %q (%v, %v)", line, err, err2)
-	}
-	for deadline := time.Now().Add(10 * time.Second); processAlive(pmPID, 0); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("postmaster %d outlived its killed owner", pmPID)
-		}
-	}
-	if _, err := os.Stat(base); err != nil {
-		t.Fatalf("leftover %s: %v (want it present before the sweep)", base, err)
-	}
-	shmid := leftoverShmid(t, filepath.Join(base, "data"))
-	if !sysVShmExists(t, shmid) {
-		t.Fatalf("no leaked System V segment %s to test the sweep with", shmid)
-	}
-	s := start(t, Options{Ephemeral: true, RunDir: runDir})
-	if _, err := os.Stat(base); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("Start did not sweep %s: %v", base, err)
-	}
-	if sysVShmExists(t, shmid) {
-		t.Errorf("System V segment %s of the killed cluster survived the sweep", shmid)
-	}
-	if _, err := os.Stat(s.b.(*cluster).base); err != nil {
-		t.Errorf("sweep removed the live cluster: %v", err)
+	needBinaries(t)
+	for _, next := range []string{"local", "dsn"} {
+		t.Run("next-"+next, func(t *testing.T) {
+			runDir := shortRunDir(t)
+			var other *Server
+			if next == "dsn" {
+				other = start(t, Options{Ephemeral: true, RunDir: shortRunDir(t)})
+			}
+			f := runKilled(t, "local:"+runDir)
+			base := f[0]
+			pmPID, err := strconv.Atoi(f[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			for deadline := time.Now().Add(10 * time.Second); processAlive(pmPID, 0); time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("postmaster %d outlived its killed owner", pmPID)
+				}
+			}
+			if _, err := os.Stat(base); err != nil {
+				t.Fatalf("leftover %s: %v (want it present before the sweep)", base, err)
+			}
+			shmid := leftoverShmid(t, filepath.Join(base, "data"))
+			if !sysVShmExists(t, shmid) {
+				t.Fatalf("no leaked System V segment %s to test the sweep with", shmid)
+			}
+			var s *Server
+			if next == "dsn" {
+				s = start(t, Options{DSN: other.DSN(), RunDir: runDir})
+			} else {
+				s = start(t, Options{Ephemeral: true, RunDir: runDir})
+			}
+			if _, err := os.Stat(base); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("Start (%s) did not sweep %s: %v", s.Kind(), base, err)
+			}
+			if sysVShmExists(t, shmid) {
+				t.Errorf("System V segment %s of the killed cluster survived the sweep", shmid)
+			}
+			if c, ok := s.b.(*cluster); ok {
+				if _, err := os.Stat(c.base); err != nil {
+					t.Errorf("sweep removed the live cluster: %v", err)
+				}
+			}
+		})
 	}
 }
 
@@ -737,6 +670,7 @@ func sysVShmExists(t *testing.T, shmid string) bool {
 
 // Settings extend the defaults, but cannot move the server off loopback.
 func TestSettings(t *testing.T) {
+	needBinaries(t)
 	s := start(t, Options{Ephemeral: true, Settings: map[string]string{"work_mem": "7MB", "listen_addresses": "*", "fsync": "on"}})
 	ctx := context.Background()
 	for _, tc := range []struct{ name, want string }{

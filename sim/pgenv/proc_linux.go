@@ -176,3 +176,18 @@ func processArgsContain(pid int, s string) bool {
 	}
 	return false
 }
+
+// selfOwner is this process's identity for owner comments and labels.
+func selfOwner() owner {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	host = strings.Join(strings.Fields(host), "_")
+	boot := unknownBoot
+	if b, err := os.ReadFile("/proc/sys/kernel/random/boot_id"); err == nil && len(bytes.TrimSpace(b)) > 0 {
+		boot = string(bytes.TrimSpace(b))
+	}
+	start, _ := processStartTime(os.Getpid())
+	return owner{host: host, boot: boot, pid: os.Getpid(), start: start}
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,6 +18,12 @@ import (
 // dirPrefix starts the name of every directory an ephemeral cluster makes
 // in its run root; sweep only looks at those.
 const dirPrefix = "wpg-"
+
+// containerDirPrefix starts the name of a directory a container backend
+// mounts as the container's data directory (see ContainerSpec.DataDir). Its
+// postmaster.pid speaks of another pid and IPC namespace: the sweep only
+// removes it.
+const containerDirPrefix = "wpc-"
 
 // ownerFile in each such directory holds "PID STARTTIME" of the process that
 // made it.
@@ -70,7 +77,8 @@ func sweep(roots []string, log *slog.Logger) []string {
 	var removed []string
 	for _, root := range roots {
 		dirs, _ := filepath.Glob(filepath.Join(root, dirPrefix+"*"))
-		for _, dir := range dirs {
+		cdirs, _ := filepath.Glob(filepath.Join(root, containerDirPrefix+"*"))
+		for _, dir := range append(dirs, cdirs...) {
 			if sweepDir(dir, log) {
 				removed = append(removed, dir)
 			}
@@ -91,7 +99,9 @@ func sweepDir(dir string, log *slog.Logger) bool {
 	case err == nil && processAlive(pid, startTime):
 		return false
 	}
-	killStalePostmaster(filepath.Join(dir, "data"), log)
+	if strings.HasPrefix(filepath.Base(dir), dirPrefix) {
+		killStalePostmaster(filepath.Join(dir, "data"), log)
+	}
 	if err := os.RemoveAll(dir); err != nil {
 		log.Warn("pgenv: sweeping a dead process's cluster", "dir", dir, "err", err)
 		return false
@@ -137,4 +147,42 @@ func killStalePostmaster(data string, log *slog.Logger) {
 func removeSysVShm(shmid int) {
 	const ipcRMID = 0
 	_, _, _ = syscall.Syscall(syscall.SYS_SHMCTL, uintptr(shmid), ipcRMID, 0)
+}
+
+// sweepLocal sweeps dead processes' cluster directories when Start picks a
+// backend other than the ephemeral cluster (which sweeps its own run root):
+// a killed run's leftovers — its directory and System V segment — must not
+// wait for the next run that happens to start a cluster.
+func sweepLocal(opts Options, log *slog.Logger) {
+	var roots []string
+	for _, r := range []string{opts.RunDir, "/dev/shm", os.TempDir()} {
+		if r != "" && !slices.Contains(roots, r) {
+			roots = append(roots, r)
+		}
+	}
+	sweep(roots, log)
+}
+
+// containerDataDir makes a directory to mount as a container's data
+// directory, on the same run root an ephemeral cluster would use (tmpfs when
+// there is room), when that is safe: only as root, who can remove the files
+// the container's postgres user leaves in it. "" means none.
+func containerDataDir(opts Options) string {
+	if os.Geteuid() != 0 {
+		return ""
+	}
+	root, err := runRoot(opts.RunDir)
+	if err != nil {
+		return ""
+	}
+	dir, err := makeOwnedDir(root, containerDirPrefix, runAs{})
+	if err != nil {
+		return ""
+	}
+	// The container's postgres user must reach the data directory in it.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		os.RemoveAll(dir)
+		return ""
+	}
+	return dir
 }

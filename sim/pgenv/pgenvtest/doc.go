@@ -9,10 +9,16 @@
 //		…
 //	}
 //
-// The server is $WORKPROOF_DATABASE_URL when set, else a private ephemeral
-// cluster (see package pgenv). It starts on first use and Main closes it after
-// the tests, also when the run is interrupted (SIGINT, SIGTERM); Server fails
-// the test when TestMain does not call Main.
+// The server is $WORKPROOF_DATABASE_URL when set, else a container when a
+// Docker engine answers, else a private ephemeral cluster from the machine's
+// binaries ($WORKPROOF_POSTGRES=dsn|container|local picks one; see package
+// pgenv). It starts on first use and Main closes it after the tests, also
+// when the run is interrupted (SIGINT, SIGTERM); Server fails the test when
+// TestMain does not call Main.
+//
+// Conformance is the test every pgenv backend passes (like
+// testing/fstest.TestFS); a ContainerEngine outside this module (package
+// pgcontainer) runs it too.
 //
 // A template is made once per name per test binary by the first DB call for
 // that name; later calls reuse it and ignore their migrate function. Use one

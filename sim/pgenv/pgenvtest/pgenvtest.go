@@ -3,6 +3,7 @@ package pgenvtest
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"sync"
@@ -92,9 +93,11 @@ func closeShared() error {
 	return srv.Close()
 }
 
-// Server returns the test binary's shared server, starting it on first use:
-// $WORKPROOF_DATABASE_URL if set, else an ephemeral cluster (PG* variables
-// are ignored here). It fails the
+// Server returns the test binary's shared server, starting it on first use
+// in pgenv's resolution order: $WORKPROOF_DATABASE_URL if set, else a
+// container if a Docker engine answers, else an ephemeral cluster
+// ($WORKPROOF_POSTGRES=dsn|container|local overrides; PG* variables are
+// ignored here). It fails the
 // test if there is none, or if TestMain does not call Main (nobody would close
 // the server).
 func Server(t testing.TB) *pgenv.Server {
@@ -116,13 +119,16 @@ func Server(t testing.TB) *pgenv.Server {
 	return shared.srv
 }
 
-// options picks $WORKPROOF_DATABASE_URL or else an ephemeral cluster, and
-// nothing else: stray PG* variables must not send tests to some other server.
+// options follows pgenv's resolution order ($WORKPROOF_DATABASE_URL, a
+// Docker engine, the machine's binaries; $WORKPROOF_POSTGRES overrides it)
+// except for the PG* variables: stray ones must not send tests to some other
+// server. The choice is logged to stderr, which go test shows with -v or
+// when the package fails.
 func options() pgenv.Options {
-	if dsn := os.Getenv(pgenv.EnvDSN); dsn != "" {
-		return pgenv.Options{DSN: dsn}
+	return pgenv.Options{
+		IgnorePGEnv: true,
+		Logger:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	}
-	return pgenv.Options{Ephemeral: true}
 }
 
 // DB returns a fresh database cloned from the template called name (made once
