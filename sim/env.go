@@ -189,7 +189,7 @@ func New(ctx context.Context, opts Options) (_ *Env, err error) {
 	e.gate = crash.New(e.clock.Now, crash.Options{OnCrash: e.onCrash, Scheduled: opts.Scheduled})
 
 	if opts.PrivateServer {
-		if e.private, err = startPrivate(ctx, opts.Server, log); err != nil {
+		if e.private, err = startPrivate(ctx, opts.Server); err != nil {
 			return nil, err
 		}
 		e.opts.Server = e.private

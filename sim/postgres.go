@@ -2,8 +2,8 @@ package sim
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"strings"
 
@@ -14,12 +14,13 @@ import (
 )
 
 // startPrivate starts a Postgres server for one run alone, of the same kind
-// as shared, so that restarting it touches no other run.
-func startPrivate(ctx context.Context, shared *pgenv.Server, log *slog.Logger) (*pgenv.Server, error) {
-	if shared.Kind() == "dsn" {
-		return nil, fmt.Errorf("a Postgres restart needs a server private to the run, and this one is shared (%s): %w", shared.Kind(), ErrUnavailable)
+// as shared (a cluster, a container), so that restarting it touches no
+// other run.
+func startPrivate(ctx context.Context, shared *pgenv.Server) (*pgenv.Server, error) {
+	srv, err := shared.StartPrivate(ctx)
+	if errors.Is(err, errors.ErrUnsupported) {
+		return nil, fmt.Errorf("a Postgres restart needs a server private to the run, and this one (%s) is shared: %w", shared.Kind(), ErrUnavailable)
 	}
-	srv, err := pgenv.Start(ctx, pgenv.Options{Ephemeral: true, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("sim: private server: %w", err)
 	}
