@@ -112,6 +112,7 @@ func TestSoakWritesReport(t *testing.T) {
 		t.Fatalf("exit %d, want 0\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
 	replay := "go run ./cmd/simrun soak -seed 5 -duration 3s -workers 3 -rate 30 -instances 8 -faults mild -system kvx -check-every 3s"
+	out = latest(t, out)
 	for _, s := range []string{"verdict: valid (exit 0)", "report: " + filepath.Join(out, "summary.md"), "replay: " + replay} {
 		if !strings.Contains(stdout.String(), s) {
 			t.Errorf("stdout lacks %q:\n%s", s, stdout)
@@ -166,6 +167,7 @@ func TestSoakInterrupted(t *testing.T) {
 	if code := exitCode(t, cmd.Wait()); code != 2 {
 		t.Fatalf("exit %d, want 2\nstdout:\n%s\nstderr:\n%s", code, &stdout, &stderr)
 	}
+	out = latest(t, out)
 	rep := readReport(t, out)
 	if rep.Ended != reports.EndInterrupted || rep.Verdict != check.Unknown {
 		t.Errorf("report: ended %s, verdict %s", rep.Ended, rep.Verdict)
@@ -199,7 +201,7 @@ func TestGateExitsByVerdict(t *testing.T) {
 		if !strings.Contains(stdout.String(), c.line) {
 			t.Errorf("gate %s: stdout lacks %q:\n%s", c.system, c.line, stdout)
 		}
-		if _, err := os.Stat(filepath.Join(out, "gate.json")); err != nil {
+		if _, err := os.Stat(filepath.Join(latest(t, out), reports.JSONFile)); err != nil {
 			t.Errorf("gate %s: no report: %v", c.system, err)
 		}
 	}
@@ -215,7 +217,7 @@ func TestGateCounterexampleReplays(t *testing.T) {
 	if code := exitCode(t, cmd.Run()); code != 1 {
 		t.Fatalf("gate: exit %d, want 1\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
-	prog := filepath.Join(out, "counterexample-crash.json")
+	prog := programFile(t, latest(t, out), "crash")
 	if !strings.Contains(stdout.String(), "-program "+prog) {
 		t.Fatalf("gate does not print the replay command for %s:\n%s", prog, stdout)
 	}
@@ -227,6 +229,30 @@ func TestGateCounterexampleReplays(t *testing.T) {
 	if code != 1 || !strings.Contains(stdout.String(), "reproduced: orphan") {
 		t.Fatalf("replay exit %d, want 1 and reproduced:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
+}
+
+// latest is the newest run directory under out (out/latest, resolved).
+func latest(t *testing.T, out string) string {
+	t.Helper()
+	target, err := os.Readlink(filepath.Join(out, reports.LatestLink))
+	if err != nil {
+		t.Fatalf("no report directory under %s: %v", out, err)
+	}
+	return filepath.Join(out, target)
+}
+
+// programFile is the saved program of the family's failure in a gate's
+// report directory.
+func programFile(t *testing.T, dir, family string) string {
+	t.Helper()
+	rep := readReport(t, dir)
+	for _, f := range rep.Families {
+		if f.Name == family && f.Failure != nil && len(f.Failure.Program) > 0 {
+			return filepath.Join(dir, f.Failure.Dir, reports.ProgramFile)
+		}
+	}
+	t.Fatalf("%s: no saved program of family %s", dir, family)
+	return ""
 }
 
 func readReport(t *testing.T, dir string) reports.Report {
