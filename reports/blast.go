@@ -2,7 +2,9 @@ package reports
 
 import (
 	"fmt"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/workproof/workproof/fakes"
@@ -67,8 +69,8 @@ func BlastOf(in check.Input, v check.Violation) Blast {
 				b.LeakedVMSeconds += end.Sub(vm.CreatedAt).Seconds()
 			}
 		}
-		b.Summary = fmt.Sprintf("%s leaked: %.1f VM-seconds by the end of the run, and counting until someone deletes %s",
-			plural(b.LeakedVMs, "VM"), b.LeakedVMSeconds, itThem(b.LeakedVMs))
+		b.Summary = fmt.Sprintf("%s leaked: %s VM-seconds by the end of the run, and counting until someone deletes %s",
+			plural(b.LeakedVMs, "VM"), sig3(b.LeakedVMSeconds), itThem(b.LeakedVMs))
 	}
 	switch v.Invariant {
 	case check.InvOrphan:
@@ -231,4 +233,20 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(ks)
 	return ks
+}
+
+// sig3 writes x rounded to three significant digits, without an exponent.
+func sig3(x float64) string {
+	if x <= 0 {
+		return "0"
+	}
+	d := 2 - int(math.Floor(math.Log10(x)))
+	if d < 0 {
+		d = 0
+	}
+	s := strconv.FormatFloat(x, 'f', d, 64)
+	if strings.Contains(s, ".") {
+		s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
+	}
+	return s
 }

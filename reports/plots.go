@@ -174,7 +174,8 @@ func seriesPlot(s *Series, title, ylabel string, cols []seriesCol) (string, erro
 		xs = append(xs, pt.At)
 	}
 	top := 1.0
-	for _, col := range cols {
+	lines := make([]*plotter.Line, len(cols))
+	for i, col := range cols {
 		ys := []float64{0}
 		if len(s.Points) > 0 {
 			ys[0] = col.get(s.Points[0])
@@ -187,8 +188,12 @@ func seriesPlot(s *Series, title, ylabel string, cols []seriesCol) (string, erro
 		if err != nil {
 			return "", err
 		}
-		p.Add(l)
+		lines[i] = l
 		p.Legend.Add(col.name, l)
+	}
+	// The first series is the one the plot is about: drawn last, on top.
+	for i := len(lines) - 1; i >= 0; i-- {
+		p.Add(lines[i])
 	}
 	p.Y.Max = top * 1.35 // room for the legend
 	if cols[0].integer {
