@@ -283,4 +283,3 @@ func inked(t *testing.T, path string) float64 {
 	}
 	return float64(n) / float64(b.Dx()*b.Dy())
 }
-

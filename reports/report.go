@@ -212,7 +212,8 @@ type Violation struct {
 	check.Violation
 	// Line is the violation as the checkers print it.
 	Line string `json:"line"`
-	// Checkpoint is the index of the first checkpoint that found it.
+	// Checkpoint is the index of the first checkpoint that found it (a
+	// soak's; zero, with At, for the other kinds of run).
 	Checkpoint int `json:"checkpoint"`
 	// At is that checkpoint's traffic time.
 	At Duration `json:"at_ms"`
