@@ -127,7 +127,11 @@ func buildPage(r *Report) (*page, error) {
 		return nil
 	}
 	if r.Evidence != nil || r.Series != nil {
-		if err := add("Deciding check", nil, r.Evidence, r.Violations, r.Series, true); err != nil {
+		title := "The run"
+		if r.Evidence != nil && r.Verdict != check.Valid {
+			title = "The deciding check"
+		}
+		if err := add(title, nil, r.Evidence, r.Violations, r.Series, true); err != nil {
 			return nil, err
 		}
 	}
@@ -172,8 +176,8 @@ func buildSection(id, title string, ex *Example, in *check.Input, vs []Violation
 				draw func(*Series) (string, error)
 				cap  string
 			}{
-				{"throughput", throughputPlot, "Accepted changes and work items done per second, per bucket of the series; fault windows shaded."},
-				{"latency", latencyPlot, "Percentiles of the latency of the requests answered in each bucket; fault windows shaded."},
+				{"throughput", throughputPlot, "Accepted changes and work items done per second, over a trailing window of a fiftieth of the run; fault windows shaded."},
+				{"latency", latencyPlot, "Percentiles of the latency of the requests answered in a trailing window of a fiftieth of the run; fault windows shaded."},
 			} {
 				svg, err := f.draw(series)
 				if err != nil {

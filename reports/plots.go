@@ -168,7 +168,7 @@ func seriesPlot(s *Series, title, ylabel string, cols []seriesCol) (string, erro
 	p := newPlot(title, "seconds since the run began", ylabel)
 	p.X.Min, p.X.Max = 0, s.Span
 	p.Y.Min = 0
-	p.Add(shade{windows: s.Windows})
+	p.Add(shade{windows: merged(s.Windows, false)})
 	xs := []float64{0}
 	for _, pt := range s.Points {
 		xs = append(xs, pt.At)
@@ -491,7 +491,7 @@ func (tl *timeline) Plot(c draw.Canvas, p *plot.Plot) {
 func timelinePlot(tl *timeline) (string, error) {
 	p := newPlot("Timeline", "seconds since the run began", "")
 	p.X.Min, p.X.Max = 0, tl.span
-	p.Add(shade{windows: tl.windows, lane: func(w Window) (float64, float64, bool) {
+	p.Add(shade{windows: merged(tl.windows, true), lane: func(w Window) (float64, float64, bool) {
 		inc := w.Worker()
 		if inc == "" {
 			return -0.5, float64(len(tl.lanes)) - 0.5, true

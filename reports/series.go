@@ -23,7 +23,7 @@ const SeriesApproximation = "Desired state at time t: the accepted (ok) change o
 	"effectful ResizeVM by t (deployments are not replayed over time). An instance is off when it should have nothing and " +
 	"has a VM, or should have one VM of size s and has not exactly that. In flight: worker intervals open at t. Parked: " +
 	"instances whose last interval by t ended parked. Queued: instances off at t with no worker inside their items and not " +
-	"parked. Throughput and latency are per bucket of the series, from the ops and intervals that ended in it."
+	"parked. Throughput and latency: the ops and intervals that ended in a trailing window of a fiftieth of the run."
 
 // maxPoints bounds a series, so a long soak's report stays small.
 const maxPoints = 300
@@ -33,8 +33,10 @@ const maxPoints = 300
 type Series struct {
 	Start time.Time `json:"start"`
 	// Span is the length of the series in seconds; Step the bucket width.
-	Span   float64       `json:"span_s"`
-	Step   float64       `json:"step_s"`
+	Span float64 `json:"span_s"`
+	Step float64 `json:"step_s"`
+	// Window is the trailing window rates and latency are measured over.
+	Window float64       `json:"window_s"`
 	Points []SeriesPoint `json:"points"`
 	// Windows are the stretches during which a fault was on, and the
 	// deployed bugs until their fix.
@@ -52,12 +54,12 @@ type SeriesPoint struct {
 	Queued     int `json:"queued"`    // off, no worker on them, not parked
 	Parked     int `json:"parked"`    // last item parked
 	InFlight   int `json:"in_flight"` // worker intervals open
-	// ChangesPerS are accepted changes answered in the bucket, WorkPerS
-	// work items done in it, per second.
+	// ChangesPerS are accepted changes answered, WorkPerS work items done,
+	// per second, over the trailing window of the point (Series.Window).
 	ChangesPerS float64 `json:"changes_per_s"`
 	WorkPerS    float64 `json:"work_per_s"`
-	// Latency percentiles of the requests answered in the bucket; zero
-	// when none was.
+	// Latency percentiles of the requests answered in the trailing window;
+	// zero when none was.
 	LatencyP50 float64 `json:"latency_p50_ms"`
 	LatencyP95 float64 `json:"latency_p95_ms"`
 	LatencyP99 float64 `json:"latency_p99_ms"`
@@ -153,8 +155,14 @@ func DeriveSeries(in check.Input) *Series {
 	}
 	st := newStateIndex(in)
 	h := in.History
+	// Rates and percentiles over a trailing window of about a fiftieth of
+	// the run (at least one bucket): a bucket of a long run holds too few
+	// requests for a rate to mean anything.
+	win := time.Duration(max(s.Step, span/50) * float64(time.Second))
+	s.Window = win.Seconds()
 	for k := 1; k <= n; k++ {
-		t, from := at(k), at(k-1)
+		t := at(k)
+		from := t.Add(-win)
 		p := SeriesPoint{At: float64(k) * s.Step}
 		p.OffDesired, p.Queued, p.Parked, p.InFlight = st.at(t)
 		var lat []float64
@@ -172,8 +180,8 @@ func DeriveSeries(in check.Input) *Series {
 				p.WorkPerS++
 			}
 		}
-		p.ChangesPerS /= s.Step
-		p.WorkPerS /= s.Step
+		p.ChangesPerS /= win.Seconds()
+		p.WorkPerS /= win.Seconds()
 		p.LatencyP50, p.LatencyP95, p.LatencyP99 = percentile(lat, 50), percentile(lat, 95), percentile(lat, 99)
 		s.Points = append(s.Points, p)
 	}
@@ -418,4 +426,42 @@ func (x *stateIndex) offAt(id string, t time.Time) bool {
 		return len(sizes) > 0
 	}
 	return len(sizes) != 1 || sizes[0] != want.size
+}
+
+// merged is ws with the overlapping windows of one kind (and, for link
+// faults, one worker, when byWorker) joined, so that shading does not pile
+// up where faults overlap.
+func merged(ws []Window, byWorker bool) []Window {
+	type key struct{ kind, worker string }
+	groups := map[key][]Window{}
+	var order []key
+	for _, w := range ws {
+		k := key{kind: w.Kind}
+		if byWorker {
+			k.worker = w.Worker()
+		}
+		if groups[k] == nil {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], w)
+	}
+	var out []Window
+	for _, k := range order {
+		g := groups[k]
+		slices.SortStableFunc(g, func(a, b Window) int { return cmp.Compare(a.From, b.From) })
+		cur := g[0]
+		for _, w := range g[1:] {
+			if w.From <= cur.To {
+				cur.To = max(cur.To, w.To)
+				if cur.Detail != w.Detail {
+					cur.Detail = "several"
+				}
+				continue
+			}
+			out = append(out, cur)
+			cur = w
+		}
+		out = append(out, cur)
+	}
+	return out
 }
