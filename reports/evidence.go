@@ -140,7 +140,10 @@ func SliceOf(in check.Input, v check.Violation) Evidence {
 func evidence(in check.Input, op func(history.Op) bool, iv func(history.Interval) bool,
 	rec func(fakes.Record) bool, owned func(owner, key string) bool, workers map[string]bool) Evidence {
 	h, l, st := in.History, in.Ledger, in.State
-	e := Evidence{Taken: h.Taken, Healed: in.Healed, AtMostOnce: slices.Clone(l.AtMostOnce), Observed: slices.Clone(in.Observed)}
+	// Empty lists, not null: a reader can range over every list.
+	e := Evidence{Taken: h.Taken, Healed: in.Healed, AtMostOnce: slices.Clone(l.AtMostOnce), Observed: slices.Clone(in.Observed),
+		Ops: []Op{}, Intervals: []history.Interval{}, Events: []history.Event{}, Requests: []fakes.Record{}, VMs: []fakes.VM{},
+		Deployments: []fakes.Deployment{}, Charges: []fakes.Charge{}, Emails: []fakes.Email{}, Instances: []Instance{}, Work: []WorkItem{}}
 	for _, o := range h.Ops {
 		if op(o) {
 			e.Ops = append(e.Ops, OpOf(o))

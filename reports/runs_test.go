@@ -262,3 +262,14 @@ func TestWriteExample(t *testing.T) {
 		t.Errorf("report.json: %v %s %s", err, got.Kind, got.Verdict)
 	}
 }
+
+// Every list of an evidence slice is a JSON list, never null.
+func TestSliceListsAreLists(t *testing.T) {
+	b, err := json.Marshal(reports.SliceOf(orphanInput(), check.Violation{Invariant: check.InvRace, Instance: "nobody"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(b, []byte("null")) {
+		t.Errorf("null in %s", b)
+	}
+}

@@ -224,7 +224,7 @@ func TestGateCounterexampleReplays(t *testing.T) {
 	// Which worker claims an item is a real race, so a replay may need a
 	// few attempts; 12 make a miss (about 0.5^12 when two workers race)
 	// practically impossible.
-	cmd, stdout, stderr = simrun(t, "replay", "-system", "FreshTokenPerAttempt", "-program", prog, "-expect", "orphan", "-attempts", "12", "-dsn", dsn)
+	cmd, stdout, stderr = simrun(t, "replay", "-system", "FreshTokenPerAttempt", "-program", prog, "-expect", "orphan", "-attempts", "12", "-dsn", dsn, "-out", t.TempDir())
 	code := exitCode(t, cmd.Run())
 	if code != 1 || !strings.Contains(stdout.String(), "reproduced: orphan") {
 		t.Fatalf("replay exit %d, want 1 and reproduced:\n%s\nstderr:\n%s", code, stdout, stderr)
