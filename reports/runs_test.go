@@ -273,3 +273,30 @@ func TestSliceListsAreLists(t *testing.T) {
 		t.Errorf("null in %s", b)
 	}
 }
+
+func TestDiscardRunDir(t *testing.T) {
+	parent := t.TempDir()
+	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	kept, err := reports.NewRunDir(parent, "gate", "kvx", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(kept, "summary.md"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reports.DiscardRunDir(kept)
+	if _, err := os.Stat(kept); err != nil {
+		t.Errorf("a directory with a report was removed: %v", err)
+	}
+	empty, err := reports.NewRunDir(parent, "gate", "kvx", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reports.DiscardRunDir(empty)
+	if _, err := os.Stat(empty); !os.IsNotExist(err) {
+		t.Errorf("empty run directory kept: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(parent, reports.LatestLink)); !os.IsNotExist(err) {
+		t.Errorf("latest still points at the removed directory: %v", err)
+	}
+}

@@ -295,3 +295,16 @@ func writeFile(path string, write func(io.Writer) error) error {
 	}
 	return nil
 }
+
+// DiscardRunDir removes a run directory NewRunDir made when the run ended
+// before it wrote anything (no Postgres, say), and parent/latest with it
+// when it points there. A directory that holds anything is kept.
+func DiscardRunDir(dir string) {
+	if os.Remove(dir) != nil {
+		return
+	}
+	link := filepath.Join(filepath.Dir(dir), LatestLink)
+	if target, err := os.Readlink(link); err == nil && target == filepath.Base(dir) {
+		_ = os.Remove(link)
+	}
+}

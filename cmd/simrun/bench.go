@@ -67,6 +67,7 @@ Flags:
 	srv, err := startPostgres(ctx, f.dsn, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "simrun bench: no Postgres: %v\n", err)
+		reports.DiscardRunDir(dir)
 		return exitUsage
 	}
 	defer srv.Close()

@@ -148,6 +148,7 @@ Examples:
 	srv, err := startPostgres(ctx, f.dsn, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "simrun gate: no Postgres: %v\n", err)
+		reports.DiscardRunDir(dir)
 		return exitUsage
 	}
 	defer srv.Close()

@@ -55,6 +55,7 @@ func exitCode(t *testing.T, err error) int {
 
 func TestUsageErrorsExit2(t *testing.T) {
 	t.Parallel()
+	out := t.TempDir()
 	for _, c := range []struct {
 		args []string
 		want string // on stderr
@@ -75,7 +76,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{[]string{"soak", "leftover"}, `unexpected arguments ["leftover"]`},
 		{[]string{"gate", "-system", "Nope"}, `unknown -system "Nope"`},
 		{[]string{"gate", "-run", "no-such-scenario"}, `no scenario matches -run "no-such-scenario"`},
-		{[]string{"soak", "-dsn", "postgres://nobody@127.0.0.1:1/x?connect_timeout=2", "-duration", "1s"}, "no Postgres"},
+		{[]string{"soak", "-dsn", "postgres://nobody@127.0.0.1:1/x?connect_timeout=2", "-duration", "1s", "-out", out}, "no Postgres"},
 	} {
 		cmd, _, stderr := simrun(t, c.args...)
 		code := exitCode(t, cmd.Run())
@@ -85,6 +86,9 @@ func TestUsageErrorsExit2(t *testing.T) {
 		if !strings.Contains(stderr.String(), c.want) {
 			t.Errorf("simrun %q: stderr lacks %q:\n%s", c.args, c.want, stderr)
 		}
+	}
+	if entries, _ := os.ReadDir(out); len(entries) != 0 {
+		t.Errorf("a run that never started left %v in -out", entries)
 	}
 }
 

@@ -179,6 +179,7 @@ func soakCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	srv, err := pgenv.Start(ctx, pgenv.Options{DSN: f.dsn, Logger: log})
 	if err != nil {
 		fmt.Fprintf(stderr, "simrun soak: no Postgres: %v\n", err)
+		reports.DiscardRunDir(dir)
 		return exitUsage
 	}
 	defer func() {
