@@ -19,6 +19,10 @@ import (
 func WriteMarkdown(w io.Writer, r *Report) error {
 	b := bufio.NewWriter(w)
 	m := md{b}
+	if r.Kind != KindSoak && r.Kind != "" {
+		m.run(r)
+		return b.Flush()
+	}
 	m.header(r)
 	m.settings(r)
 	m.postgres(r)
@@ -212,7 +216,13 @@ func (m md) violations(r *Report) {
 		}
 		m.p("%s\n", oneLine(v.Line))
 	}
-	m.p("```\n\nThe evidence (history, ledgers, state) of the deciding check is in evidence.json.\n")
+	m.p("```\n\n")
+	m.blast(r.Violations)
+	m.p("The evidence (history, ledgers, state) of the deciding check is in evidence.json")
+	if len(r.Violations) > 0 && r.Violations[0].Evidence != "" {
+		m.p("; each violation's own slice of it is in the file the table names")
+	}
+	m.p(".\n")
 }
 
 func verdictWord(v check.Verdict) string {

@@ -3,6 +3,8 @@ package reports
 import (
 	"encoding/json"
 	"fmt"
+	"math"
+	"strconv"
 	"time"
 
 	"github.com/workproof/workproof/sim/check"
@@ -10,11 +12,18 @@ import (
 
 // Schema is the model's version, written in Report.Schema. It changes when a
 // field is removed or changes meaning; adding a field does not change it.
-const Schema = 1
+//
+// Schema 2: durations are numbers of milliseconds in fields named …_ms, the
+// gate, replay and bench parts were added, the evidence is snake_case.
+const Schema = 2
 
-// Kinds of run a Report describes.
+// Kinds of run a Report describes: the simrun command (or Verify) that made it.
 const (
-	KindSoak = "soak"
+	KindSoak   = "soak"
+	KindGate   = "gate"
+	KindReplay = "replay"
+	KindBench  = "bench"
+	KindVerify = "verify"
 )
 
 // How a run ended (Report.Ended).
@@ -30,7 +39,7 @@ const (
 type Report struct {
 	// Schema is the model version (see Schema).
 	Schema int `json:"schema"`
-	// Kind is the kind of run: KindSoak.
+	// Kind is the kind of run: one of the Kind… constants.
 	Kind string `json:"kind"`
 	// System names the system under test: "kvx" or a mutant's name.
 	System string `json:"system"`
@@ -38,15 +47,16 @@ type Report struct {
 	// streams derived from it.
 	Seed uint64 `json:"seed"`
 	// Replay is the paste-ready command that reruns this run with the same
-	// seed and settings; empty when the caller did not set it.
+	// seed and settings (for a gate: the first failure's replay); empty when
+	// the caller did not set it.
 	Replay string `json:"replay,omitempty"`
 	// Started is when the run began (wall clock).
 	Started time.Time `json:"started"`
 	// Elapsed is the wall-clock length of the run, checkpoints included.
-	Elapsed Duration `json:"elapsed"`
+	Elapsed Duration `json:"elapsed_ms"`
 	// TrafficTime is how long traffic and faults ran: Elapsed without the
 	// quiescent checkpoints. Throughput is per second of it.
-	TrafficTime Duration `json:"traffic_time"`
+	TrafficTime Duration `json:"traffic_time_ms"`
 	// Ended says how the run ended: one of the End… constants.
 	Ended string `json:"ended"`
 	// Verdict is valid only when every checkpoint, the final one included,
@@ -58,12 +68,15 @@ type Report struct {
 	// Error is the harness failure that ended the run (Ended == EndError).
 	Error string `json:"error,omitempty"`
 
-	Settings Settings `json:"settings"`
-	Postgres Postgres `json:"postgres"`
+	// Settings are a soak's knobs (zero for other kinds: left out).
+	Settings Settings `json:"settings,omitzero"`
+	// Budget is a gate's, a bench's or Verify's (zero for a soak: left out).
+	Budget   Budget   `json:"budget,omitzero"`
+	Postgres Postgres `json:"postgres,omitzero"`
 
-	Requests   Requests   `json:"requests"`
-	Work       Work       `json:"work"`
-	Throughput Throughput `json:"throughput"`
+	Requests   Requests   `json:"requests,omitzero"`
+	Work       Work       `json:"work,omitzero"`
+	Throughput Throughput `json:"throughput,omitzero"`
 
 	// Faults counts what the nemesis did, by action ("link-latency",
 	// "provider-ambiguous", "crash-armed", "restart", …), sorted by name.
@@ -89,6 +102,21 @@ type Report struct {
 	Samples []Sample `json:"samples"`
 	// Events is what the nemesis did, in order (the fault timeline).
 	Events []Event `json:"events"`
+	// Series is the run's derived time series (control error signal, work
+	// queued, parked and in flight, throughput, latency, fault windows),
+	// computed from the evidence by Derive; nil when none was derived.
+	Series *Series `json:"series,omitempty"`
+
+	// Families are a gate's (or Verify's) families, in the order they ran.
+	Families []Family `json:"families,omitempty"`
+	// Examples are a replay's attempts, in order (the last one decided).
+	Examples []Example `json:"examples,omitempty"`
+	// Expect is the invariant a replay was asked to reproduce; Outcome is
+	// then OutcomeReproduced or OutcomeDiverged.
+	Expect  check.Invariant `json:"expect,omitempty"`
+	Outcome string          `json:"outcome,omitempty"`
+	// Bench is a bench's table: one row per system measured.
+	Bench []BenchRow `json:"bench,omitempty"`
 
 	// Evidence is the input of the check that decided the verdict (the
 	// first that found a violation, else the last): history, ledgers and
@@ -99,15 +127,15 @@ type Report struct {
 
 // Settings are the knobs of a soak run, as they were after defaults.
 type Settings struct {
-	Duration        Duration `json:"duration"`         // traffic time asked for
-	Workers         int      `json:"workers"`          // worker slots
-	Rate            float64  `json:"rate"`             // requests per second asked for
-	Instances       int      `json:"instances"`        // size of the instance id set
-	Clients         int      `json:"clients"`          // concurrent user clients
-	Faults          string   `json:"faults"`           // fault profile name
-	CheckEvery      Duration `json:"check_every"`      // traffic time between checkpoints
-	ConvergeTimeout Duration `json:"converge_timeout"` // bound of each liveness phase
-	KeepGoing       bool     `json:"keep_going"`       // go on after a violation
+	Duration        Duration `json:"duration_ms"`         // traffic time asked for
+	Workers         int      `json:"workers"`             // worker slots
+	Rate            float64  `json:"rate_per_s"`          // requests per second asked for
+	Instances       int      `json:"instances"`           // size of the instance id set
+	Clients         int      `json:"clients"`             // concurrent user clients
+	Faults          string   `json:"faults"`              // fault profile name
+	CheckEvery      Duration `json:"check_every_ms"`      // traffic time between checkpoints
+	ConvergeTimeout Duration `json:"converge_timeout_ms"` // bound of each liveness phase
+	KeepGoing       bool     `json:"keep_going"`          // go on after a violation
 }
 
 // Postgres describes the server the run used.
@@ -162,8 +190,8 @@ type Count struct {
 type Checkpoint struct {
 	Index int `json:"index"` // from 0
 	// At is the traffic time at which it ran; Elapsed the wall-clock time.
-	At      Duration `json:"at"`
-	Elapsed Duration `json:"elapsed"`
+	At      Duration `json:"at_ms"`
+	Elapsed Duration `json:"elapsed_ms"`
 	// Final marks the check at the end of the run.
 	Final bool `json:"final,omitempty"`
 	// Settled says the system settled within the converge bound.
@@ -174,7 +202,7 @@ type Checkpoint struct {
 	// New is how many of them no earlier checkpoint had found.
 	New int `json:"new"`
 	// Took is how long the checkpoint paused the run (converge and check).
-	Took Duration `json:"took"`
+	Took Duration `json:"took_ms"`
 	// Error is why the checkpoint could not finish, if it could not.
 	Error string `json:"error,omitempty"`
 }
@@ -184,10 +212,17 @@ type Violation struct {
 	check.Violation
 	// Line is the violation as the checkers print it.
 	Line string `json:"line"`
-	// Checkpoint is the index of the first checkpoint that found it.
+	// Checkpoint is the index of the first checkpoint that found it (a
+	// soak's; zero, with At, for the other kinds of run).
 	Checkpoint int `json:"checkpoint"`
 	// At is that checkpoint's traffic time.
-	At Duration `json:"at"`
+	At Duration `json:"at_ms"`
+	// BlastRadius is what the violation cost, in the user's terms, as far
+	// as the evidence shows it (see BlastOf); nil when no evidence was kept.
+	BlastRadius *Blast `json:"blast_radius,omitempty"`
+	// Evidence is the file, relative to the report directory, holding the
+	// violation's evidence slice (see SliceOf); set by WriteDir.
+	Evidence string `json:"evidence,omitempty"`
 }
 
 // Phases of a sample.
@@ -198,8 +233,8 @@ const (
 
 // Sample is one point of the run's time series. Counters are cumulative.
 type Sample struct {
-	Elapsed      Duration `json:"elapsed"` // wall clock since the start
-	Traffic      Duration `json:"traffic"` // traffic time since the start
+	Elapsed      Duration `json:"elapsed_ms"` // wall clock since the start
+	Traffic      Duration `json:"traffic_ms"` // traffic time since the start
 	Phase        string   `json:"phase"`
 	Requests     int      `json:"requests"`
 	Changes      int      `json:"changes"` // accepted changes
@@ -213,14 +248,15 @@ type Sample struct {
 
 // Event is one thing the nemesis did.
 type Event struct {
-	Elapsed Duration `json:"elapsed"` // wall clock since the start
-	Kind    string   `json:"kind"`    // the action, as counted in Report.Faults
+	Elapsed Duration `json:"elapsed_ms"` // wall clock since the start
+	Kind    string   `json:"kind"`       // the action, as counted in Report.Faults
 	Target  string   `json:"target,omitempty"`
 	Detail  string   `json:"detail,omitempty"`
 }
 
-// Duration is a time.Duration written in JSON as a Go duration string
-// ("1m30s"); it reads that or integer nanoseconds.
+// Duration is a time.Duration written in JSON as a number of milliseconds
+// (fractions down to the microsecond), in a field whose name ends in _ms;
+// it reads that, or a Go duration string ("1m30s") as schema 1 wrote it.
 type Duration time.Duration
 
 // D returns d as a time.Duration.
@@ -231,12 +267,17 @@ func (d Duration) String() string { return time.Duration(d).String() }
 // Seconds returns d in seconds.
 func (d Duration) Seconds() float64 { return time.Duration(d).Seconds() }
 
-// MarshalJSON writes d as a duration string.
-func (d Duration) MarshalJSON() ([]byte, error) {
-	return json.Marshal(time.Duration(d).String())
+// Milliseconds returns d in milliseconds, rounded to the microsecond.
+func (d Duration) Milliseconds() float64 {
+	return float64(time.Duration(d).Round(time.Microsecond)) / float64(time.Millisecond)
 }
 
-// UnmarshalJSON reads a duration string or integer nanoseconds.
+// MarshalJSON writes d as milliseconds.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return strconv.AppendFloat(nil, d.Milliseconds(), 'f', -1, 64), nil
+}
+
+// UnmarshalJSON reads milliseconds, or a duration string.
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err == nil {
@@ -247,11 +288,11 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 		*d = Duration(v)
 		return nil
 	}
-	var n int64
-	if err := json.Unmarshal(b, &n); err != nil {
-		return fmt.Errorf("reports: duration %s: want a string like \"1m30s\" or nanoseconds", b)
+	var ms float64
+	if err := json.Unmarshal(b, &ms); err != nil {
+		return fmt.Errorf("reports: duration %s: want milliseconds (a number) or a string like \"1m30s\"", b)
 	}
-	*d = Duration(n)
+	*d = Duration(math.Round(ms * float64(time.Millisecond)))
 	return nil
 }
 

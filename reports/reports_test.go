@@ -200,7 +200,7 @@ func TestJSONFieldNames(t *testing.T) {
 	if err := json.Unmarshal(b.Bytes(), &m); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"schema", "kind", "system", "seed", "replay", "started", "elapsed", "traffic_time", "ended",
+	for _, k := range []string{"schema", "kind", "system", "seed", "replay", "started", "elapsed_ms", "traffic_time_ms", "ended",
 		"verdict", "settings", "postgres", "requests", "work", "throughput", "faults", "crash_points", "points_passed",
 		"reached", "unreached", "checkpoints", "violations", "samples", "events"} {
 		if _, ok := m[k]; !ok {
@@ -211,26 +211,44 @@ func TestJSONFieldNames(t *testing.T) {
 		t.Error("evidence is in report.json")
 	}
 	v := m["violations"].([]any)[0].(map[string]any)
-	for _, k := range []string{"invariant", "rule", "instance", "keys", "ops", "message", "line", "checkpoint", "at"} {
+	for _, k := range []string{"invariant", "rule", "instance", "keys", "ops", "message", "line", "checkpoint", "at_ms"} {
 		if _, ok := v[k]; !ok {
 			t.Errorf("violation has no field %q: %v", k, v)
 		}
 	}
-	if m["elapsed"] != "2m3.456s" {
-		t.Errorf("elapsed %v, want a duration string", m["elapsed"])
+	if m["elapsed_ms"] != 123456.0 {
+		t.Errorf("elapsed_ms %v, want 123456 (milliseconds, a number)", m["elapsed_ms"])
 	}
+	// One key style: every key of the document is snake_case.
+	var walk func(any)
+	walk = func(x any) {
+		switch x := x.(type) {
+		case map[string]any:
+			for k, v := range x {
+				if k != strings.ToLower(k) || strings.ContainsAny(k, " -") {
+					t.Errorf("key %q is not snake_case", k)
+				}
+				walk(v)
+			}
+		case []any:
+			for _, v := range x {
+				walk(v)
+			}
+		}
+	}
+	walk(m)
 }
 
 func TestReadJSONRejectsNewerSchema(t *testing.T) {
 	if _, err := reports.ReadJSON(strings.NewReader(`{"schema": 999}`)); err == nil {
 		t.Error("no error for a newer schema")
 	}
-	if _, err := reports.ReadJSON(strings.NewReader(`{"elapsed": "soon"}`)); err == nil {
+	if _, err := reports.ReadJSON(strings.NewReader(`{"elapsed_ms": "soon"}`)); err == nil {
 		t.Error("no error for a bad duration")
 	}
-	r, err := reports.ReadJSON(strings.NewReader(`{"schema": 1, "elapsed": 1500000000}`))
-	if err != nil || r.Elapsed.D() != 1500*time.Millisecond {
-		t.Errorf("nanoseconds: %v, %v", r.Elapsed, err)
+	r, err := reports.ReadJSON(strings.NewReader(`{"schema": 2, "elapsed_ms": 1500.25}`))
+	if err != nil || r.Elapsed.D() != 1500250*time.Microsecond {
+		t.Errorf("milliseconds: %v, %v", r.Elapsed, err)
 	}
 }
 
@@ -316,15 +334,23 @@ func TestWriteDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{files.JSON, files.Markdown, files.Evidence} {
+	for _, p := range []string{files.JSON, files.Markdown, files.HTML, files.Evidence} {
 		b, err := os.ReadFile(p)
 		if err != nil || len(b) == 0 {
 			t.Errorf("%s: %v (%d bytes)", p, err, len(b))
 		}
 	}
+	if files.JUnit != "" {
+		t.Errorf("a soak wrote %s", files.JUnit)
+	}
+	var names []string
 	entries, _ := os.ReadDir(dir)
-	if len(entries) != 3 {
-		t.Errorf("%d files in %s, want 3 (no temporaries left)", len(entries), dir)
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	want := []string{"evidence.json", "report.html", "report.json", "summary.md", "violation-1-orphan.json", "violation-2-lost-work.json", "violation-3-convergence.json"}
+	if diff := cmp.Diff(want, names); diff != "" {
+		t.Errorf("files in %s (-want +got; no temporaries left):\n%s", dir, diff)
 	}
 	f, err := os.Open(files.JSON)
 	if err != nil {

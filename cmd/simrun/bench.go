@@ -5,10 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/workproof/workproof/reports"
 	"github.com/workproof/workproof/scenarios"
 	"github.com/workproof/workproof/sim/check"
 )
@@ -26,6 +28,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&list, "systems", "mutants", `comma-separated systems to measure, "mutants" for every mutant, or "all" (kvx too)`)
 	fs.IntVar(&runs, "runs", 3, "runs per system, with root seeds -seed, -seed+1, …")
 	fs.DurationVar(&shrinkFor, "shrink", 30*time.Second, "bound of each counterexample's shrinking")
+	fs.StringVar(&f.out, "out", "out", outFlagDoc)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: simrun bench [flags]
 
@@ -56,12 +59,19 @@ Flags:
 	if list != "all" && list != "mutants" {
 		names = strings.Split(list, ",")
 	}
+	dir, err := runDir(f.out, "bench", list)
+	if err != nil {
+		fmt.Fprintf(stderr, "simrun bench: %v\n", err)
+		return exitUsage
+	}
 	srv, err := startPostgres(ctx, f.dsn, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "simrun bench: no Postgres: %v\n", err)
+		reports.DiscardRunDir(dir)
 		return exitUsage
 	}
 	defer srv.Close()
+	rep := benchReport(list, f.seed, runs, time.Now())
 
 	type row struct {
 		name, by    string
@@ -84,6 +94,7 @@ Flags:
 			breaks = sys.breaks
 		}
 		r := row{name: f.system, breaks: breaks}
+		brow := reports.BenchRow{System: f.system, Breaks: sys.breaks}
 		for k := 0; k < runs; k++ {
 			opts, err := f.options(fs, stderr)
 			if err != nil {
@@ -96,6 +107,7 @@ Flags:
 				fmt.Fprintf(stderr, "simrun bench: %s: %v\n", f.system, err)
 				return exitUsage
 			}
+			brow.Runs = append(brow.Runs, benchRun(res, opts, dir))
 			var before time.Duration
 			for _, fr := range res.Families {
 				if fr.Failure == nil {
@@ -122,6 +134,7 @@ Flags:
 			}
 		}
 		rows = append(rows, r)
+		rep.Bench = append(rep.Bench, finishRow(brow, r.by, r.inv, r.detect, r.length))
 	}
 	fmt.Fprintf(stdout, "| system | breaks | caught | first caught by | violation found | median time to detect | median counterexample (actions) |\n|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
@@ -136,6 +149,16 @@ Flags:
 		}
 		fmt.Fprintf(stdout, "| %s | %s | %d/%d | %s | %s | %s | %s |\n", r.name, r.breaks, r.caught, runs, or(r.by, "–"), or(string(r.inv), "–"), det, length)
 	}
+	rep.Verdict = check.Valid
+	if !ok {
+		rep.Verdict = check.Invalid
+	}
+	rep.Elapsed = reports.Duration(time.Since(rep.Started))
+	if _, err := writeReport(dir, &rep, stdout, stderr); err != nil {
+		fmt.Fprintf(stderr, "simrun bench: writing the report: %v\n", err)
+		return exitUsage
+	}
+	fmt.Fprintf(stdout, "report: %s (and report.html, junit.xml)\n", filepath.Join(dir, reports.MarkdownFile))
 	if !ok {
 		return exitInvalid
 	}

@@ -15,4 +15,9 @@
 //	soak.go  simrun soak: flags, Postgres (pgenv), scenarios/soak.Run, the
 //	         progress line or log, the report (package reports), the summary
 //	gate.go  simrun gate: the named regression scenarios once each, exit by verdict
+//	replay.go   simrun replay: one example again, reproduced or diverged
+//	bench.go    simrun bench: the seeded-bug catalogue
+//	report.go   scenarios' results as package reports' model; the report
+//	            directory every command creates before it starts (-out) and
+//	            writes at the end, and the GitHub job summary
 package main

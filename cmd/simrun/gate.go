@@ -2,17 +2,16 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
 
+	"github.com/workproof/workproof/reports"
 	"github.com/workproof/workproof/scenarios"
 	"github.com/workproof/workproof/sim/check"
 	"github.com/workproof/workproof/sim/pgenv"
@@ -102,7 +101,7 @@ func gateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("gate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	f.register(fs, strings.Join(scenarios.Families(), ","))
-	fs.StringVar(&f.out, "out", "", "directory for gate.json and, on a failure, the counterexample programs (default out/gate-<seed>)")
+	fs.StringVar(&f.out, "out", "out", outFlagDoc)
 	fs.Usage = func() {
 		w := fs.Output()
 		fmt.Fprint(w, `Usage: simrun gate [flags]
@@ -141,14 +140,23 @@ Examples:
 		fmt.Fprintf(stderr, "simrun gate: %v\nRun \"simrun gate -h\" for help.\n", err)
 		return exitUsage
 	}
+	dir, err := runDir(f.out, "gate", f.system)
+	if err != nil {
+		fmt.Fprintf(stderr, "simrun gate: %v\n", err)
+		return exitUsage
+	}
 	srv, err := startPostgres(ctx, f.dsn, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "simrun gate: no Postgres: %v\n", err)
+		reports.DiscardRunDir(dir)
 		return exitUsage
 	}
 	defer srv.Close()
 	opts.Server = srv
+	var seen []scenarios.Example
+	started := time.Now()
 	opts.Progress = func(ex scenarios.Example) {
+		seen = append(seen, ex)
 		mark := "ok  "
 		switch ex.Verdict {
 		case check.Invalid:
@@ -165,24 +173,25 @@ Examples:
 		} else {
 			fmt.Fprintf(stderr, "simrun gate: %v\n", err)
 		}
+		rep := failedGate(opts.Name, f.seed, seen, opts, &f, started, err)
+		if _, werr := writeReport(dir, &rep, stdout, stderr); werr == nil {
+			fmt.Fprintf(stdout, "report (what ran before the error): %s\n", filepath.Join(dir, reports.MarkdownFile))
+		}
 		return exitUsage
 	}
-	out := f.out
-	if out == "" {
-		out = filepath.Join("out", fmt.Sprintf("gate-%d", f.seed))
-	}
-	printRun(stdout, res, out)
-	if err := writeRun(out, res); err != nil {
+	rep := gateReport(res, seen, opts, &f, started, dir)
+	printRun(stdout, res, rep)
+	if _, err := writeReport(dir, &rep, stdout, stderr); err != nil {
 		fmt.Fprintf(stderr, "simrun gate: writing the report: %v\n", err)
 		return exitUsage
 	}
-	fmt.Fprintf(stdout, "gate: %s on %s (seed %d, %v); report: %s\n", res.Verdict, res.System, res.Seed, res.Duration.Round(time.Second), filepath.Join(out, "gate.json"))
+	fmt.Fprintf(stdout, "gate: %s on %s (seed %d, %v); report: %s (and report.html, junit.xml)\n", res.Verdict, res.System, res.Seed, res.Duration.Round(time.Second), filepath.Join(dir, reports.MarkdownFile))
 	return res.Verdict.ExitCode()
 }
 
 // printRun prints each family's line and every failure in full.
-func printRun(w io.Writer, res scenarios.Result, out string) {
-	for _, fr := range res.Families {
+func printRun(w io.Writer, res scenarios.Result, rep reports.Report) {
+	for i, fr := range res.Families {
 		fmt.Fprintf(w, "family %-8s %-7s %d examples in %v; reached: %s\n", fr.Family, fr.Verdict, fr.Examples, fr.Duration.Round(100*time.Millisecond), strings.Join(fr.Reached, " "))
 		for _, u := range fr.Unknown {
 			fmt.Fprintf(w, "  unknown: %s\n", u)
@@ -194,40 +203,9 @@ func printRun(w io.Writer, res scenarios.Result, out string) {
 			}
 			if f.Program != nil {
 				fmt.Fprintf(w, "  counterexample (%d actions, shrunk from %d): %s", len(f.Program.Actions), len(f.Original.Actions), f.Program)
-				fmt.Fprintf(w, "  replay the counterexample: go run ./cmd/simrun replay -system %s -program %s -expect %s\n",
-					res.System, filepath.Join(out, "counterexample-"+fr.Family+".json"), f.Violations[0].Invariant)
+				fmt.Fprintf(w, "  replay the counterexample: %s\n", rep.Families[i].Failure.Replay)
 			}
 			fmt.Fprintf(w, "  replay: %s\n", f.Replay)
 		}
 	}
-}
-
-// writeRun writes gate.json and each failure's shrunk program.
-func writeRun(dir string, res scenarios.Result) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	if err := writeJSON(filepath.Join(dir, "gate.json"), res); err != nil {
-		return err
-	}
-	for _, fr := range res.Families {
-		if fr.Failure != nil && fr.Failure.Program != nil {
-			if err := writeJSON(filepath.Join(dir, "counterexample-"+fr.Family+".json"), fr.Failure.Program); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-func writeJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

@@ -55,6 +55,7 @@ func exitCode(t *testing.T, err error) int {
 
 func TestUsageErrorsExit2(t *testing.T) {
 	t.Parallel()
+	out := t.TempDir()
 	for _, c := range []struct {
 		args []string
 		want string // on stderr
@@ -75,7 +76,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{[]string{"soak", "leftover"}, `unexpected arguments ["leftover"]`},
 		{[]string{"gate", "-system", "Nope"}, `unknown -system "Nope"`},
 		{[]string{"gate", "-run", "no-such-scenario"}, `no scenario matches -run "no-such-scenario"`},
-		{[]string{"soak", "-dsn", "postgres://nobody@127.0.0.1:1/x?connect_timeout=2", "-duration", "1s"}, "no Postgres"},
+		{[]string{"soak", "-dsn", "postgres://nobody@127.0.0.1:1/x?connect_timeout=2", "-duration", "1s", "-out", out}, "no Postgres"},
 	} {
 		cmd, _, stderr := simrun(t, c.args...)
 		code := exitCode(t, cmd.Run())
@@ -85,6 +86,9 @@ func TestUsageErrorsExit2(t *testing.T) {
 		if !strings.Contains(stderr.String(), c.want) {
 			t.Errorf("simrun %q: stderr lacks %q:\n%s", c.args, c.want, stderr)
 		}
+	}
+	if entries, _ := os.ReadDir(out); len(entries) != 0 {
+		t.Errorf("a run that never started left %v in -out", entries)
 	}
 }
 
@@ -112,6 +116,7 @@ func TestSoakWritesReport(t *testing.T) {
 		t.Fatalf("exit %d, want 0\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
 	replay := "go run ./cmd/simrun soak -seed 5 -duration 3s -workers 3 -rate 30 -instances 8 -faults mild -system kvx -check-every 3s"
+	out = latest(t, out)
 	for _, s := range []string{"verdict: valid (exit 0)", "report: " + filepath.Join(out, "summary.md"), "replay: " + replay} {
 		if !strings.Contains(stdout.String(), s) {
 			t.Errorf("stdout lacks %q:\n%s", s, stdout)
@@ -166,6 +171,7 @@ func TestSoakInterrupted(t *testing.T) {
 	if code := exitCode(t, cmd.Wait()); code != 2 {
 		t.Fatalf("exit %d, want 2\nstdout:\n%s\nstderr:\n%s", code, &stdout, &stderr)
 	}
+	out = latest(t, out)
 	rep := readReport(t, out)
 	if rep.Ended != reports.EndInterrupted || rep.Verdict != check.Unknown {
 		t.Errorf("report: ended %s, verdict %s", rep.Ended, rep.Verdict)
@@ -199,7 +205,7 @@ func TestGateExitsByVerdict(t *testing.T) {
 		if !strings.Contains(stdout.String(), c.line) {
 			t.Errorf("gate %s: stdout lacks %q:\n%s", c.system, c.line, stdout)
 		}
-		if _, err := os.Stat(filepath.Join(out, "gate.json")); err != nil {
+		if _, err := os.Stat(filepath.Join(latest(t, out), reports.JSONFile)); err != nil {
 			t.Errorf("gate %s: no report: %v", c.system, err)
 		}
 	}
@@ -215,18 +221,42 @@ func TestGateCounterexampleReplays(t *testing.T) {
 	if code := exitCode(t, cmd.Run()); code != 1 {
 		t.Fatalf("gate: exit %d, want 1\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
-	prog := filepath.Join(out, "counterexample-crash.json")
+	prog := programFile(t, latest(t, out), "crash")
 	if !strings.Contains(stdout.String(), "-program "+prog) {
 		t.Fatalf("gate does not print the replay command for %s:\n%s", prog, stdout)
 	}
 	// Which worker claims an item is a real race, so a replay may need a
 	// few attempts; 12 make a miss (about 0.5^12 when two workers race)
 	// practically impossible.
-	cmd, stdout, stderr = simrun(t, "replay", "-system", "FreshTokenPerAttempt", "-program", prog, "-expect", "orphan", "-attempts", "12", "-dsn", dsn)
+	cmd, stdout, stderr = simrun(t, "replay", "-system", "FreshTokenPerAttempt", "-program", prog, "-expect", "orphan", "-attempts", "12", "-dsn", dsn, "-out", t.TempDir())
 	code := exitCode(t, cmd.Run())
 	if code != 1 || !strings.Contains(stdout.String(), "reproduced: orphan") {
 		t.Fatalf("replay exit %d, want 1 and reproduced:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
+}
+
+// latest is the newest run directory under out (out/latest, resolved).
+func latest(t *testing.T, out string) string {
+	t.Helper()
+	target, err := os.Readlink(filepath.Join(out, reports.LatestLink))
+	if err != nil {
+		t.Fatalf("no report directory under %s: %v", out, err)
+	}
+	return filepath.Join(out, target)
+}
+
+// programFile is the saved program of the family's failure in a gate's
+// report directory.
+func programFile(t *testing.T, dir, family string) string {
+	t.Helper()
+	rep := readReport(t, dir)
+	for _, f := range rep.Families {
+		if f.Name == family && f.Failure != nil && len(f.Failure.Program) > 0 {
+			return filepath.Join(dir, f.Failure.Dir, reports.ProgramFile)
+		}
+	}
+	t.Fatalf("%s: no saved program of family %s", dir, family)
+	return ""
 }
 
 func readReport(t *testing.T, dir string) reports.Report {

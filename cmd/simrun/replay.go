@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/workproof/workproof/reports"
 	"github.com/workproof/workproof/scenarios"
 	"github.com/workproof/workproof/sim/check"
 )
@@ -31,11 +33,12 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.IntVar(&f.workers, "workers", 2, "with -family: worker slots the program was drawn for")
 	fs.IntVar(&f.steps, "steps", 20, "with -family: most actions the program was drawn with")
 	fs.StringVar(&scenario, "scenario", "", "replay this named scenario")
-	fs.StringVar(&program, "program", "", "replay the program saved in this JSON file (gate writes counterexample-<family>.json)")
+	fs.StringVar(&program, "program", "", "replay the program saved in this JSON file (a gate's report keeps each drawn failure's as <family>-seed_<N>/program.json)")
 	fs.StringVar(&expect, "expect", "", "the invariant the original run violated: the replay then says whether it reproduced or diverged")
 	fs.IntVar(&attempts, "attempts", 5, "with -expect: run up to this many times until the violation reproduces")
 	fs.DurationVar(&f.settle, "settle", 15*time.Second, "bound of the liveness phase")
 	fs.StringVar(&f.dsn, "dsn", "", "Postgres server (default: $WORKPROOF_DATABASE_URL or the PG* variables, else a private ephemeral cluster)")
+	fs.StringVar(&f.out, "out", "out", outFlagDoc)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: simrun replay [flags] (-scenario NAME | -family F -seed N | -program FILE)
 
@@ -52,7 +55,8 @@ Exit codes: 0 valid, 1 a violation, 2 usage or infrastructure error or unknown.
 
 Examples:
   simrun replay -system FreshTokenPerAttempt -family crash -seed 123 -expect orphan
-  simrun replay -program out/gate-1/counterexample-crash.json -system EmailInTx
+  simrun replay -system FreshTokenPerAttempt -scenario crash-after-vm-before-commit -expect orphan
+  simrun replay -program out/latest/crash-seed_123/program.json -system FreshTokenPerAttempt
   simrun replay -scenario concurrent-resizes -system CheckThenAct
 `)
 	}
@@ -128,9 +132,23 @@ Examples:
 			return exitUsage
 		}
 	}
+	dir, err := runDir(f.out, "replay", f.system)
+	if err != nil {
+		fmt.Fprintf(stderr, "simrun replay: %v\n", err)
+		return exitUsage
+	}
+	rep := replayReport(sys.name, f.seed, want, args)
+	defer func() {
+		if _, err := writeReport(dir, &rep, stdout, stderr); err != nil {
+			fmt.Fprintf(stderr, "simrun replay: writing the report: %v\n", err)
+		} else {
+			fmt.Fprintf(stdout, "report: %s\n", filepath.Join(dir, reports.MarkdownFile))
+		}
+	}()
 	srv, err := startPostgres(ctx, f.dsn, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "simrun replay: no Postgres: %v\n", err)
+		rep.Ended, rep.Error = reports.EndError, "no Postgres: "+err.Error()
 		return exitUsage
 	}
 	defer srv.Close()
@@ -152,8 +170,10 @@ Examples:
 		}
 		if err != nil {
 			fmt.Fprintf(stderr, "simrun replay: %v\n", err)
+			rep.Ended, rep.Error = reports.EndError, err.Error()
 			return exitUsage
 		}
+		rep.Attempt(exampleOf(ex), k)
 		fmt.Fprintf(stdout, "attempt %d: %s (settled: %v, %v)\n", k, ex.Verdict, ex.Settled, ex.Duration.Round(10*time.Millisecond))
 		for _, v := range ex.Result.Violations {
 			fmt.Fprintf(stdout, "  %s\n", v)
@@ -163,6 +183,7 @@ Examples:
 		}
 		if ex.Verdict == check.Invalid && check.HasInvariant(ex.Result.Violations, want) {
 			fmt.Fprintf(stdout, "reproduced: %s on attempt %d of %d\n", expect, k, attempts)
+			rep.Outcome = reports.OutcomeReproduced
 			return ex.Verdict.ExitCode()
 		}
 	}
@@ -170,6 +191,7 @@ Examples:
 		// Real concurrency: which worker claims an item is a race the
 		// program does not fix, so a replay can take another path.
 		fmt.Fprintf(stdout, "diverged: no %s violation in %d attempts (last: %s)\n", expect, attempts, ex.Verdict)
+		rep.Outcome = reports.OutcomeDiverged
 	}
 	return ex.Verdict.ExitCode()
 }

@@ -45,7 +45,7 @@ func soakFlagSet(f *soakFlags, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&f.instances, "instances", 8, "size of the set of instance ids the traffic works on")
 	fs.StringVar(&f.faults, "faults", "mild", "fault profile: "+strings.Join(soak.ProfileNames(), ", ")+" (see below)")
 	fs.Uint64Var(&f.seed, "seed", 0, "root seed of every random draw (default: time-based, printed)")
-	fs.StringVar(&f.out, "out", "", "directory for the report (default out/soak-<seed>)")
+	fs.StringVar(&f.out, "out", "out", outFlagDoc)
 	fs.StringVar(&f.system, "system", "kvx", "system under test: kvx, or a mutant (see below)")
 	fs.StringVar(&f.dsn, "dsn", "", "Postgres server to use (default: $WORKPROOF_DATABASE_URL or the PG* variables, else a private ephemeral cluster started and removed by simrun); simrun only creates and drops its own databases on it")
 	fs.DurationVar(&f.checkEvery, "check-every", 30*time.Second, "traffic time between quiescent checkpoints (pause, heal, converge, check every invariant)")
@@ -61,10 +61,13 @@ quiescent checkpoint runs: every fault healed, fixes deployed, crashed workers
 restarted, the queue drained (bounded), then every invariant checked on the
 whole history so far. A violation ends the run at that checkpoint.
 
-The report goes to -out: summary.md (verdict, seed, replay command, settings,
-counts, throughput, faults, crash points, paths reached, every violation),
-report.json (the same model, with the time series) and, unless the run was
-valid, evidence.json (the history, ledgers and state the deciding check read).
+The report goes to a new directory under -out: summary.md (verdict, seed,
+replay command, settings, counts, throughput, faults, crash points, paths
+reached, every violation), report.json (the same model, with the time
+series), report.html (plots: throughput, latency, the control error signal,
+a timeline) and, unless the run was valid, evidence.json (the history,
+ledgers and state the deciding check read) with one evidence slice per
+violation.
 
 Flags:
 `)
@@ -152,8 +155,10 @@ func soakCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if !f.seedSet {
 		f.seed = uint64(time.Now().UnixNano() % 1_000_000_000)
 	}
-	if f.out == "" {
-		f.out = filepath.Join("out", fmt.Sprintf("soak-%d", f.seed))
+	dir, err := runDir(f.out, "soak", f.system)
+	if err != nil {
+		fmt.Fprintf(stderr, "simrun soak: %v\n", err)
+		return exitUsage
 	}
 	sys, _ := systemNamed(f.system)
 
@@ -174,6 +179,7 @@ func soakCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	srv, err := pgenv.Start(ctx, pgenv.Options{DSN: f.dsn, Logger: log})
 	if err != nil {
 		fmt.Fprintf(stderr, "simrun soak: no Postgres: %v\n", err)
+		reports.DiscardRunDir(dir)
 		return exitUsage
 	}
 	defer func() {
@@ -206,13 +212,14 @@ func soakCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	rep.Replay = f.replay()
+	rep.Derive() // the plots' series, before the evidence may go
 	if rep.Verdict == check.Valid {
 		// Nothing to explain, and the whole history is megabytes per minute
 		// of traffic: evidence.json is written only for a run that failed
 		// or could not decide.
 		rep.Evidence = nil
 	}
-	files, werr := reports.WriteDir(f.out, &rep)
+	files, werr := writeReport(dir, &rep, stdout, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "simrun soak: %v\n", err)
 	}
@@ -269,7 +276,7 @@ func summarize(w io.Writer, r *reports.Report, files reports.Files) {
 		fmt.Fprintf(w, "VIOLATION (checkpoint %d): %s\n", v.Checkpoint, v.Line)
 	}
 	if files.Markdown != "" {
-		fmt.Fprintf(w, "report: %s (and %s", files.Markdown, filepath.Base(files.JSON))
+		fmt.Fprintf(w, "report: %s (and %s, %s", files.Markdown, filepath.Base(files.JSON), filepath.Base(files.HTML))
 		if files.Evidence != "" {
 			fmt.Fprintf(w, ", %s", filepath.Base(files.Evidence))
 		}
