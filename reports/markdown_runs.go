@@ -2,6 +2,7 @@ package reports
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -88,6 +89,27 @@ func (m md) families(r *Report) {
 			m.p("| %s | %s | %s | %s |\n", sc.Name, verdictWord(sc.Verdict), dur(sc.Duration), cell(note))
 		}
 		m.p("\n")
+	}
+	for _, f := range r.Families {
+		if c := f.Coverage; c != nil {
+			m.p("## Exploration coverage\n\n| workloads | points | experiments | pairs | unreached | points never faulted | failed |\n|---:|---:|---:|---:|---:|---:|---:|\n")
+			m.p("| %d | %d | %d | %d | %d | %d | %d |\n\n", c.Workloads, c.Spots, c.Experiments, c.Pairs, len(c.Unreached), len(c.NeverFaulted), len(c.Failed))
+			if c.Shard != "" {
+				m.p("Shard %s of the experiments.\n\n", c.Shard)
+			}
+			reasons := make([]string, 0, len(c.Pruned))
+			for r := range c.Pruned {
+				reasons = append(reasons, r)
+			}
+			sort.Strings(reasons)
+			for _, r := range reasons {
+				m.p("- pruned %d: %s\n", c.Pruned[r], r)
+			}
+			for _, id := range c.Failed {
+				m.p("- failed: `%s`\n", id)
+			}
+			m.p("\n")
+		}
 	}
 	for _, f := range r.Families {
 		for _, u := range f.Unknown {

@@ -46,6 +46,22 @@ type Family struct {
 	// Failure is the family's first invalid example (for a drawn program,
 	// shrunk), with its evidence; nil when none failed.
 	Failure *Example `json:"failure,omitempty"`
+	// Coverage is what the explore family explored; nil for the others.
+	Coverage *Coverage `json:"coverage,omitempty"`
+}
+
+// Coverage is how much a systematic exploration explored, so that one
+// which explored little is visible as such.
+type Coverage struct {
+	Workloads    int            `json:"workloads"`
+	Spots        int            `json:"spots"`       // points the workloads' fault-free traces reached
+	Experiments  int            `json:"experiments"` // experiments run, pairs included
+	Pairs        int            `json:"pairs"`
+	Pruned       map[string]int `json:"pruned,omitempty"` // experiments not run, by reason
+	Unreached    []string       `json:"unreached,omitempty"`
+	NeverFaulted []string       `json:"never_faulted,omitempty"`
+	Failed       []string       `json:"failed,omitempty"` // every invalid experiment
+	Shard        string         `json:"shard,omitempty"`  // "i/n" when one shard of a matrix ran
 }
 
 // Example is one run of a system on a fresh database: a named scenario or

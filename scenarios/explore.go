@@ -263,7 +263,8 @@ type Coverage struct {
 	Pruned map[string]int `json:"pruned,omitempty"`
 	// Unreached lists experiments whose spot did not come in their run.
 	Unreached []string `json:"unreached,omitempty"`
-	// NeverFaulted lists the spots no experiment hit.
+	// NeverFaulted lists the spots no experiment hit (not known to one
+	// shard of several).
 	NeverFaulted []string `json:"never_faulted,omitempty"`
 	// Failed lists every invalid experiment, by id.
 	Failed []string `json:"failed,omitempty"`
@@ -330,17 +331,17 @@ func enumerate(t traced, pruned map[string]int) []Experiment {
 }
 
 // prioritize orders experiments so that the faults that most often expose
-// a bug run first — crashes right after a provider answered and before a
-// commit, concurrent changes, ambiguous answers — and the slow ones (hangs
-// until a client timeout, outages, blackholes) last; within a rank,
-// workloads take turns, so each is explored from the start. The order
-// decides only how soon a failure is found, never what is run.
+// a bug run first — crashes around provider calls and before a commit,
+// concurrent changes, ambiguous answers — and the slow ones (hangs until a
+// client timeout, outages, blackholes) last; spots a workload shares with
+// an earlier one come after its own; within a rank, workloads take turns.
+// The order decides only how soon a failure is found, never what is run.
 func prioritize(xs []Experiment) []Experiment {
 	rank := func(x Experiment) int {
 		done := strings.HasSuffix(x.Spot.Point, crash.DoneSuffix)
 		switch {
-		case x.Fault == "crash" && (done || x.Spot.Point == "sql:commit"):
-			return 0
+		case x.Fault == "crash" && (done || x.Spot.Point == "sql:commit" || !strings.HasPrefix(x.Spot.Point, "sql:")):
+			return 0 // right before or after a provider call, or before a commit
 		case x.Fault == faultChange, x.Fault == "ambiguous-500", x.Fault == "ambiguous-drop", x.Fault == "cut-answer":
 			return 1
 		case x.Fault == "crash", x.Fault == faultListeners, x.Fault == "transient-503":
@@ -351,39 +352,62 @@ func prioritize(xs []Experiment) []Experiment {
 		return 3
 	}
 	type ranked struct {
-		x          Experiment
-		rank, turn int
+		x                  Experiment
+		repeat, rank, turn int
 	}
-	// Before all that, each kind of fault once in each workload (the first
-	// workload first): a slow fault kind that is the only one to expose a
-	// bug must not wait behind hundreds of quick ones.
-	firstOf := map[[2]string]bool{}
-	first := func(x Experiment) int {
-		k := [2]string{x.Workload, x.Fault}
-		if firstOf[k] {
-			return 0
+	// Before all that, each kind of fault once, at a worker's spot of the
+	// first workload: a slow fault kind that is the only one to expose a bug
+	// must not wait behind hundreds of quick ones.
+	firstOf := map[string]bool{}
+	workerSpot := map[string]bool{} // faults some worker spot of the first workload has
+	for _, x := range xs {
+		if x.Workload == xs[0].Workload && x.Spot.Client == "" {
+			workerSpot[x.Fault] = true
 		}
-		firstOf[k] = true
-		if x.Workload == xs[0].Workload {
-			return -2
-		}
-		return -1
 	}
-	turns := map[[2]any]int{}
+	first := func(x Experiment) bool {
+		if x.Workload != xs[0].Workload || firstOf[x.Fault] || (x.Spot.Client != "" && workerSpot[x.Fault]) {
+			return false
+		}
+		firstOf[x.Fault] = true
+		return true
+	}
+	// Every workload begins with the first one's steps, so its first items
+	// repeat spots an earlier workload has: those come after the new ones
+	// (what the workload is for: the resize, the delete, the re-create).
+	// A spot's item (or request) is named by the points it passes, so that
+	// item 3 of one workload (a resize) and of another (a delete) differ.
+	group := func(x Experiment) string {
+		return x.Workload + "|" + x.Spot.Client + "|" + x.Spot.Item + "." + strconv.Itoa(x.Spot.Entry)
+	}
+	points := map[string][]string{}
+	for _, x := range xs {
+		g := group(x)
+		if !slices.Contains(points[g], x.Spot.Point) {
+			points[g] = append(points[g], x.Spot.Point)
+		}
+	}
+	seen := map[string]bool{}
+	turns := map[[3]any]int{}
 	rs := make([]ranked, len(xs))
 	for i, x := range xs {
 		r := rank(x)
-		if f := first(x); f < 0 {
-			r = f
-			if r == -1 && rank(x) == 0 {
-				r = 0 // already among the first
-			}
+		if first(x) {
+			r = -1
 		}
-		k := [2]any{r, x.Workload}
-		rs[i] = ranked{x: x, rank: r, turn: turns[k]}
+		key := strings.Join(points[group(x)], ",") + "|" + x.Spot.String() + "|" + x.Fault
+		repeat := 0
+		if seen[key] && r >= 0 {
+			repeat = 1
+		}
+		seen[key] = true
+		k := [3]any{repeat, r, x.Workload}
+		rs[i] = ranked{x: x, repeat: repeat, rank: r, turn: turns[k]}
 		turns[k]++
 	}
-	slices.SortStableFunc(rs, func(a, b ranked) int { return cmp.Or(cmp.Compare(a.rank, b.rank), cmp.Compare(a.turn, b.turn)) })
+	slices.SortStableFunc(rs, func(a, b ranked) int {
+		return cmp.Or(cmp.Compare(a.repeat, b.repeat), cmp.Compare(a.rank, b.rank), cmp.Compare(a.turn, b.turn))
+	})
 	out := make([]Experiment, len(rs))
 	for i, r := range rs {
 		out[i] = r.x
@@ -431,7 +455,8 @@ func ParseShard(str string) (Shard, error) {
 	return Shard{Index: a - 1, Count: b}, nil
 }
 
-func (s Shard) has(id string) bool { return s.Count <= 1 || shardOf(id, s.Count) == s.Index }
+// Has reports whether the experiment of this id is the shard's.
+func (s Shard) Has(id string) bool { return s.Count <= 1 || shardOf(id, s.Count) == s.Index }
 
 // runExplore is the explore family: trace every workload, enumerate, run
 // the experiments concurrently, then the pairs.
@@ -493,50 +518,38 @@ func runExplore(ctx context.Context, opts Options) (FamilyResult, error) {
 		exps = append(exps, enumerate(t, cov.Pruned)...)
 	}
 	exps = prioritize(exps)
-	run := func(xs []Experiment) ([]Example, error) {
-		var mine []Experiment
-		for _, x := range xs {
-			if opts.Shard.has(x.ID()) {
-				mine = append(mine, x)
-			} else {
-				cov.Pruned["shard: another shard's"]++
-			}
+	var mine []Experiment
+	for _, x := range exps {
+		if opts.Shard.Has(x.ID()) {
+			mine = append(mine, x)
+		} else {
+			cov.Pruned["shard: another shard's"]++
 		}
-		return runExperiments(ctx, opts, mine, record, func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			return (len(failures) > 0 && !opts.Budget.ExploreAll) || time.Since(start) > opts.Budget.ExploreTime
-		})
-	}
-	singles, err := run(exps)
-	if err != nil {
-		return fr, err
 	}
 	// Pairs: a read-after-write lag matters where a fault made the system
-	// read the cloud's state (to recover what it had done), so only runs
-	// that read more than the workload's fault-free run are repeated with
-	// the lag on (Filibuster's dynamic reduction, read off the ledger).
-	var pairs []Experiment
-	for _, ex := range singles {
-		if ex.Experiment == nil || ex.Verdict == check.Invalid {
-			continue
+	// read the cloud's state (to recover what it had done), so a run that
+	// read more than its workload's fault-free run is repeated with the lag
+	// on, right away (Filibuster's dynamic reduction, read off the ledger).
+	pairOf := func(ex Example) []Experiment {
+		if ex.Experiment == nil || len(ex.Experiment.With) > 0 || ex.Verdict == check.Invalid {
+			return nil
 		}
-		if cloudReads(ex.Result.Input.Ledger) > baseReads[ex.Experiment.Workload] {
-			x := *ex.Experiment
-			x.With = []nemesis.Fault{{Kind: nemesis.KindProviderLag, Target: fakes.ServiceCloud, N: 2000}}
-			pairs = append(pairs, x)
-		} else {
+		if cloudReads(ex.Result.Input.Ledger) <= baseReads[ex.Experiment.Workload] {
+			mu.Lock()
 			cov.Pruned["pair with lag: the fault made the system read no more of the cloud than without it"]++
+			mu.Unlock()
+			return nil
 		}
+		x := *ex.Experiment
+		x.With = []nemesis.Fault{{Kind: nemesis.KindProviderLag, Target: fakes.ServiceCloud, N: 2000}}
+		return []Experiment{x}
 	}
-	pairRuns, err := run(pairs)
-	if err != nil {
-		return fr, err
-	}
-	for _, ex := range append(singles, pairRuns...) {
+	note := func(ex Example) {
+		mu.Lock()
+		defer mu.Unlock()
 		cov.Experiments++
 		if ex.Experiment == nil {
-			continue
+			return
 		}
 		if len(ex.Experiment.With) > 0 {
 			cov.Pairs++
@@ -547,8 +560,20 @@ func runExplore(ctx context.Context, opts Options) (FamilyResult, error) {
 			faulted[ex.Experiment.Workload+"|"+ex.Experiment.Spot.String()] = true
 		}
 	}
+	err := runExperiments(ctx, opts, mine, func(ex Example) []Experiment {
+		record(ex)
+		note(ex)
+		return pairOf(ex)
+	}, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return (len(failures) > 0 && !opts.Budget.ExploreAll) || time.Since(start) > opts.Budget.ExploreTime
+	})
+	if err != nil {
+		return fr, err
+	}
 	for _, s := range allSpots {
-		if !faulted[s] {
+		if !faulted[s] && opts.Shard.Count <= 1 { // a shard cannot know what the others faulted
 			cov.NeverFaulted = append(cov.NeverFaulted, s)
 		}
 	}
@@ -603,46 +628,72 @@ func (o Options) parallel() int {
 	return max(2, 4*runtime.GOMAXPROCS(0))
 }
 
-// runExperiments runs xs on at most opts.parallel() environments at once,
-// reporting each to record, and returns their examples in xs's order. It
-// starts no new experiment once stop says so.
-func runExperiments(ctx context.Context, opts Options, xs []Experiment, record func(Example), stop func() bool) ([]Example, error) {
-	out := make([]Example, len(xs))
-	ran := make([]bool, len(xs))
-	errs := make([]error, len(xs))
-	next := make(chan int)
+// runExperiments runs xs, in order, on at most opts.parallel()
+// environments at once. Each finished example goes to done, which may
+// return follow-up experiments: they run next, before the rest of xs. No
+// experiment starts once stop says so.
+func runExperiments(ctx context.Context, opts Options, xs []Experiment, done func(Example) []Experiment, stop func() bool) error {
+	var (
+		mu     sync.Mutex
+		queue  = slices.Clone(xs)
+		busy   int
+		wake   = sync.NewCond(&mu)
+		errs   []error
+		active = true
+	)
+	take := func() (Experiment, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		for {
+			if !active || ctx.Err() != nil {
+				return Experiment{}, false
+			}
+			if len(queue) > 0 {
+				if stop() {
+					active = false
+					wake.Broadcast()
+					return Experiment{}, false
+				}
+				x := queue[0]
+				queue = queue[1:]
+				busy++
+				return x, true
+			}
+			if busy == 0 { // nothing queued, nothing running that could queue more
+				active = false
+				wake.Broadcast()
+				return Experiment{}, false
+			}
+			wake.Wait()
+		}
+	}
 	var wg sync.WaitGroup
 	for range opts.parallel() {
 		wg.Go(func() {
-			for i := range next {
-				ex, err := RunExperiment(ctx, opts, xs[i])
-				if err != nil {
-					errs[i] = fmt.Errorf("experiment %s: %w", xs[i].ID(), err)
-					continue
+			for {
+				x, ok := take()
+				if !ok {
+					return
 				}
-				out[i], ran[i] = ex, true
-				record(ex)
+				ex, err := RunExperiment(ctx, opts, x)
+				var more []Experiment
+				if err == nil {
+					more = done(ex)
+				}
+				mu.Lock()
+				busy--
+				if err != nil {
+					errs = append(errs, fmt.Errorf("experiment %s: %w", x.ID(), err))
+					active = false
+				}
+				queue = append(more, queue...)
+				wake.Broadcast()
+				mu.Unlock()
 			}
 		})
 	}
-	for i := range xs {
-		if stop() || ctx.Err() != nil {
-			break
-		}
-		next <- i
-	}
-	close(next)
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	var done []Example
-	for i, ok := range ran {
-		if ok {
-			done = append(done, out[i])
-		}
-	}
-	return done, nil
+	return errors.Join(errs...)
 }
 
 // traceWorkload runs w fault-free with every point recorded.

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,11 +21,11 @@ import (
 
 // runFlags are the flags gate and bench share.
 type runFlags struct {
-	system, dsn, only, families, out string
-	seed                             uint64
-	workers, checks, steps           int
-	settle                           time.Duration
-	verbose                          bool
+	system, dsn, only, families, out, shard string
+	seed                                    uint64
+	workers, checks, steps, parallel        int
+	settle, exploreTime                     time.Duration
+	exploreAll, verbose                     bool
 }
 
 func (f *runFlags) register(fs *flag.FlagSet, defaultFamilies string) {
@@ -35,6 +37,10 @@ func (f *runFlags) register(fs *flag.FlagSet, defaultFamilies string) {
 	fs.IntVar(&f.checks, "checks", 8, "programs drawn per property family")
 	fs.IntVar(&f.steps, "steps", 20, "most actions per drawn program")
 	fs.DurationVar(&f.settle, "settle", 15*time.Second, "bound of each run's liveness phase (heal, then wait for the system to settle)")
+	fs.IntVar(&f.parallel, "parallel", 0, "explore: experiments run at once (default 4 per CPU)")
+	fs.StringVar(&f.shard, "shard", "", "explore: run only shard i/n of the experiments (1 ≤ i ≤ n), split by experiment id so every job of a CI matrix agrees; merge the reports with simrun merge")
+	fs.DurationVar(&f.exploreTime, "explore-time", 10*time.Minute, "explore: no experiment starts after this long")
+	fs.BoolVar(&f.exploreAll, "explore-all", false, "explore: run every experiment even after one failed (full coverage, every failing experiment listed)")
 	fs.StringVar(&f.dsn, "dsn", "", "Postgres server to use (default: $WORKPROOF_DATABASE_URL or the PG* variables, else a private ephemeral cluster started and removed by simrun)")
 	fs.BoolVar(&f.verbose, "v", false, "log the harness, the workers and the fakes to stderr (debug level)")
 }
@@ -45,11 +51,22 @@ func (f *runFlags) options(fs *flag.FlagSet, stderr io.Writer) (scenarios.Option
 		return scenarios.Options{}, err
 	}
 	opts := scenarios.Options{
-		System: sys.new(), Name: sys.name, Seed: f.seed, Workers: f.workers,
-		Budget: scenarios.Budget{Checks: f.checks, Steps: f.steps, Settle: f.settle, Time: time.Hour},
+		System: sys.new(), Name: sys.name, Seed: f.seed, Workers: f.workers, Parallel: f.parallel,
+		Budget: scenarios.Budget{Checks: f.checks, Steps: f.steps, Settle: f.settle, Time: time.Hour,
+			ExploreTime: f.exploreTime, ExploreAll: f.exploreAll},
 	}
-	if f.workers < 1 || f.checks < 1 || f.steps < 1 || f.settle <= 0 {
-		return opts, usagef("-workers, -checks, -steps and -settle must be positive")
+	if f.workers < 1 || f.checks < 1 || f.steps < 1 || f.settle <= 0 || f.exploreTime <= 0 || f.parallel < 0 {
+		return opts, usagef("-workers, -checks, -steps, -settle and -explore-time must be positive, -parallel not negative")
+	}
+	if f.workers > scenarios.MaxWorkers || f.steps > scenarios.MaxActions || f.parallel > 256 {
+		return opts, usagef("-workers %d, -steps %d or -parallel %d too large (at most %d, %d, 256)", f.workers, f.steps, f.parallel, scenarios.MaxWorkers, scenarios.MaxActions)
+	}
+	if f.shard != "" {
+		sh, err := scenarios.ParseShard(f.shard)
+		if err != nil {
+			return opts, usagef("-shard: %v", err)
+		}
+		opts.Shard = sh
 	}
 	if f.only != "" {
 		re, err := regexp.Compile(f.only)
@@ -108,10 +125,14 @@ func gateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 The CI gate for a change to worker code. Runs every scenario family on the
 system, each run on a fresh database (run, heal, converge, check every
-invariant): the named regression scenarios, then programs drawn from the
-seed for the crash, network, provider and chaos families. A family stops at
-its first failure, shrinks it to a shorter program that still fails, and
-prints the violation lines, the program and a paste-ready replay command.
+invariant): the named regression scenarios; then systematic exploration
+(explore: five short workloads are traced fault-free, then one experiment
+runs per point they reached × fault of the catalogue, and pairs, each a
+deterministic run named by an id that replays it); then programs drawn
+from the seed for the crash, network, provider and chaos families. A family
+stops at its first failure (a drawn program is shrunk to a shorter one that
+still fails) and prints the violation lines, the counterexample and a
+paste-ready replay command.
 
 Flags:
 `)
@@ -130,6 +151,7 @@ Examples:
   simrun gate
   simrun gate -system CheckThenAct -run concurrent
   simrun gate -families crash,chaos -checks 50 -seed 7
+  simrun gate -families explore -shard 2/4        # one job of a 4-way CI matrix
 `)
 	}
 	if code, ok := parse(fs, args, stdout); !ok {
@@ -155,14 +177,30 @@ Examples:
 	opts.Server = srv
 	var seen []scenarios.Example
 	started := time.Now()
+	explored := 0
 	opts.Progress = func(ex scenarios.Example) {
-		seen = append(seen, ex)
+		// Kept for the report: the named scenarios' rows, and what failed
+		// (an explore family's hundreds of valid experiments are counted).
+		if ex.Family == scenarios.FamilyNamed || ex.Verdict == check.Invalid {
+			seen = append(seen, ex)
+		}
 		mark := "ok  "
 		switch ex.Verdict {
 		case check.Invalid:
 			mark = "FAIL"
 		case check.Unknown:
 			mark = "?   "
+		}
+		if ex.Family == scenarios.FamilyExplore {
+			if explored++; ex.Verdict == check.Valid && !ex.Unreached {
+				if explored%100 == 0 {
+					fmt.Fprintf(stdout, "ok   explore  %d experiments so far (%v)\n", explored, time.Since(started).Round(time.Second))
+				}
+				return
+			}
+			if ex.Unreached {
+				mark = "-   "
+			}
 		}
 		fmt.Fprintf(stdout, "%s %-8s %-36s %s (%v)\n", mark, ex.Family, ex.Name, ex.Verdict, ex.Duration.Round(10*time.Millisecond))
 	}
@@ -193,6 +231,13 @@ Examples:
 func printRun(w io.Writer, res scenarios.Result, rep reports.Report) {
 	for i, fr := range res.Families {
 		fmt.Fprintf(w, "family %-8s %-7s %d examples in %v; reached: %s\n", fr.Family, fr.Verdict, fr.Examples, fr.Duration.Round(100*time.Millisecond), strings.Join(fr.Reached, " "))
+		if c := fr.Coverage; c != nil {
+			fmt.Fprintf(w, "  coverage: %d workloads, %d points, %d experiments (%d pairs), %d unreached, %d points never faulted, %d failed\n",
+				c.Workloads, c.Spots, c.Experiments, c.Pairs, len(c.Unreached), len(c.NeverFaulted), len(c.Failed))
+			for _, r := range slices.Sorted(maps.Keys(c.Pruned)) {
+				fmt.Fprintf(w, "  pruned %d: %s\n", c.Pruned[r], r)
+			}
+		}
 		for _, u := range fr.Unknown {
 			fmt.Fprintf(w, "  unknown: %s\n", u)
 		}

@@ -22,6 +22,8 @@ const (
 	exitValid   = 0
 	exitInvalid = 1
 	exitUsage   = 2 // also: infrastructure error, unknown verdict
+	// exitDiverged: a replay with -expect showed no such violation.
+	exitDiverged = 3
 )
 
 func main() {
@@ -44,6 +46,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return withSignals(func(ctx context.Context) int { return replayCmd(ctx, rest, stdout, stderr) }, stderr)
 	case "bench":
 		return withSignals(func(ctx context.Context) int { return benchCmd(ctx, rest, stdout, stderr) }, stderr)
+	case "merge":
+		return mergeCmd(context.Background(), rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		usage(stdout)
 		return exitValid
@@ -64,13 +68,15 @@ Usage:
   simrun gate [flags]   the CI gate: every scenario family; exit by verdict
   simrun replay [flags] one example again: a named scenario, a seed, a saved program
   simrun bench [flags]  the seeded-bug catalogue: time to detect, counterexample length
+  simrun merge DIR...   merge the reports of a sharded gate's jobs (gate -shard i/n)
   simrun help           this text
 
 Run "simrun <command> -h" for a command's flags.
 
 Exit codes: 0 every invariant held; 1 an invariant was violated (the
 counterexample is in the report); 2 usage or infrastructure error (bad flags,
-no Postgres) or an unknown verdict (interrupted before the final check).
+no Postgres) or an unknown verdict (interrupted before the final check);
+3 (replay -expect) the expected violation did not reproduce.
 `)
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -62,7 +63,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 	}{
 		{nil, "Usage:"},
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
-		{[]string{"replay"}, "give exactly one of -scenario, -family (with -seed) or -program"},
+		{[]string{"replay"}, "give exactly one of -scenario, -family (with -seed), -program or -experiment"},
 		{[]string{"replay", "-family", "crash"}, "-family needs the program's -seed"},
 		{[]string{"replay", "-scenario", "nope"}, `no named scenario "nope"`},
 		{[]string{"gate", "-families", "crash,bogus"}, `unknown family "bogus"`},
@@ -213,6 +214,31 @@ func TestGateExitsByVerdict(t *testing.T) {
 
 // A property-family failure is shrunk, saved, and its saved program
 // replays: replay says whether it reproduced the violation.
+// A failure the explore family found replays on its first attempt: an
+// experiment names the very point its fault hits, whichever worker gets
+// there.
+func TestGateExperimentReplays(t *testing.T) {
+	t.Parallel()
+	dsn := pgenvtest.Server(t).DSN()
+	cmd, stdout, stderr := simrun(t, "gate", "-system", "FreshTokenPerAttempt", "-families", "explore", "-dsn", dsn, "-out", t.TempDir())
+	if code := exitCode(t, cmd.Run()); code != 1 {
+		t.Fatalf("gate: exit %d, want 1\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	m := regexp.MustCompile(`replay -system FreshTokenPerAttempt -experiment '([^']+)' -seed 1 -expect (\S+)`).FindStringSubmatch(stdout.String())
+	if m == nil {
+		t.Fatalf("gate printed no replay command for an experiment:\n%s", stdout)
+	}
+	cmd, stdout, stderr = simrun(t, "replay", "-system", "FreshTokenPerAttempt", "-experiment", m[1], "-seed", "1", "-expect", m[2],
+		"-attempts", "1", "-dsn", dsn, "-out", t.TempDir())
+	if code := exitCode(t, cmd.Run()); code != 1 || !strings.Contains(stdout.String(), "reproduced: "+m[2]+" on attempt 1") {
+		t.Fatalf("replay exit %d, want 1 and reproduced on attempt 1:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+}
+
+// A drawn program's counterexample is saved where the gate says, and its
+// replay command runs and says what happened: reproduced (exit 1) or, since
+// which worker claims an item is a real race, diverged (exit 3) — never a
+// silent 0.
 func TestGateCounterexampleReplays(t *testing.T) {
 	t.Parallel()
 	dsn := pgenvtest.Server(t).DSN()
@@ -225,13 +251,12 @@ func TestGateCounterexampleReplays(t *testing.T) {
 	if !strings.Contains(stdout.String(), "-program "+prog) {
 		t.Fatalf("gate does not print the replay command for %s:\n%s", prog, stdout)
 	}
-	// Which worker claims an item is a real race, so a replay may need a
-	// few attempts; 12 make a miss (about 0.5^12 when two workers race)
-	// practically impossible.
-	cmd, stdout, stderr = simrun(t, "replay", "-system", "FreshTokenPerAttempt", "-program", prog, "-expect", "orphan", "-attempts", "12", "-dsn", dsn, "-out", t.TempDir())
-	code := exitCode(t, cmd.Run())
-	if code != 1 || !strings.Contains(stdout.String(), "reproduced: orphan") {
-		t.Fatalf("replay exit %d, want 1 and reproduced:\n%s\nstderr:\n%s", code, stdout, stderr)
+	cmd, stdout, stderr = simrun(t, "replay", "-system", "FreshTokenPerAttempt", "-program", prog, "-expect", "orphan", "-attempts", "3", "-dsn", dsn, "-out", t.TempDir())
+	switch code := exitCode(t, cmd.Run()); {
+	case code == 1 && strings.Contains(stdout.String(), "reproduced: orphan"):
+	case code == 3 && strings.Contains(stdout.String(), "diverged: no orphan violation"):
+	default:
+		t.Fatalf("replay exit %d, want 1 (reproduced) or 3 (diverged):\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
 }
 

@@ -21,6 +21,7 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	var (
 		f                   runFlags
 		scenario, program   string
+		experiment          string
 		family, expect      string
 		familyGiven, seeded bool
 		attempts            int
@@ -33,6 +34,7 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.IntVar(&f.workers, "workers", 2, "with -family: worker slots the program was drawn for")
 	fs.IntVar(&f.steps, "steps", 20, "with -family: most actions the program was drawn with")
 	fs.StringVar(&scenario, "scenario", "", "replay this named scenario")
+	fs.StringVar(&experiment, "experiment", "", "replay this explore experiment, by the id gate prints ('workload|spot|fault'); -seed is the gate's root seed")
 	fs.StringVar(&program, "program", "", "replay the program saved in this JSON file (a gate's report keeps each drawn failure's as <family>-seed_<N>/program.json)")
 	fs.StringVar(&expect, "expect", "", "the invariant the original run violated: the replay then says whether it reproduced or diverged")
 	fs.IntVar(&attempts, "attempts", 5, "with -expect: run up to this many times until the violation reproduces")
@@ -40,24 +42,32 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&f.dsn, "dsn", "", "Postgres server (default: $WORKPROOF_DATABASE_URL or the PG* variables, else a private ephemeral cluster)")
 	fs.StringVar(&f.out, "out", "out", outFlagDoc)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: simrun replay [flags] (-scenario NAME | -family F -seed N | -program FILE)
+		fmt.Fprint(fs.Output(), `Usage: simrun replay [flags] (-scenario NAME | -family F -seed N | -program FILE | -experiment ID)
 
 Runs one example again on a fresh database and reports its verdict and
 violation lines. With -expect it also says whether the replay reproduced the
 original violation or diverged: Postgres and the workers run concurrently for
-real, so a replay narrows but does not remove timing differences.
+real, so a replay narrows but does not remove timing differences (an explore
+experiment names the very point its fault hits, whichever worker reaches it,
+and reproduces on its first attempt almost always).
 
 Flags:
 `)
 		fs.PrintDefaults()
 		fmt.Fprint(fs.Output(), `
-Exit codes: 0 valid, 1 a violation, 2 usage or infrastructure error or unknown.
+Exit codes: 0 valid (or, with -expect, reproduced... see below), 1 a violation,
+2 usage or infrastructure error or unknown, 3 diverged: -expect was given and
+no attempt showed that violation.
+
+With -expect: 1 when the violation reproduced (the run is invalid, as the
+original was), 3 when it diverged.
 
 Examples:
   simrun replay -system FreshTokenPerAttempt -family crash -seed 123 -expect orphan
   simrun replay -system FreshTokenPerAttempt -scenario crash-after-vm-before-commit -expect orphan
   simrun replay -program out/latest/crash-seed_123/program.json -system FreshTokenPerAttempt
   simrun replay -scenario concurrent-resizes -system CheckThenAct
+  simrun replay -system FreshTokenPerAttempt -experiment 'create|item=1.1@cloud:CreateVM:done#1|crash' -expect orphan
 `)
 	}
 	if code, ok := parse(fs, args, stdout); !ok {
@@ -77,13 +87,13 @@ Examples:
 		seeded = seeded || fl.Name == "seed"
 	})
 	modes := 0
-	for _, set := range []bool{scenario != "", program != "", familyGiven} {
+	for _, set := range []bool{scenario != "", program != "", familyGiven, experiment != ""} {
 		if set {
 			modes++
 		}
 	}
 	if modes != 1 {
-		fmt.Fprintln(stderr, "simrun replay: give exactly one of -scenario, -family (with -seed) or -program\nRun \"simrun replay -h\" for help.")
+		fmt.Fprintln(stderr, "simrun replay: give exactly one of -scenario, -family (with -seed), -program or -experiment\nRun \"simrun replay -h\" for help.")
 		return exitUsage
 	}
 	if familyGiven && !seeded {
@@ -100,8 +110,16 @@ Examples:
 	var (
 		prog *scenarios.Program
 		sc   *scenarios.Named
+		exp  *scenarios.Experiment
 	)
 	switch {
+	case experiment != "":
+		x, err := scenarios.ParseExperiment(experiment)
+		if err != nil {
+			fmt.Fprintf(stderr, "simrun replay: -experiment: %v\n", err)
+			return exitUsage
+		}
+		exp = &x
 	case program != "":
 		b, err := os.ReadFile(program)
 		if err != nil {
@@ -109,8 +127,12 @@ Examples:
 			return exitUsage
 		}
 		var p scenarios.Program
-		if err := json.Unmarshal(b, &p); err != nil || len(p.Actions) == 0 || p.Workers < 1 {
-			fmt.Fprintf(stderr, "simrun replay: %s is not a saved program (%v)\n", program, err)
+		if err := json.Unmarshal(b, &p); err != nil {
+			fmt.Fprintf(stderr, "simrun replay: -program %s is not a saved program: %v\n", program, err)
+			return exitUsage
+		}
+		if err := p.Check(); err != nil {
+			fmt.Fprintf(stderr, "simrun replay: -program %s: %v\n", program, err)
 			return exitUsage
 		}
 		prog = &p
@@ -163,9 +185,12 @@ Examples:
 	}
 	var ex scenarios.Example
 	for k := 1; k <= attempts; k++ {
-		if prog != nil {
+		switch {
+		case prog != nil:
 			ex, err = scenarios.RunProgram(ctx, opts, *prog)
-		} else {
+		case exp != nil:
+			ex, err = scenarios.RunExperiment(ctx, opts, *exp)
+		default:
 			ex, err = scenarios.RunScenario(ctx, opts, *sc)
 		}
 		if err != nil {
@@ -192,6 +217,7 @@ Examples:
 		// program does not fix, so a replay can take another path.
 		fmt.Fprintf(stdout, "diverged: no %s violation in %d attempts (last: %s)\n", expect, attempts, ex.Verdict)
 		rep.Outcome = reports.OutcomeDiverged
+		return exitDiverged
 	}
 	return ex.Verdict.ExitCode()
 }

@@ -109,7 +109,7 @@ func gateReport(res scenarios.Result, seen []scenarios.Example, opts scenarios.O
 	}
 	for _, fr := range res.Families {
 		fam := reports.Family{Name: fr.Family, Verdict: fr.Verdict, Examples: fr.Examples, Duration: reports.Duration(fr.Duration),
-			Reached: fr.Reached, Unknown: fr.Unknown}
+			Reached: fr.Reached, Unknown: fr.Unknown, Coverage: coverageOf(fr.Coverage, opts.Shard)}
 		if fr.Family == scenarios.FamilyNamed {
 			for _, ex := range seen {
 				if ex.Family == scenarios.FamilyNamed {
@@ -126,6 +126,19 @@ func gateReport(res scenarios.Result, seen []scenarios.Example, opts scenarios.O
 		rep.Families = append(rep.Families, fam)
 	}
 	return rep
+}
+
+// coverageOf converts the explore family's coverage.
+func coverageOf(c *scenarios.Coverage, sh scenarios.Shard) *reports.Coverage {
+	if c == nil {
+		return nil
+	}
+	out := &reports.Coverage{Workloads: c.Workloads, Spots: c.Spots, Experiments: c.Experiments, Pairs: c.Pairs,
+		Pruned: c.Pruned, Unreached: c.Unreached, NeverFaulted: c.NeverFaulted, Failed: c.Failed}
+	if sh.Count > 1 {
+		out.Shard = sh.String()
+	}
+	return out
 }
 
 // failedGate is the report of a gate the harness could not finish: what

@@ -132,7 +132,8 @@ func TimeoutMeansNotCharged() contract.System {
 			return nil
 		}
 		err := charge(ctx, e, c, e.Steps.ChargeKey(e, c, event))
-		if te, ok := errors.AsType[*fakes.TransportError](err); ok && te.Timeout {
+		te, ok := errors.AsType[*fakes.TransportError](err)
+		if ok && (te.Timeout || errors.Is(err, context.DeadlineExceeded)) {
 			e.Logger.InfoContext(ctx, "mutant: the charge timed out, so it did not happen: charging again")
 			return charge(ctx, e, c, fmt.Sprintf("%s/retry-%016x", e.Steps.ChargeKey(e, c, event), e.Deps.Rand.Uint64()))
 		}
