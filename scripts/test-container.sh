@@ -60,9 +60,6 @@ echo "test-container: [${SECONDS}s] module sim/pgenv/pgcontainer (testcontainers
 (cd sim/pgenv/pgcontainer && go vet ./... && WORKPROOF_POSTGRES=container go test -race -count=1 -timeout 5m ./...)
 
 echo "test-container: [${SECONDS}s] make test with the PostgreSQL binaries hidden"
-# TestGateCounterexampleReplays depends on a race going its way (issue 10:
-# 1 failure in 6 runs); it already ran in the plain make test, and running
-# the suite twice must not double the chance that a known flake fails CI.
 unshare --mount --propagation private sh -c '
   mount -t tmpfs -o size=1m,mode=755 tmpfs /usr/lib/postgresql
   if command -v initdb >/dev/null && [ -x "$(command -v initdb)" ]; then echo "initdb still visible" >&2; exit 1; fi
