@@ -852,6 +852,21 @@ func concurrently(ctx context.Context, e *sim.Env, ca string, a contract.Request
 	wg.Wait()
 }
 
+// OutageRetries is how many requests an explored outage turns away before
+// it heals: more than a system that caps its retries at a handful makes.
+const OutageRetries = 6
+
+// refusedByOutage counts the provider requests a down fault answered.
+func refusedByOutage(e *sim.Env) int {
+	n := 0
+	for _, r := range e.Providers().Snapshot().Requests {
+		if slices.Contains(strings.Split(r.Fault, "+"), string(fakes.ModeDown)) {
+			n++
+		}
+	}
+	return n
+}
+
 // itemDone reports whether work item item is no longer pending and its
 // instance has no active work (or is gone: a delete's item).
 func itemDone(ctx context.Context, e *sim.Env, item, instance string) bool {
@@ -1022,9 +1037,11 @@ func (a *armed) follow(ctx context.Context, e *sim.Env) error {
 		})
 		return e.FixBugs(ctx)
 	case aimed.Fault.Kind == nemesis.KindProviderOutage:
-		// A long stretch, next to the system's retries: long enough that a
-		// retry cap is reached, short enough for a test.
-		time.Sleep(time.Until(at.Add(time.Second)))
+		// A long stretch, measured in the system's own retries (so that
+		// how busy the machine is does not change what the run tests):
+		// until the outage turned OutageRetries requests away, or
+		// stepBound passed.
+		sim.Await(ctx, stepBound, func() bool { return refusedByOutage(e) >= OutageRetries })
 		return nemesis.Heal(ctx, e, nemesis.ClassProvider)
 	case x.Fault == faultBlackhole:
 		key := x.Spot.Key
