@@ -4,13 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/workproof/workproof/contract"
 	"github.com/workproof/workproof/fakes"
 	"github.com/workproof/workproof/sim"
+	"github.com/workproof/workproof/sim/check"
 	"github.com/workproof/workproof/sim/crash"
+	"github.com/workproof/workproof/sim/history"
 	"github.com/workproof/workproof/sim/nemesis"
 )
 
@@ -42,6 +46,28 @@ const step = 10 * time.Second // bound of each wait inside a scenario
 // quiet is how long a scenario lets the workers go quiet (finish what they
 // were doing at start-up) before work arrives.
 const quiet = 500 * time.Millisecond
+
+// providerFaultsFired reports (an error matching ErrNotReached) a scenario
+// that injected provider faults none of which met a request: a system that
+// calls its providers differently from what the scenario aimed at was not
+// tested by it, and must not pass for it.
+func providerFaultsFired(e *sim.Env) error {
+	injected := false
+	for _, ev := range e.Recorder().Snapshot().Events {
+		if ev.Kind == history.EventFaultOn && slices.Contains(fakes.ServiceNames(), strings.SplitN(ev.Target, "/", 2)[0]) {
+			injected = true
+		}
+	}
+	if !injected {
+		return nil
+	}
+	for _, r := range e.Providers().Snapshot().Requests {
+		if r.Fault != "" {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: no provider fault the scenario injected met a request", ErrNotReached)
+}
 
 // inject injects a fault of the catalogue. A fault the environment cannot
 // run is the scenario not reaching its path: inconclusive, not passed.
@@ -413,6 +439,10 @@ func RunNamed(ctx context.Context, sc Named, opts sim.Options) (sim.Result, erro
 	}
 	res, err := e.Finish(ctx)
 	if err != nil {
+		return sim.Result{}, fmt.Errorf("scenario %s: %w", sc.Name, err)
+	}
+	// Read once every request in flight landed (Finish waited for them).
+	if err := providerFaultsFired(e); err != nil && res.Verdict != check.Invalid {
 		return sim.Result{}, fmt.Errorf("scenario %s: %w", sc.Name, err)
 	}
 	return res, nil

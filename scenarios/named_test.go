@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/workproof/workproof/contract"
+	"github.com/workproof/workproof/fakes"
 	"github.com/workproof/workproof/kvx"
 	"github.com/workproof/workproof/kvx/mutants"
 	"github.com/workproof/workproof/scenarios"
@@ -134,4 +135,27 @@ func TestScenarioNotReachedIsAnError(t *testing.T) {
 
 func simOpts(tb testing.TB, o scenarios.Options) sim.Options {
 	return sim.Options{System: o.System, Server: o.Server, Workers: o.Workers, Logger: slog.New(slog.DiscardHandler)}
+}
+
+// A correct variant that makes its deployment with POST (and PUT on 409)
+// never meets the faults aimed at Apply: those scenarios say so
+// (inconclusive), never pass for it.
+func TestScenarioWhoseFaultNeverFiresIsInconclusive(t *testing.T) {
+	postThenPut := kvx.New(kvx.Options{Steps: kvx.Steps{ApplyDeployment: func(ctx context.Context, e *kvx.Env, c kvx.Change) error {
+		return e.Call(ctx, "create or update deployment", func(ctx context.Context) error {
+			d := fakes.Deployment{Name: kvx.DeploymentName(c.ID), Owner: c.ID, Size: c.Size, Replicas: kvx.Replicas}
+			_, err := e.Kube.Create(ctx, d)
+			if fakes.IsConflict(err) {
+				_, err = e.Kube.Update(ctx, d)
+			}
+			return err
+		})
+	}}})
+	ex, err := scenarios.RunScenario(context.Background(), scenarios.Options{System: postThenPut, Server: pgenvtest.Server(t)}, named(t, "transient-outage"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex.Verdict != check.Unknown || !strings.Contains(ex.Result.Reason, "no provider fault") {
+		t.Fatalf("verdict %s (%s), want unknown: the scenario's fault never met a request", ex.Verdict, ex.Result.Reason)
+	}
 }

@@ -141,9 +141,6 @@ func TestCorrectHistories(t *testing.T) {
 		{"concurrent change answered busy", func(f *fx) {
 			f.op("c2", del("i1"), 12.5, 12.7, history.Fail, 0, false)
 		}},
-		{"parked work with a reason", func(f *fx) {
-			f.in.State.Work = []contract.WorkItem{{ID: "9", Kind: "audit", Key: "i7", Parked: true, Reason: "deployed_bug"}}
-		}},
 		{"two workers on different instances at once", func(f *fx) {
 			f.iv("w3.1", "7", "i3", 4, 9, "done")
 			f.rec("w3.1", "cloud", "ListVMs", "", "i3", 4.5, 8.5, func(r *fakes.Record) { r.Mutation, r.Effect = false, false })
@@ -429,6 +426,9 @@ func TestConvergence(t *testing.T) {
 		{"work left", func(f *fx) {
 			f.in.State.Work = []contract.WorkItem{{ID: "9", Kind: "resize", Key: "i1", Attempts: 3, Reason: "timeout"}}
 		}, check.Convergence, []string{"convergence/work-left"}},
+		{"parked work left after the liveness phase", func(f *fx) {
+			f.in.State.Work = []contract.WorkItem{{ID: "9", Kind: "audit", Key: "i7", Parked: true, Reason: "deployed_bug"}}
+		}, check.Convergence, []string{"convergence/parked-after-fix"}},
 		{"parked with no bug deployed", func(f *fx) {
 			f.iv("w1.1", "9", "i1", 60, 61, "parked")
 		}, check.Convergence, []string{"convergence/parked-without-bug"}},

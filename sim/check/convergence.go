@@ -24,7 +24,10 @@ const ReadyState = "ready"
 //     ObservedGen != Generation, State != "ready", HasActiveWork;
 //   - "work-left": a work item that is not parked;
 //   - "parked-without-reason": a parked work item with an empty Reason
-//     (parked work must say why, visibly).
+//     (parked work must say why, visibly);
+//   - "parked-after-fix": a parked work item, with its reason: the liveness
+//     phase deployed every fix and resumed parked work, so work parked now
+//     is stuck.
 //
 // Ops of "not-converged" are the instance's OK or Info changes answered with
 // a generation above ObservedGen.
@@ -105,6 +108,11 @@ func (v *view) convergence() []Violation {
 		case w.Reason == "":
 			out = append(out, Violation{Invariant: InvConvergence, Rule: "parked-without-reason", Instance: w.Key,
 				Message: fmt.Sprintf("work item %s (%s) parked without a reason", w.ID, w.Kind)})
+		default:
+			// Every fix was deployed and the parked work resumed in the
+			// liveness phase: parked again, it is stuck.
+			out = append(out, Violation{Invariant: InvConvergence, Rule: "parked-after-fix", Instance: w.Key,
+				Message: fmt.Sprintf("work item %s (%s) still parked after every fix was deployed and its work resumed, after %d attempts: %s", w.ID, w.Kind, w.Attempts, w.Reason)})
 		}
 	}
 	return sortViolations(out)
