@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/workproof/workproof/reports"
@@ -20,6 +21,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		f         runFlags
 		list      string
 		runs      int
+		replays   int
 		shrinkFor time.Duration
 	)
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
@@ -28,6 +30,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&list, "systems", "mutants", `comma-separated systems to measure, "mutants" for every mutant, or "all" (kvx too)`)
 	fs.IntVar(&runs, "runs", 3, "runs per system, with root seeds -seed, -seed+1, …")
 	fs.DurationVar(&shrinkFor, "shrink", 30*time.Second, "bound of each counterexample's shrinking")
+	fs.IntVar(&replays, "replays", 0, "replay each explore failure this many times (one attempt each) and report the share that reproduced its violation")
 	fs.StringVar(&f.out, "out", "out", outFlagDoc)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: simrun bench [flags]
@@ -36,7 +39,11 @@ Measures the seeded-bug catalogue the way a CI gate meets it: for each
 system, -runs gates (every family in order, default budget), and for each
 the family and invariant that caught it, the time to detect (from the
 start of the gate to the first violation) and the shrunk counterexample's
-length. Prints a Markdown table of medians.
+length. With -replays, each failure the explore family found is replayed
+(one attempt each) and the share that reproduced is reported. Harness CPU
+(this process: the harness, the workers and the fakes, not Postgres; user +
+system) is reported beside wall time.
+Prints a Markdown table of medians.
 
 Flags:
 `)
@@ -46,8 +53,8 @@ Flags:
 	if code, ok := parse(fs, args, stdout); !ok {
 		return code
 	}
-	if runs < 1 {
-		fmt.Fprintln(stderr, "simrun bench: -runs must be positive")
+	if runs < 1 || replays < 0 {
+		fmt.Fprintln(stderr, "simrun bench: -runs must be positive and -replays not negative")
 		return exitUsage
 	}
 	var names []string
@@ -58,6 +65,18 @@ Flags:
 	}
 	if list != "all" && list != "mutants" {
 		names = strings.Split(list, ",")
+	}
+	// Every name and flag checked before the first gate, not after three.
+	for i, name := range names {
+		names[i] = strings.TrimSpace(name)
+		if _, err := systemNamed(names[i]); err != nil {
+			fmt.Fprintf(stderr, "simrun bench: -systems: %v\n", err)
+			return exitUsage
+		}
+	}
+	if _, err := f.options(fs, stderr); err != nil {
+		fmt.Fprintf(stderr, "simrun bench: %v\n", err)
+		return exitUsage
 	}
 	dir, err := runDir(f.out, "bench", list)
 	if err != nil {
@@ -79,16 +98,15 @@ Flags:
 		caught      int
 		detect      []time.Duration
 		length      []int
+		replayed    int // replays run
+		reproduced  int // of which reproduced on their one attempt
+		wall, cpu   time.Duration
 	}
 	var rows []row
 	ok := true
 	for _, name := range names {
-		f.system = strings.TrimSpace(name)
-		sys, err := systemNamed(f.system)
-		if err != nil {
-			fmt.Fprintf(stderr, "simrun bench: -systems: %v\n", err)
-			return exitUsage
-		}
+		f.system = name
+		sys, _ := systemNamed(f.system) // checked above
 		breaks := check.Invariant("(none)")
 		if sys.breaks != "" {
 			breaks = sys.breaks
@@ -102,10 +120,29 @@ Flags:
 				return exitUsage
 			}
 			opts.Server, opts.Seed, opts.Budget.ShrinkTime = srv, f.seed+uint64(k), shrinkFor
+			cpu0, wall0 := cpuTime(), time.Now()
 			res, err := scenarios.Run(ctx, opts)
 			if err != nil {
 				fmt.Fprintf(stderr, "simrun bench: %s: %v\n", f.system, err)
 				return exitUsage
+			}
+			r.cpu += cpuTime() - cpu0
+			r.wall += time.Since(wall0)
+			for _, fr := range res.Families {
+				if fr.Failure == nil || fr.Failure.Experiment == nil {
+					continue
+				}
+				for range replays {
+					ex, err := scenarios.RunExperiment(ctx, opts, *fr.Failure.Experiment)
+					if err != nil {
+						fmt.Fprintf(stderr, "simrun bench: %s: replay %s: %v\n", f.system, fr.Failure.Name, err)
+						return exitUsage
+					}
+					r.replayed++
+					if check.HasInvariant(ex.Result.Violations, fr.Failure.Violations[0].Invariant) {
+						r.reproduced++
+					}
+				}
 			}
 			brow.Runs = append(brow.Runs, benchRun(res, opts, dir))
 			var before time.Duration
@@ -136,7 +173,8 @@ Flags:
 		rows = append(rows, r)
 		rep.Bench = append(rep.Bench, finishRow(brow, r.by, r.inv, r.detect, r.length))
 	}
-	fmt.Fprintf(stdout, "| system | breaks | caught | first caught by | violation found | median time to detect | median counterexample (actions) |\n|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(stdout, "| system | breaks | caught | first caught by | violation found | median time to detect | median counterexample (actions) | replays reproduced | wall | harness CPU |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	var replayed, reproduced int
 	for _, r := range rows {
 		det, length := "–", "–"
 		if len(r.detect) > 0 {
@@ -147,7 +185,17 @@ Flags:
 		} else if len(r.detect) > 0 {
 			length = "named scenario"
 		}
-		fmt.Fprintf(stdout, "| %s | %s | %d/%d | %s | %s | %s | %s |\n", r.name, r.breaks, r.caught, runs, or(r.by, "–"), or(string(r.inv), "–"), det, length)
+		rate := "–"
+		if r.replayed > 0 {
+			rate = fmt.Sprintf("%d/%d", r.reproduced, r.replayed)
+			replayed += r.replayed
+			reproduced += r.reproduced
+		}
+		fmt.Fprintf(stdout, "| %s | %s | %d/%d | %s | %s | %s | %s | %s | %v | %v (%.0f%% of a core) |\n", r.name, r.breaks, r.caught, runs,
+			or(r.by, "–"), or(string(r.inv), "–"), det, length, rate, r.wall.Round(time.Second), r.cpu.Round(time.Second), 100*r.cpu.Seconds()/max(r.wall.Seconds(), 1e-9))
+	}
+	if replayed > 0 {
+		fmt.Fprintf(stdout, "\nexplore failures replayed: %d of %d reproduced on their first attempt (%.1f%%)\n", reproduced, replayed, 100*float64(reproduced)/float64(replayed))
 	}
 	rep.Verdict = check.Valid
 	if !ok {
@@ -182,4 +230,13 @@ func or(s, alt string) string {
 		return alt
 	}
 	return s
+}
+
+// cpuTime is the CPU time (user and system) this process used so far: the
+// harness, the workers and the fakes, not Postgres (a live cluster's CPU
+// is not the process's until it exits).
+func cpuTime() time.Duration {
+	var self syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &self)
+	return time.Duration(self.Utime.Nano() + self.Stime.Nano())
 }
