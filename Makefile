@@ -3,6 +3,8 @@ GO       ?= go
 PKGS     ?= ./...
 TESTFLAGS ?=
 SOAK_FLAGS ?= -duration 2m
+FALSEALARM_RUNS ?= 20
+FALSEALARM_CHECKS ?= 200
 
 .PHONY: help test test-short test-container bench bench-mutants lint soak clean
 
@@ -24,8 +26,12 @@ bench: ## Go benchmarks: Postgres start/clone, claim throughput vs pgbench, fake
 	$(GO) test -run '^$$' -bench . -count 1 ./fakes/ ./sim/check/ ./sim/netfault/
 	$(GO) test -run '^$$' -bench . -benchtime 10x -count 1 ./scenarios/
 
-bench-mutants: ## the seeded-bug catalogue: time to detect and counterexample length (~15 min)
+bench-mutants: ## the seeded-bug catalogue: every family, then explore alone with replays (~1 h)
 	$(GO) run ./cmd/simrun bench -systems all -runs 3
+	$(GO) run ./cmd/simrun bench -systems all -families explore -runs 3 -replays 3
+
+falsealarms: ## the reference through every family, 20 seeds x 200 programs x 4 families + explore: any violation is a false alarm (hours; not in make test)
+	scripts/falsealarms.sh $(FALSEALARM_RUNS) $(FALSEALARM_CHECKS)
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -110,7 +110,12 @@ func (f *runFlags) options(fs *flag.FlagSet, stderr io.Writer) (scenarios.Option
 
 func startPostgres(ctx context.Context, dsn string, stderr io.Writer) (*pgenv.Server, error) {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	return pgenv.Start(ctx, pgenv.Options{DSN: dsn, Logger: log})
+	srv, err := pgenv.Start(ctx, pgenv.Options{DSN: dsn, Logger: log})
+	if err != nil && dsn != "" {
+		// pgenv names its Go option; the user gave a flag.
+		return nil, fmt.Errorf("-dsn: %s", strings.ReplaceAll(err.Error(), "Options.DSN", "-dsn"))
+	}
+	return srv, err
 }
 
 func gateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
