@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/workproof/workproof/contract"
+	"github.com/workproof/workproof/reports"
 	"github.com/workproof/workproof/sim/check"
 	"github.com/workproof/workproof/sim/pgenv"
 )
@@ -87,7 +88,7 @@ func Verify(t *testing.T, sys contract.System, opts Options) {
 			if fr.Failure == nil {
 				return
 			}
-			msg := failureText(t, fr.Failure.Example, fr.Failure.Replay)
+			msg := failureText(t, opts.Name, fr.Failure.Example, fr.Failure.Replay)
 			if fr.Failure.Program != nil && os.Getenv("CI") == "" {
 				path := filepath.Join(failDir, f+".json")
 				if err := writeFailFile(path, *fr.Failure.Program); err != nil {
@@ -122,7 +123,7 @@ func replayFailFile(ctx context.Context, t *testing.T, opts Options, path string
 	}
 	if ex.Verdict == check.Invalid {
 		ex.Name = "fail file " + path
-		t.Error(failureText(t, ex, fmt.Sprintf("go run ./cmd/simrun replay -system %s -program %s -expect %s", opts.Name, path, ex.Result.Violations[0].Invariant)))
+		t.Error(failureText(t, opts.Name, ex, fmt.Sprintf("go run ./cmd/simrun replay -system %s -program %s -expect %s", opts.Name, path, ex.Result.Violations[0].Invariant)))
 		return true
 	}
 	t.Logf("workproof: the saved counterexample %s passes now (%s): removed", path, ex.Verdict)
@@ -144,7 +145,7 @@ func writeFailFile(path string, p Program) error {
 // failureText is what a failing example prints: the violation lines, the
 // program, the replay command and where the full report (with the
 // evidence) was written.
-func failureText(t *testing.T, ex Example, replay string) string {
+func failureText(t *testing.T, system string, ex Example, replay string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "workproof: %d violation(s) in %s %s:\n", len(ex.Result.Violations), ex.Family, ex.Name)
 	for _, v := range ex.Result.Violations {
@@ -154,8 +155,8 @@ func failureText(t *testing.T, ex Example, replay string) string {
 		b.WriteString(ex.Program.String())
 	}
 	fmt.Fprintf(&b, "replay: %s\n", replay)
-	if path, err := writeReport(t.ArtifactDir(), ex); err == nil {
-		fmt.Fprintf(&b, "report (history, ledgers, state): %s (kept with go test -artifacts)\n", path)
+	if path, err := writeReport(t.ArtifactDir(), system, ex, replay); err == nil {
+		fmt.Fprintf(&b, "report (summary.md, report.html, evidence): %s (kept with go test -artifacts)\n", path)
 	} else {
 		fmt.Fprintf(&b, "report not written: %v\n", err)
 	}
@@ -164,15 +165,22 @@ func failureText(t *testing.T, ex Example, replay string) string {
 
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 
-// writeReport saves the failing example with its evidence as JSON in dir.
-func writeReport(dir string, ex Example) (string, error) {
-	body, err := json.MarshalIndent(struct {
-		Example
-		Result any `json:"result"`
-	}{ex, ex.Result}, "", "  ")
+// writeReport writes the failing example's report directory (summary,
+// HTML, evidence slices, the program) in dir, the test's artifact
+// directory, and returns its summary's path.
+func writeReport(dir, system string, ex Example, replay string) (string, error) {
+	r := reports.NewExample(ex.Result)
+	r.Family, r.Name, r.Seed, r.Duration, r.Replay = ex.Family, ex.Name, ex.Seed, reports.Duration(ex.Duration), replay
+	r.Verdict, r.Settled = ex.Verdict, ex.Settled
+	if ex.Program != nil {
+		r.ProgramText, r.Actions = ex.Program.String(), len(ex.Program.Actions)
+		if b, err := json.Marshal(ex.Program); err == nil {
+			r.Program = b
+		}
+	}
+	files, err := reports.WriteExample(dir, system, ex.Seed, r)
 	if err != nil {
 		return "", err
 	}
-	path := filepath.Join(dir, unsafeName.ReplaceAllString(ex.Family+"-"+ex.Name, "_")+".json")
-	return path, os.WriteFile(path, body, 0o644)
+	return files.Markdown, nil
 }
