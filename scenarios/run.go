@@ -8,6 +8,7 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/workproof/workproof/contract"
@@ -210,7 +211,10 @@ func runFamily(ctx context.Context, opts Options, family string) (FamilyResult, 
 	start := time.Now()
 	fr := FamilyResult{Family: family, Verdict: check.Valid}
 	reached := map[string]bool{}
+	var mu sync.Mutex // examples end on several goroutines
 	record := func(ex Example) {
+		mu.Lock()
+		defer mu.Unlock()
 		fr.Examples++
 		for _, r := range ex.Result.Reached {
 			reached[r] = true
@@ -229,21 +233,20 @@ func runFamily(ctx context.Context, opts Options, family string) (FamilyResult, 
 		return fr
 	}
 	if family == FamilyNamed {
+		var scs []Named
 		for _, sc := range NamedScenarios() {
-			if opts.Only != nil && !opts.Only.MatchString(sc.Name) {
-				continue
+			if opts.Only == nil || opts.Only.MatchString(sc.Name) {
+				scs = append(scs, sc)
 			}
-			ex, err := runNamedExample(ctx, opts, sc)
-			if err != nil {
-				return fr, err
-			}
-			record(ex)
-			if ex.Verdict == check.Invalid {
-				fr.Verdict = check.Invalid
-				fr.Failure = &Failure{Example: ex, Violations: ex.Result.Violations, Detect: time.Since(start),
-					Replay: fmt.Sprintf("go run ./cmd/simrun replay -system %s -scenario %s -seed %d -expect %s", opts.Name, sc.Name, opts.Seed, ex.Result.Violations[0].Invariant)}
-				return finish(), nil
-			}
+		}
+		ex, i, err := firstInvalid(ctx, opts, len(scs), func(i int) (Example, error) { return runNamedExample(ctx, opts, scs[i]) }, record)
+		if err != nil {
+			return fr, err
+		}
+		if i >= 0 {
+			fr.Verdict = check.Invalid
+			fr.Failure = &Failure{Example: ex, Violations: ex.Result.Violations, Detect: ex.found,
+				Replay: fmt.Sprintf("go run ./cmd/simrun replay -system %s -scenario %s -seed %d -expect %s", opts.Name, scs[i].Name, opts.Seed, ex.Result.Violations[0].Invariant)}
 		}
 		return finish(), nil
 	}
@@ -254,30 +257,88 @@ func runFamily(ctx context.Context, opts Options, family string) (FamilyResult, 
 		return fr, fmt.Errorf("scenarios: unknown family %q (want one of %v)", family, Families())
 	}
 	gen := ProgramGen(family, opts.Workers, opts.Budget.Steps)
-	for k := 0; k < opts.Budget.Checks && time.Since(start) < opts.Budget.Time; k++ {
+	ex, k, err := firstInvalid(ctx, opts, opts.Budget.Checks, func(k int) (Example, error) {
+		if time.Since(start) > opts.Budget.Time {
+			return Example{}, errOverBudget
+		}
 		seed := ExampleSeed(opts.Seed, family, k)
-		p := gen.Example(int(seed))
-		ex, err := RunProgram(ctx, opts, p)
-		if err != nil {
-			return fr, err
-		}
+		ex, err := RunProgram(ctx, opts, gen.Example(int(seed)))
 		ex.Seed, ex.Name = seed, fmt.Sprintf("seed %d", seed)
-		record(ex)
-		if ex.Verdict != check.Invalid {
-			continue
-		}
-		detect := time.Since(start)
-		shrunk, err := Shrink(ctx, opts, ex, opts.Budget.ShrinkTime)
-		if err != nil {
-			return fr, err
-		}
-		shrunk.Seed, shrunk.Name = seed, ex.Name
-		fr.Verdict = check.Invalid
-		fr.Failure = &Failure{Example: shrunk, Original: ex.Program, Violations: shrunk.Result.Violations, Detect: detect,
-			Replay: fmt.Sprintf("go run ./cmd/simrun replay -system %s -family %s -seed %d -workers %d -steps %d -expect %s", opts.Name, family, seed, opts.Workers, opts.Budget.Steps, shrunk.Result.Violations[0].Invariant)}
-		return finish(), nil
+		return ex, err
+	}, record)
+	if err != nil || k < 0 {
+		return finish(), err
 	}
+	shrunk, err := Shrink(ctx, opts, ex, opts.Budget.ShrinkTime)
+	if err != nil {
+		return fr, err
+	}
+	shrunk.Seed, shrunk.Name = ex.Seed, ex.Name
+	fr.Verdict = check.Invalid
+	fr.Failure = &Failure{Example: shrunk, Original: ex.Program, Violations: shrunk.Result.Violations, Detect: ex.found,
+		Replay: fmt.Sprintf("go run ./cmd/simrun replay -system %s -family %s -seed %d -workers %d -steps %d -expect %s", opts.Name, family, ex.Seed, opts.Workers, opts.Budget.Steps, shrunk.Result.Violations[0].Invariant)}
 	return finish(), nil
+}
+
+// errOverBudget skips an example that would start after Budget.Time.
+var errOverBudget = errors.New("scenarios: over the family's time budget")
+
+// firstInvalid runs examples 0..n-1 of a family, opts.parallel() at a time
+// (they mostly wait), reporting each to record as it ends, and returns the
+// invalid one of the lowest index (i < 0: none). Once example i failed, no
+// example after i starts, and the ones before it still running are awaited:
+// the failure reported is the one the sequential order would have found,
+// however the runs overlapped.
+func firstInvalid(ctx context.Context, opts Options, n int, run func(int) (Example, error), record func(Example)) (Example, int, error) {
+	var (
+		mu    sync.Mutex
+		first = -1
+		out   Example
+		errs  []error
+		next  int
+		wg    sync.WaitGroup
+		start = time.Now()
+	)
+	take := func() (int, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if next >= n || (first >= 0 && next > first) || len(errs) > 0 || ctx.Err() != nil {
+			return 0, false
+		}
+		next++
+		return next - 1, true
+	}
+	for range min(n, opts.parallel()) {
+		wg.Go(func() {
+			for {
+				i, ok := take()
+				if !ok {
+					return
+				}
+				ex, err := run(i)
+				if errors.Is(err, errOverBudget) {
+					return
+				}
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+					mu.Unlock()
+					return
+				}
+				ex.found = time.Since(start)
+				if ex.Verdict == check.Invalid && (first < 0 || i < first) {
+					first, out = i, ex
+				}
+				mu.Unlock()
+				record(ex)
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return Example{}, -1, err
+	}
+	return out, first, nil
 }
 
 // ExampleSeed derives the seed of program k of family from the root seed.

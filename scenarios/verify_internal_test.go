@@ -12,7 +12,6 @@ import (
 	"github.com/workproof/workproof/sim/pgenv/pgenvtest"
 )
 
-
 // What Verify keeps of a failure is a report directory a person can read:
 // the summary naming the violation and the replay, the page, the evidence.
 func TestVerifyWritesAReportOfAFailure(t *testing.T) {
