@@ -991,7 +991,12 @@ func (a *armed) set(ctx context.Context, e *sim.Env, w Workload, x Experiment, a
 				_ = nemesis.Inject(ctx, e, nemesis.Fault{Kind: nemesis.KindLinkBlackhole, Worker: slot, Target: sim.Postgres, Param: "down"})
 			default:
 				f := aimed.Fault
-				f.Worker = slot
+				// A fault aimed at this very request hits the worker that
+				// reached the spot; a provider that is down, or runs a
+				// deployed bug, is so for every worker.
+				if f.Kind != nemesis.KindProviderOutage && f.Kind != nemesis.KindDeployBug {
+					f.Worker = slot
+				}
 				_ = nemesis.Inject(ctx, e, f)
 			}
 		})

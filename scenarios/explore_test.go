@@ -87,6 +87,9 @@ func TestExperimentsExposeUnscriptedMutants(t *testing.T) {
 		{"SettleChargeByOwner", "create-resize|item=3.1@billing:CreateCharge#1|transient-hang"},
 		{"ListSettlesAmbiguousCreate", "create|item=1.1@cloud:CreateVM#1|ambiguous-500|with=provider-lag:cloud:2000"},
 		{"TransientDBErrorParks", "create|item=1.1@sql:update instances#1|sql-40001"},
+		{"SynchronousCommitOff", "create|item=2.1@email:Send:done#1|restart"},
+		{"LeaseShorterThanCall", "create|item=1.1@cloud:CreateVM#1|timeout-under"},
+		{"GiveUpAfterRetries", "create|item=1.1@kube:Apply#1|outage"},
 	} {
 		t.Run(c.mutant, func(t *testing.T) {
 			t.Parallel()

@@ -184,6 +184,9 @@ Flags:
 			length = fmt.Sprint(medianInt(r.length))
 		} else if len(r.detect) > 0 {
 			length = "named scenario"
+			if strings.HasPrefix(r.by, scenarios.FamilyExplore+"/") {
+				length = "one experiment"
+			}
 		}
 		rate := "–"
 		if r.replayed > 0 {

@@ -29,7 +29,8 @@ type Aimed struct {
 }
 
 // Menu lists the faults of the catalogue that aim at spot, in a fixed
-// order: a crash right there, always; before an effectful provider call its
+// order: a crash right there, always; after a provider's answer a Postgres
+// restart; before an effectful provider call its
 // transient, ambiguous, timed-out, down and buggy answers; before a read
 // its transient answers; before a statement a lost answer, a reset
 // connection, a terminated session, a Postgres restart, and for a write a
@@ -58,7 +59,10 @@ func Menu(s Space, spot Spot) []Aimed {
 				Aimed{Name: "sql-" + sim.SQLStatementTimeout, Fault: Fault{Kind: KindSQLError, Param: sim.SQLStatementTimeout, N: 1}})
 		}
 	case strings.HasSuffix(spot.Point, crash.DoneSuffix):
-		// After an answer: the crash above is what matters here.
+		// After an answer the effect is done and nothing of the worker's
+		// knows it: a crash (above), or the database's own crash — which
+		// also loses whatever a commit before it did not make durable.
+		out = append(out, Aimed{Name: "restart", Fault: Fault{Kind: KindPostgresRestart}})
 	default:
 		ep, ok := s.call(spot.Point)
 		if !ok {

@@ -100,6 +100,13 @@ func DefaultSettings() map[string]string {
 		"wal_level":          "minimal",
 		"max_wal_senders":    "0",
 		"max_connections":    "400",
+		// A system that turns synchronous_commit off has its commits
+		// acknowledged before they are written; the WAL writer writes them
+		// within wal_writer_delay. Ten seconds make a Postgres restart lose
+		// such a commit every time, not when the writer happens to lag: a
+		// fault's outcome must not hang on a timer. Synchronous commits
+		// (the harness's, and a correct system's) are written at once.
+		"wal_writer_delay": "10000ms",
 		// Dynamic shared memory as files in the data directory instead of
 		// /dev/shm/PostgreSQL.*: a killed cluster leaks nothing outside the
 		// directory that Close or the sweep removes.
