@@ -13,7 +13,11 @@
 //   - program.go: Program and Action (plain data: printed, saved,
 //     replayed), the families (weightings over the catalogue) and
 //     ProgramGen, Execute.
-//   - run.go: Options and Budget, Run and its one family runner, RunProgram,
+//   - explore.go: the explore family — workloads traced fault-free, one
+//     experiment per point × fault of nemesis.Menu, pairs with lag,
+//     coverage; Experiment ids that replay, shards; RunExperiment.
+//   - run.go: Options and Budget, Run and its one family runner (examples
+//     run concurrently, the lowest-index failure reported), RunProgram,
 //     RunScenario, Shrink.
 //   - verify.go: Verify, the entry point a team calls from its _test.go: the
 //     same runner as Run, one subtest per family and example, fail files

@@ -15,6 +15,12 @@
 //     interleaving chosen by a seeded draw can be replayed. In free mode
 //     (the default) workers run concurrently and find races.
 //
+// Items and traces: the harness tells the gate which work item a worker is
+// inside (Enter, Leave: from the system's Observer), so a Rule can aim at
+// one point of one entry of one item (Rule.Item, Entry, Nth), whichever
+// worker gets there, and Trace records every point passed with its item,
+// entry and occurrence — what the explorer enumerates.
+//
 // Point names: "sql:<verb>" or "sql:<verb> <table>" for statements, named
 // by what they do (StatementPoint: "sql:begin", "sql:delete work",
 // "sql:update instances", a CTE that inserts "sql:insert work",

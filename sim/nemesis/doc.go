@@ -25,6 +25,11 @@
 //     system's own timeout — and a deployed intransient bug.
 //   - postgres.go: a Postgres restart and SQL errors raised in a worker's
 //     session.
+//   - aim.go: Menu, the faults that fit right before one point of a trace
+//     (a crash; at a provider call its transient, ambiguous, timed-out, down
+//     and buggy answers; at a statement a lost answer, a reset, a killed
+//     session, a restart, a server-raised error), which the explorer of
+//     package scenarios runs one experiment each.
 //
 // Mechanisms live in package sim (Env.Crash, Env.LinkFault, …); a Kind
 // says what to inject, with which parameters, and whether it can run on an
