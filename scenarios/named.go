@@ -41,6 +41,12 @@ type Named struct {
 // the run proves nothing about what it is aimed at.
 var ErrNotReached = errors.New("scenarios: fault path not reached")
 
+// ErrSlow is returned (wrapped) by a scenario whose system did not get to a
+// step's state within the step's bound. The run still ends with Finish: a
+// slow system is not a harness error; what Finish finds decides, and with
+// nothing found the verdict is unknown, with the reason.
+var ErrSlow = errors.New("scenarios: the system did not get there in time")
+
 const step = 10 * time.Second // bound of each wait inside a scenario
 
 // quiet is how long a scenario lets the workers go quiet (finish what they
@@ -98,7 +104,7 @@ func idle(ctx context.Context, e *sim.Env, id string) error {
 		return err == nil && !r.HasActiveWork
 	})
 	if !ok {
-		return fmt.Errorf("instance %s still has active work after %v", id, step)
+		return fmt.Errorf("%w: instance %s still has active work after %v", ErrSlow, id, step)
 	}
 	return nil
 }
@@ -434,12 +440,17 @@ func RunNamed(ctx context.Context, sc Named, opts sim.Options) (sim.Result, erro
 		return sim.Result{}, err
 	}
 	defer e.Close()
-	if err := sc.Run(ctx, e); err != nil {
-		return sim.Result{}, fmt.Errorf("scenario %s: %w", sc.Name, err)
+	runErr := sc.Run(ctx, e)
+	if runErr != nil && !errors.Is(runErr, ErrSlow) {
+		return sim.Result{}, fmt.Errorf("scenario %s: %w", sc.Name, runErr)
 	}
 	res, err := e.Finish(ctx)
 	if err != nil {
 		return sim.Result{}, fmt.Errorf("scenario %s: %w", sc.Name, err)
+	}
+	if runErr != nil && res.Verdict == check.Valid {
+		res.Verdict, res.Reason = check.Unknown, fmt.Sprintf("scenario %s: %v", sc.Name, runErr)
+		return res, nil
 	}
 	// Read once every request in flight landed (Finish waited for them).
 	if err := providerFaultsFired(e); err != nil && res.Verdict != check.Invalid {

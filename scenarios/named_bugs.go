@@ -110,7 +110,7 @@ func bugScenarios() []Named {
 				}
 				// Until the instance's work is gone: done, or dropped.
 				if !sim.Await(ctx, step, func() bool { return !hasWork(ctx, e, "i1") }) {
-					return fmt.Errorf("work of i1 still pending after %v", step)
+					return fmt.Errorf("%w: work of i1 still pending after %v", ErrSlow, step)
 				}
 				return nil
 			},
@@ -202,7 +202,7 @@ func completed(ctx context.Context, e *sim.Env, id string) bool {
 // done waits until instance id's last change is completed.
 func done(ctx context.Context, e *sim.Env, id string) error {
 	if !sim.Await(ctx, step, func() bool { return completed(ctx, e, id) }) {
-		return fmt.Errorf("instance %s's last change not completed after %v", id, step)
+		return fmt.Errorf("%w: instance %s's last change not completed after %v", ErrSlow, id, step)
 	}
 	return nil
 }

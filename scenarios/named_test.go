@@ -3,6 +3,7 @@ package scenarios_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"flag"
 	"log/slog"
 	"os"
@@ -157,5 +158,20 @@ func TestScenarioWhoseFaultNeverFiresIsInconclusive(t *testing.T) {
 	}
 	if ex.Verdict != check.Unknown || !strings.Contains(ex.Result.Reason, "no provider fault") {
 		t.Fatalf("verdict %s (%s), want unknown: the scenario's fault never met a request", ex.Verdict, ex.Result.Reason)
+	}
+}
+
+// A system too slow for a scenario's step is no harness error: the run
+// still ends with its checks, and says why it could not decide.
+func TestSlowSystemIsInconclusiveNotAnError(t *testing.T) {
+	sc := scenarios.Named{Name: "slow", Run: func(ctx context.Context, e *sim.Env) error {
+		return fmt.Errorf("%w: pretend the instance never got idle", scenarios.ErrSlow)
+	}}
+	ex, err := scenarios.RunScenario(context.Background(), scenarios.Options{System: kvx.New(kvx.Options{}), Server: pgenvtest.Server(t)}, sc)
+	if err != nil {
+		t.Fatalf("a slow system made a harness error: %v", err)
+	}
+	if ex.Verdict != check.Unknown || !strings.Contains(ex.Result.Reason, "never got idle") {
+		t.Fatalf("verdict %s (%s), want unknown with the reason", ex.Verdict, ex.Result.Reason)
 	}
 }
