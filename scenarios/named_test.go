@@ -175,3 +175,29 @@ func TestSlowSystemIsInconclusiveNotAnError(t *testing.T) {
 		t.Fatalf("verdict %s (%s), want unknown with the reason", ex.Verdict, ex.Result.Reason)
 	}
 }
+
+// The unscripted mutants are what their name says: no named scenario
+// catches any of them (only systematic exploration is meant to).
+func TestNoNamedScenarioCatchesUnscriptedMutants(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs every named scenario on seven systems")
+	}
+	for _, m := range mutants.All() {
+		if m.CaughtBy != "" {
+			continue
+		}
+		t.Run(m.Name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			res, err := scenarios.Run(ctx, scenarios.Options{System: m.New(), Name: m.Name, Server: pgenvtest.Server(t),
+				Families: []string{scenarios.FamilyNamed}, Parallel: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f := res.Families[0].Failure; f != nil {
+				t.Errorf("named scenario %s catches %s, which is meant to be unscripted: %v", f.Name, m.Name, f.Violations)
+			}
+		})
+	}
+}
