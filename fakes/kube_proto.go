@@ -15,7 +15,8 @@ package fakes
 // field, and a client can set rest.Config.ContentType to
 // "application/json", which the fake reads whole. Field numbers are those
 // of k8s.io/api v0.37 (apps/v1, core/v1) and apimachinery v0.37
-// (meta/v1, runtime, resource, intstr) generated.proto.
+// (meta/v1, runtime, resource, intstr) generated.proto; runtime.TypeMeta
+// is apiVersion = 1, kind = 2 (meta/v1.TypeMeta has them the other way).
 
 import (
 	"bytes"
@@ -102,7 +103,7 @@ var (
 		3: {kind: pSkip}, // status: the server's
 	}
 	pUnknown = pmsg{
-		1: {name: "typeMeta", kind: pMsg, msg: pmsg{1: {name: "kind"}, 2: {name: "apiVersion"}}},
+		1: {name: "typeMeta", kind: pMsg, msg: pmsg{1: {name: "apiVersion"}, 2: {name: "kind"}}},
 		2: {name: "raw", kind: pSkip}, 3: {name: "contentEncoding"}, 4: {name: "contentType"},
 	}
 )
