@@ -239,6 +239,7 @@ type rctx struct {
 	slot      *Record
 	dec       decision
 	responded bool
+	finished  bool
 	proto     protocol // how answers are written: the fakes' JSON API or a real provider's protocol
 }
 
@@ -365,7 +366,12 @@ func (c *rctx) enter() {
 	c.s.ledgerMu.Unlock()
 }
 
+// finish closes the request's ledger record; only its first call counts.
 func (c *rctx) finish() {
+	if c.finished {
+		return
+	}
+	c.finished = true
 	c.responded = true
 	c.rec.End = c.s.now()
 	if c.rec.Status != 0 && c.r.Context().Err() != nil {
@@ -522,6 +528,9 @@ func (c *rctx) drop() {
 	c.rec.Error = joinErr(c.rec.Error, "connection dropped without an answer")
 	if hj, ok := c.w.(http.Hijacker); ok {
 		if conn, _, err := hj.Hijack(); err == nil {
+			// The ledger first: a client that saw the connection drop (and,
+			// say, re-sent the request) finds this request recorded whole.
+			c.finish()
 			conn.Close()
 			return
 		}
