@@ -2,6 +2,7 @@ package kvxsdk_test
 
 import (
 	"context"
+	"flag"
 	"regexp"
 	"slices"
 	"testing"
@@ -15,49 +16,76 @@ import (
 
 func TestMain(m *testing.M) { pgenvtest.Main(m) }
 
+var checks = flag.Int("kvxsdk.checks", 4, "programs each property family draws for the SDK reference's gate")
+
 // The SDK reference passes the gate a team runs: every family, zero
-// violations.
+// violations; and kvxsdk's own named scenarios.
 func TestReferencePassesTheGate(t *testing.T) {
-	scenarios.Verify(t, kvxsdk.New(kvxsdk.Options{}), scenarios.Options{
+	srv := pgenvtest.Server(t)
+	opts := scenarios.Options{
 		Name:   "kvxsdk",
-		Server: pgenvtest.Server(t),
-		Budget: scenarios.Budget{Checks: 4},
-	})
+		Server: srv,
+		Budget: scenarios.Budget{Checks: *checks},
+	}
+	scenarios.Verify(t, kvxsdk.New(kvxsdk.Options{}), opts)
+	for _, sc := range kvxsdk.Scenarios() {
+		t.Run("kvxsdk/"+sc.Name, func(t *testing.T) {
+			opts.System = kvxsdk.New(kvxsdk.Options{})
+			ex, err := scenarios.RunScenario(context.Background(), opts, sc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ex.Verdict != check.Valid {
+				t.Errorf("%s: %s %s %v", sc.Name, ex.Verdict, ex.Result.Reason, ex.Result.Violations)
+			}
+		})
+	}
 }
 
-// Each SDK-only mutant is caught, with a violation of the invariant it
-// breaks.
+// Each SDK-only mutant is caught by the named scenario aimed at its
+// failure, with a violation of the invariant it breaks.
 func TestSDKMutantsAreCaught(t *testing.T) {
 	for _, m := range kvxsdk.Mutants() {
 		t.Run(m.Name, func(t *testing.T) {
 			opts := scenarios.Options{
-				System:   m.New(),
-				Name:     "kvxsdk-" + m.Name,
-				Server:   pgenvtest.Server(t),
-				Families: []string{m.Family},
-				Budget:   scenarios.Budget{Checks: 8, Settle: 5 * time.Second, ShrinkTime: time.Second},
+				System: m.New(),
+				Name:   "kvxsdk-" + m.Name,
+				Server: pgenvtest.Server(t),
+				Budget: scenarios.Budget{Settle: 5 * time.Second},
 			}
-			if m.CaughtBy != "" {
-				opts.Only = regexp.MustCompile("^" + regexp.QuoteMeta(m.CaughtBy) + "$")
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			res, err := scenarios.Run(ctx, opts)
-			if err != nil {
-				t.Fatal(err)
+			var ex scenarios.Example
+			if i := slices.IndexFunc(kvxsdk.Scenarios(), func(sc scenarios.Named) bool { return sc.Name == m.CaughtBy }); i >= 0 {
+				var err error
+				if ex, err = scenarios.RunScenario(ctx, opts, kvxsdk.Scenarios()[i]); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				opts.Families = []string{scenarios.FamilyNamed}
+				opts.Only = regexp.MustCompile("^" + regexp.QuoteMeta(m.CaughtBy) + "$")
+				res, err := scenarios.Run(ctx, opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if f := res.Families[0]; f.Failure != nil {
+					ex = f.Failure.Example
+				} else if f.Examples != 1 {
+					t.Fatalf("%d examples ran for %s, want 1", f.Examples, m.CaughtBy)
+				}
 			}
-			if res.Verdict != check.Invalid {
-				t.Fatalf("%s not caught by the %s family: %s", m.Name, m.Family, res.Verdict)
+			if ex.Verdict != check.Invalid {
+				t.Fatalf("%s not caught by %s: %s %s", m.Name, m.CaughtBy, ex.Verdict, ex.Result.Reason)
 			}
-			f := res.Families[0].Failure
 			var broke []check.Invariant
-			for _, v := range f.Violations {
+			for _, v := range ex.Result.Violations {
 				broke = append(broke, v.Invariant)
 			}
 			if !slices.Contains(broke, m.Breaks) {
 				t.Errorf("%s broke %v, want %s", m.Name, broke, m.Breaks)
 			}
-			t.Logf("%s caught by %s %s in %v, breaking %v; first: %v", m.Name, f.Family, f.Name, f.Detect, slices.Compact(slices.Sorted(slices.Values(broke))), f.Violations[0])
+			t.Logf("%s caught by %s, breaking %v; first: %v", m.Name, m.CaughtBy,
+				slices.Compact(slices.Sorted(slices.Values(broke))), ex.Result.Violations[0])
 		})
 	}
 }

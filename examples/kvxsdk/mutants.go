@@ -16,13 +16,11 @@ type Mutant struct {
 	Name   string          // stable: reports and test names use it
 	Breaks check.Invariant // the invariant it breaks
 	Doc    string          // the bug, and what exposes it
-	// CaughtBy names a named scenario (package scenarios) written for the
-	// same failure in kvx's own mutants, which catches this one too; zero:
-	// none was written for it.
+	// CaughtBy names the named scenario that catches it: one of package
+	// scenarios' (written for the same failure in kvx's own mutants) or of
+	// Scenarios (written for this one).
 	CaughtBy string
-	// Family is the family of package scenarios expected to catch it.
-	Family string
-	New    func() contract.System
+	New      func() contract.System
 }
 
 // Mutants returns the SDK-only mutants, in a stable order.
@@ -37,7 +35,6 @@ func Mutants() []Mutant {
 				"charged and then crashed or lost its commit retries the item with a fresh key: a second charge " +
 				"for one event.",
 			CaughtBy: "crash-after-charge-before-commit",
-			Family:   "named",
 			New: func() contract.System {
 				return New(Options{Steps: func(p *Provider) kvx.Steps {
 					return kvx.Steps{Charge: func(ctx context.Context, e *kvx.Env, c kvx.Change) error {
@@ -54,7 +51,6 @@ func Mutants() []Mutant {
 				"but the worker's own retry of the item — after a crash between the create and the commit — is " +
 				"a new call with a new token: a second running VM for the instance.",
 			CaughtBy: "crash-after-vm-before-commit",
-			Family:   "named",
 			New: func() contract.System {
 				return New(Options{Steps: func(p *Provider) kvx.Steps {
 					return kvx.Steps{CreateVM: func(ctx context.Context, e *kvx.Env, c kvx.Change) (fakes.VM, error) {
@@ -69,8 +65,9 @@ func Mutants() []Mutant {
 			Doc: "The provision's Create treats AlreadyExists as a failure. client-go does not retry a POST whose " +
 				"connection dropped, so when a create took effect and its answer was lost (or the worker crashed " +
 				"after it), every retry of the item meets AlreadyExists and fails: the instance never becomes " +
-				"ready and its work never completes.",
-			Family: "crash",
+				"ready and its work never completes. The drawn crash family finds it too, when it draws a crash " +
+				"after the create.",
+			CaughtBy: "kube-create-answer-lost",
 			New: func() contract.System {
 				return New(Options{Steps: func(p *Provider) kvx.Steps {
 					return kvx.Steps{ApplyDeployment: p.CreateDeployment(func(err error) error { return err })}
