@@ -77,6 +77,7 @@ type Charge struct {
 	Owner     string    `json:"owner"`
 	Amount    int64     `json:"amount"`
 	Event     string    `json:"event"`
+	Currency  string    `json:"currency,omitempty"` // set by Stripe's API; the JSON API has none
 	Refunded  bool      `json:"refunded"`
 	CreatedAt time.Time `json:"created_at"`
 }
@@ -92,6 +93,8 @@ func NewBillingClient(baseURL string, opts ClientOptions) *BillingClient {
 
 // Deployment is a Kubernetes deployment in the fake API server.
 type Deployment struct {
+	// Namespace is "" for "default" (the only one the JSON API addresses).
+	Namespace       string `json:"namespace,omitempty"`
 	Name            string `json:"name"`
 	Owner           string `json:"owner"` // label workproof.dev/instance
 	Size            string `json:"size"`

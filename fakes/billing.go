@@ -1,8 +1,10 @@
 package fakes
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 )
@@ -21,7 +23,9 @@ const MaxAmount = 100_000_000_000
 
 // BillingServer is the fake Stripe-like billing service. Endpoints (JSON,
 // header Idempotency-Key on POSTs): POST /charges (CreateCharge), POST
-// /charges/{id}/refund (Refund), GET /charges?owner= (ListCharges).
+// /charges/{id}/refund (Refund), GET /charges?owner= (ListCharges). The
+// same endpoints speak Stripe's API under /v1 (see billing_stripe.go), as
+// stripe-go sends it.
 //
 // Idempotency follows Stripe: once a request with a key began executing, its
 // status and body are stored (a 4xx from the handler and a fail-after 500
@@ -53,10 +57,25 @@ func billingSpec() Spec {
 		func(o Options, so ServerOptions) (Server, error) {
 			return NewBillingServer(BillingOptions{ServerOptions: so, KeyTTL: o.KeyTTL})
 		},
-		ep(CreateCharge, http.MethodPost, "/charges", true),
-		ep(Refund, http.MethodPost, "/charges/{id}/refund", true),
-		ep(ListCharges, http.MethodGet, "/charges", false),
+		[]Endpoint{
+			ep(CreateCharge, http.MethodPost, "/charges", true, "POST /v1/payment_intents", "POST /v1/charges"),
+			ep(Refund, http.MethodPost, "/charges/{id}/refund", true, "POST /v1/refunds"),
+			ep(ListCharges, http.MethodGet, "/charges", false, "GET /v1/payment_intents", "GET /v1/charges", "GET /v1/payment_intents/search"),
+			ep(GetCharge, http.MethodGet, "", false, "GET /v1/payment_intents/{id}", "GET /v1/charges/{id}"),
+		},
+		stripeRoute(http.MethodPost, "/v1/payment_intents", CreateCharge),
+		stripeRoute(http.MethodPost, "/v1/charges", CreateCharge),
+		stripeRoute(http.MethodPost, "/v1/refunds", Refund),
+		stripeRoute(http.MethodGet, "/v1/payment_intents", ListCharges),
+		stripeRoute(http.MethodGet, "/v1/charges", ListCharges),
+		stripeRoute(http.MethodGet, "/v1/payment_intents/search", ListCharges),
+		stripeRoute(http.MethodGet, "/v1/payment_intents/{id}", GetCharge),
+		stripeRoute(http.MethodGet, "/v1/charges/{id}", GetCharge),
 	)
+}
+
+func stripeRoute(method, pattern, endpoint string) wireRoute {
+	return wireRoute{method: method, pattern: pattern, endpoint: func(*http.Request, url.Values) string { return endpoint }}
 }
 
 // NewBillingServer starts a fake billing service on loopback.
@@ -76,6 +95,9 @@ func NewBillingServer(opts BillingOptions) (*BillingServer, error) {
 		s.ttl = DefaultTTL
 	}
 	spec.route(srv, map[string]func(*rctx){CreateCharge: s.create, Refund: s.refund, ListCharges: s.list})
+	spec.routeWire(srv, stripeAPI{}, map[string]func(*rctx){
+		CreateCharge: s.stripeCreate, Refund: s.stripeRefund, ListCharges: s.stripeList, GetCharge: s.stripeGet,
+	})
 	if err := srv.start(opts.Addr); err != nil {
 		return nil, err
 	}
@@ -161,7 +183,7 @@ func (s *BillingServer) replay(c *rctx, e *idemEntry) {
 	errText := ""
 	if e.status >= 400 {
 		var eb errorBody
-		if strictUnmarshal(e.body, &eb) == nil {
+		if json.Unmarshal(e.body, &eb) == nil {
 			errText = eb.Error.Code + ": " + eb.Error.Message
 		}
 	}
@@ -203,20 +225,7 @@ func (s *BillingServer) create(c *rctx) {
 		}
 		return
 	}
-	now := s.now()
-	s.mu.Lock()
-	ch := Charge{
-		ID:        fmt.Sprintf("ch_%014d", len(s.charges)+1),
-		Customer:  req.Customer,
-		Owner:     req.Owner,
-		Amount:    req.Amount,
-		Event:     req.Event,
-		CreatedAt: now,
-	}
-	stored := ch
-	s.charges = append(s.charges, &stored)
-	s.byID[ch.ID] = &stored
-	s.mu.Unlock()
+	ch := s.newCharge(req, "")
 	// The key stays in flight (409 to a concurrent request) until stored.
 	body := mustJSON(ch)
 	if e != nil {
@@ -225,6 +234,26 @@ func (s *BillingServer) create(c *rctx) {
 		s.mu.Unlock()
 	}
 	c.reply(http.StatusOK, body, true, "")
+}
+
+// newCharge records a charge.
+func (s *BillingServer) newCharge(req ChargeRequest, currency string) Charge {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch := Charge{
+		ID:        fmt.Sprintf("ch_%014d", len(s.charges)+1),
+		Customer:  req.Customer,
+		Owner:     req.Owner,
+		Amount:    req.Amount,
+		Event:     req.Event,
+		Currency:  currency,
+		CreatedAt: now,
+	}
+	stored := ch
+	s.charges = append(s.charges, &stored)
+	s.byID[ch.ID] = &stored
+	return ch
 }
 
 type refundParams struct {
@@ -266,6 +295,12 @@ func (s *BillingServer) refund(c *rctx) {
 		}
 		return
 	}
+	s.refundCharge(c, id, e, func(ch Charge) []byte { return mustJSON(ch) })
+}
+
+// refundCharge refunds charge id, stores the answer (rendered by render on
+// success) under the key's entry e (nil: no key), and replies.
+func (s *BillingServer) refundCharge(c *rctx, id string, e *idemEntry, render func(Charge) []byte) {
 	s.mu.Lock()
 	ch := s.byID[id]
 	var status int
@@ -274,17 +309,17 @@ func (s *BillingServer) refund(c *rctx) {
 	effect := false
 	switch {
 	case ch == nil:
-		status, errText = http.StatusNotFound, fmt.Sprintf("no such charge: %q", id)
-		body = errorJSON(CodeResourceMissing, errText)
+		status, errText = http.StatusNotFound, fmt.Sprintf("No such charge: '%s'", id)
+		body = c.proto.errorBody(status, CodeResourceMissing, errText)
 		errText = CodeResourceMissing + ": " + errText
 	case ch.Refunded:
-		status, errText = http.StatusBadRequest, fmt.Sprintf("charge %s has already been refunded", id)
-		body = errorJSON(CodeChargeAlreadyRefunded, errText)
+		status, errText = http.StatusBadRequest, fmt.Sprintf("Charge %s has already been refunded.", id)
+		body = c.proto.errorBody(status, CodeChargeAlreadyRefunded, errText)
 		errText = CodeChargeAlreadyRefunded + ": " + errText
 	default:
 		ch.Refunded = true
 		effect = true
-		status, body = http.StatusOK, mustJSON(ch)
+		status, body = http.StatusOK, render(*ch)
 	}
 	s.storeLocked(c, e, status, body)
 	s.mu.Unlock()

@@ -27,6 +27,9 @@ type CloudOptions struct {
 // every request. Endpoints (JSON): POST /vms (CreateVM), GET /vms/{id}
 // (DescribeVM), GET /vms?owner= (ListVMs), GET /tokens?token= (FindByToken),
 // POST /vms/{id}/resize (ResizeVM), POST /vms/{id}/terminate (TerminateVM).
+// The same endpoints speak the EC2 Query API on POST / (see cloud_ec2.go):
+// RunInstances, DescribeInstances, ModifyInstanceAttribute and
+// TerminateInstances, as aws-sdk-go-v2's service/ec2 sends them.
 type CloudServer struct {
 	*server
 
@@ -41,11 +44,13 @@ type CloudServer struct {
 type vmState struct {
 	vm        VM
 	visibleAt time.Time
+	wire      vmWire // what the EC2 API shows besides the VM
 }
 
 type tokenBinding struct {
-	st  *vmState
-	req CreateVMRequest // as first asked: a later resize does not change it
+	st    *vmState
+	req   CreateVMRequest // as first asked: a later resize does not change it
+	extra string          // the other parameters of an EC2 RunInstances, canonical
 }
 
 func cloudSpec() Spec {
@@ -53,12 +58,15 @@ func cloudSpec() Spec {
 		func(o Options, so ServerOptions) (Server, error) {
 			return NewCloudServer(CloudOptions{ServerOptions: so, TokenTTL: o.TokenTTL, Lag: o.Lag})
 		},
-		ep(CreateVM, http.MethodPost, "/vms", true),
-		ep(DescribeVM, http.MethodGet, "/vms/{id}", false),
-		ep(ListVMs, http.MethodGet, "/vms", false),
-		ep(FindByToken, http.MethodGet, "/tokens", false),
-		ep(ResizeVM, http.MethodPost, "/vms/{id}/resize", true),
-		ep(TerminateVM, http.MethodPost, "/vms/{id}/terminate", true),
+		[]Endpoint{
+			ep(CreateVM, http.MethodPost, "/vms", true, "POST / Action=RunInstances"),
+			ep(DescribeVM, http.MethodGet, "/vms/{id}", false, "POST / Action=DescribeInstances with InstanceId.N"),
+			ep(ListVMs, http.MethodGet, "/vms", false, "POST / Action=DescribeInstances without InstanceId or a client-token filter"),
+			ep(FindByToken, http.MethodGet, "/tokens", false, "POST / Action=DescribeInstances with Filter client-token"),
+			ep(ResizeVM, http.MethodPost, "/vms/{id}/resize", true, "POST / Action=ModifyInstanceAttribute (InstanceType)"),
+			ep(TerminateVM, http.MethodPost, "/vms/{id}/terminate", true, "POST / Action=TerminateInstances"),
+		},
+		wireRoute{method: http.MethodPost, pattern: "/{$}", form: true, endpoint: ec2Endpoint},
 	)
 }
 
@@ -82,6 +90,10 @@ func NewCloudServer(opts CloudOptions) (*CloudServer, error) {
 	spec.route(srv, map[string]func(*rctx){
 		CreateVM: s.create, DescribeVM: s.describe, ListVMs: s.list,
 		FindByToken: s.findByToken, ResizeVM: s.resize, TerminateVM: s.terminate,
+	})
+	spec.routeWire(srv, ec2API{}, map[string]func(*rctx){
+		CreateVM: s.ec2Run, DescribeVM: s.ec2Describe, ListVMs: s.ec2Describe,
+		FindByToken: s.ec2Describe, ResizeVM: s.ec2Modify, TerminateVM: s.ec2Terminate,
 	})
 	if err := srv.start(opts.Addr); err != nil {
 		return nil, err
@@ -139,21 +151,29 @@ func (s *CloudServer) create(c *rctx) {
 	if !c.begin() {
 		return
 	}
+	vm, effect, err := s.createVM(req, vmWire{tags: [][2]string{{OwnerKey, req.Owner}}}, "")
+	if err != nil {
+		c.failWith(err)
+		return
+	}
+	c.rec.Replayed = !effect
+	c.ok(vm, effect)
+}
+
+// createVM makes the VM req asks for, or answers the one its client token
+// is bound to (effect false) when the token's parameters (req and extra)
+// match.
+func (s *CloudServer) createVM(req CreateVMRequest, wire vmWire, extra string) (VM, bool, *apiError) {
 	now := s.now()
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if req.ClientToken != "" {
 		if b := s.boundLocked(req.ClientToken, now); b != nil {
-			if b.req != req {
-				s.mu.Unlock()
-				c.fail(http.StatusBadRequest, CodeIdempotentParameterMismatch,
-					"client token already used with different parameters")
-				return
+			if b.req != req || b.extra != extra {
+				return VM{}, false, &apiError{http.StatusBadRequest, CodeIdempotentParameterMismatch,
+					"client token already used with different parameters"}
 			}
-			vm := b.st.vm
-			s.mu.Unlock()
-			c.rec.Replayed = true
-			c.ok(vm, false)
-			return
+			return b.st.vm, false, nil
 		}
 	}
 	st := &vmState{
@@ -167,15 +187,14 @@ func (s *CloudServer) create(c *rctx) {
 			CreatedAt:   now,
 		},
 		visibleAt: now.Add(s.lag),
+		wire:      wire,
 	}
 	s.vms = append(s.vms, st)
 	s.byID[st.vm.ID] = st
 	if req.ClientToken != "" {
-		s.tokens[req.ClientToken] = &tokenBinding{st: st, req: req}
+		s.tokens[req.ClientToken] = &tokenBinding{st: st, req: req, extra: extra}
 	}
-	vm := st.vm
-	s.mu.Unlock()
-	c.ok(vm, true)
+	return st.vm, true, nil
 }
 
 type idParams struct {
@@ -300,23 +319,27 @@ func (s *CloudServer) resize(c *rctx) {
 	if !c.begin() {
 		return
 	}
+	vm, effect, err := s.resizeVM(id, body.Size)
+	if err != nil {
+		c.failWith(err)
+		return
+	}
+	c.ok(vm, effect)
+}
+
+func (s *CloudServer) resizeVM(id, size string) (VM, bool, *apiError) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	st := s.byID[id]
 	switch {
 	case st == nil:
-		s.mu.Unlock()
-		c.fail(http.StatusNotFound, CodeInstanceNotFound, fmt.Sprintf("instance %q does not exist", id))
-		return
+		return VM{}, false, &apiError{http.StatusNotFound, CodeInstanceNotFound, fmt.Sprintf("instance %q does not exist", id)}
 	case st.vm.State == "terminated":
-		s.mu.Unlock()
-		c.fail(http.StatusConflict, CodeIncorrectInstanceState, fmt.Sprintf("instance %q is terminated", id))
-		return
+		return VM{}, false, &apiError{http.StatusConflict, CodeIncorrectInstanceState, fmt.Sprintf("instance %q is terminated", id)}
 	}
-	effect := st.vm.Size != body.Size
-	st.vm.Size = body.Size
-	vm := st.vm
-	s.mu.Unlock()
-	c.ok(vm, effect)
+	effect := st.vm.Size != size
+	st.vm.Size = size
+	return st.vm, effect, nil
 }
 
 func (s *CloudServer) terminate(c *rctx) {
@@ -329,22 +352,40 @@ func (s *CloudServer) terminate(c *rctx) {
 	if !c.begin() {
 		return
 	}
-	now := s.now()
-	s.mu.Lock()
-	st := s.byID[id]
-	if st == nil {
-		s.mu.Unlock()
-		c.fail(http.StatusNotFound, CodeInstanceNotFound, fmt.Sprintf("instance %q does not exist", id))
+	vms, effect, err := s.terminateVMs([]string{id})
+	if err != nil {
+		c.failWith(err)
 		return
 	}
-	effect := st.vm.State != "terminated"
-	if effect {
-		st.vm.State = "terminated"
-		st.vm.TerminatedAt = now
+	c.ok(vms[0].now, effect)
+}
+
+// termination is one VM a terminate call touched, before and after.
+type termination struct{ was, now VM }
+
+// terminateVMs terminates every VM of ids, or none when one does not exist.
+func (s *CloudServer) terminateVMs(ids []string) ([]termination, bool, *apiError) {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		if s.byID[id] == nil {
+			return nil, false, &apiError{http.StatusNotFound, CodeInstanceNotFound, fmt.Sprintf("instance %q does not exist", id)}
+		}
 	}
-	vm := st.vm
-	s.mu.Unlock()
-	c.ok(vm, effect)
+	var out []termination
+	effect := false
+	for _, id := range ids {
+		st := s.byID[id]
+		was := st.vm
+		if st.vm.State != "terminated" {
+			effect = true
+			st.vm.State = "terminated"
+			st.vm.TerminatedAt = now
+		}
+		out = append(out, termination{was: was, now: st.vm})
+	}
+	return out, effect, nil
 }
 
 func firstErr(errs ...error) error {

@@ -2,9 +2,14 @@
 // providers for workproof: real HTTP servers on 127.0.0.1 that honour
 // idempotency the way the real providers do, record every request and every
 // effect in a ledger (the ground truth the invariant checkers read), and
-// misbehave on command through fault plans. Small standard-library clients
-// are what a worker uses to call them. The package knows nothing of the
-// harness.
+// misbehave on command through fault plans. Each speaks two protocols onto
+// one set of endpoints: its own small JSON API, which the package's
+// standard-library clients use, and the real provider's — the EC2 Query
+// API, Stripe's API, the Kubernetes API for apps/v1 Deployments — so that a
+// team's aws-sdk-go-v2, stripe-go and client-go clients work unchanged
+// (email has no SDK to match: JSON only). A request is recorded, faulted
+// and named as a crash point by its endpoint, whichever protocol it came
+// in. The package knows nothing of the harness.
 //
 // # Map
 //
@@ -14,7 +19,18 @@
 //     service answered a status), TransportError (it did not answer
 //     completely), and the predicates IsTransient, IsIntransient,
 //     IsConflict, IsNotFound, IsMismatch, IsAmbiguous.
-//   - cloud.go, billing.go, kube.go, email.go: the four servers.
+//   - cloud.go, billing.go, kube.go, email.go: the four servers, their
+//     JSON API and the state behind every protocol.
+//   - cloud_ec2.go, billing_stripe.go, kube_api.go: the real protocols in
+//     front of the same state; kube_proto.go decodes the subset of
+//     Kubernetes protobuf a Deployment uses (with protowire, so that
+//     apimachinery stays out of every importer's build).
+//   - wire.go: what the protocols share — how each writes its answers and
+//     errors (a fault answers in the protocol of its request), and the
+//     route that picks an endpoint from a request.
+//   - services.go: Spec (a provider as the harness sees it), Endpoint, the
+//     endpoint and key names (OwnerKey, SizeLabel, StripeOwner,
+//     StripeEvent), Classify.
 //   - server.go: what they share — lifecycle, request frame, ledger, limits.
 //   - faults.go: Fault, Mode, Plan.
 //   - ledger.go: pure queries on a Snapshot for checkers.
@@ -52,7 +68,17 @@
 //
 // Kubernetes: Apply (server-side apply, by name, idempotent), Create (409
 // AlreadyExists), Get, Update (409 Conflict on a stale resourceVersion),
-// Delete (404 when absent), List by owner label.
+// Delete (404 when absent), List by owner label, Discovery (the documents
+// client-go reads first; the Kubernetes API only).
+//
+// # Naming a call before it is sent
+//
+// Spec.Classify names a request by the endpoint the server will record it
+// under, before it goes out, which is how the harness names crash points.
+// It reads the method, path, query and headers, and for EC2 the form
+// body's Action (DescribeInstances is DescribeVM, FindByToken or ListVMs by
+// its parameters) through GetBody; a body without GetBody (aws-sdk-go-v2
+// sets none) is buffered and replaced by the same bytes first.
 //
 // Email: no idempotency; every request that reaches the server sends.
 //
@@ -67,7 +93,9 @@
 // requests; the servers of a World share one sequence. Bad input (malformed
 // JSON, unknown fields, missing fields, bodies over 64 KiB, keys over 255
 // bytes or not visible ASCII) is answered with a 4xx and a JSON error body
-// {"error":{"code","message"}} and recorded; no fault applies to it.
+// {"error":{"code","message"}} (on a real protocol's route, that protocol's
+// error: EC2's XML, Stripe's {"error":{"type",…}}, a metav1.Status) and
+// recorded; no fault applies to it.
 //
 // # Faults
 //

@@ -29,7 +29,7 @@ func emailSpec() Spec {
 		func(_ Options, so ServerOptions) (Server, error) {
 			return NewEmailServer(EmailOptions{ServerOptions: so})
 		},
-		ep(SendEmail, http.MethodPost, "/emails", true),
+		[]Endpoint{ep(SendEmail, http.MethodPost, "/emails", true)},
 	)
 }
 

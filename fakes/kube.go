@@ -22,26 +22,37 @@ const MaxReplicas = 1000
 // /deployments/{name} (Get), PUT /deployments/{name} (Update), DELETE
 // /deployments/{name} (Delete), GET /deployments?owner= (List).
 // ResourceVersions come from one counter, like etcd revisions; a write that
-// changes nothing keeps the resourceVersion and has no effect.
+// changes nothing keeps the resourceVersion and has no effect. The same
+// endpoints speak the Kubernetes API for apps/v1 Deployments (see
+// kube_api.go), as client-go and controller-runtime send it; this JSON API
+// addresses the namespace "default" (Deployment.Namespace "").
 type KubeServer struct {
 	*server
 
 	mu   sync.Mutex
 	rev  int64
-	deps map[string]*Deployment
+	deps map[string]*Deployment // by kubeKey
+	wire map[string]*kubeObject // by kubeKey: what the Kubernetes API shows besides the Deployment
 }
+
+// kubeKey keys a deployment by namespace ("" is "default") and name.
+func kubeKey(namespace, name string) string { return namespace + "/" + name }
 
 func kubeSpec() Spec {
 	return newSpec(ServiceKube, "a Kubernetes API server, deployments only: apply, create (409 when present), update by resourceVersion, delete", false,
 		func(_ Options, so ServerOptions) (Server, error) {
 			return NewKubeServer(KubeOptions{ServerOptions: so})
 		},
-		ep(KubeApply, http.MethodPatch, "/deployments/{name}", true),
-		ep(KubeCreate, http.MethodPost, "/deployments", true),
-		ep(KubeGet, http.MethodGet, "/deployments/{name}", false),
-		ep(KubeUpdate, http.MethodPut, "/deployments/{name}", true),
-		ep(KubeDelete, http.MethodDelete, "/deployments/{name}", true),
-		ep(KubeList, http.MethodGet, "/deployments", false),
+		[]Endpoint{
+			ep(KubeApply, http.MethodPatch, "/deployments/{name}", true, "PATCH "+kubeItem+" (apply-patch+yaml: server-side apply; merge-patch+json)"),
+			ep(KubeCreate, http.MethodPost, "/deployments", true, "POST "+kubeColl),
+			ep(KubeGet, http.MethodGet, "/deployments/{name}", false, "GET "+kubeItem),
+			ep(KubeUpdate, http.MethodPut, "/deployments/{name}", true, "PUT "+kubeItem),
+			ep(KubeDelete, http.MethodDelete, "/deployments/{name}", true, "DELETE "+kubeItem),
+			ep(KubeList, http.MethodGet, "/deployments", false, "GET "+kubeColl+"?labelSelector=", "GET /apis/apps/v1/deployments"),
+			ep(KubeDiscovery, http.MethodGet, "", false, "GET /api", "GET /api/v1", "GET /apis", "GET /apis/apps/v1", "GET /version"),
+		},
+		kubeRoutes()...,
 	)
 }
 
@@ -52,10 +63,14 @@ func NewKubeServer(opts KubeOptions) (*KubeServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &KubeServer{server: srv, deps: make(map[string]*Deployment)}
+	s := &KubeServer{server: srv, deps: make(map[string]*Deployment), wire: make(map[string]*kubeObject)}
 	spec.route(srv, map[string]func(*rctx){
 		KubeApply: s.apply, KubeCreate: s.create, KubeGet: s.get,
 		KubeUpdate: s.update, KubeDelete: s.delete, KubeList: s.list,
+	})
+	spec.routeWire(srv, kubeAPI{}, map[string]func(*rctx){
+		KubeApply: s.kubePatch, KubeCreate: s.kubeCreate, KubeGet: s.kubeGet, KubeUpdate: s.kubeUpdate,
+		KubeDelete: s.kubeDelete, KubeList: s.kubeList, KubeDiscovery: s.kubeDiscovery,
 	})
 	if err := srv.start(opts.Addr); err != nil {
 		return nil, err
@@ -74,7 +89,9 @@ func (s *KubeServer) Snapshot() Snapshot {
 		ds = append(ds, *d)
 	}
 	s.mu.Unlock()
-	slices.SortFunc(ds, func(a, b Deployment) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(ds, func(a, b Deployment) int {
+		return strings.Compare(kubeKey(a.Namespace, a.Name), kubeKey(b.Namespace, b.Name))
+	})
 	return Snapshot{Deployments: ds, Requests: s.requests()}
 }
 
@@ -106,6 +123,7 @@ func (s *KubeServer) decodeDeployment(c *rctx, pathName string) (Deployment, boo
 	if pathName != "" && d.Name == "" {
 		d.Name = pathName
 	}
+	d.Namespace = "" // the JSON API addresses "default" only
 	c.rec.Owner = d.Owner
 	c.params(d)
 	err := firstErr(checkName(d.Name), checkField("owner", d.Owner))
@@ -132,14 +150,27 @@ func sameSpec(a, b *Deployment) bool {
 }
 
 // putLocked stores d as the new state of its name, bumping the
-// resourceVersion only when something changed.
-func (s *KubeServer) putLocked(d Deployment) (Deployment, bool) {
-	if cur := s.deps[d.Name]; cur != nil && sameSpec(cur, &d) {
+// resourceVersion only when something changed. obj is the object as the
+// Kubernetes API wrote it (nil from the JSON API).
+func (s *KubeServer) putLocked(d Deployment, obj map[string]any) (Deployment, bool) {
+	k := kubeKey(d.Namespace, d.Name)
+	cur, w := s.deps[k], s.wire[k]
+	var was map[string]any
+	if w != nil {
+		was = w.obj
+	}
+	if cur != nil && sameSpec(cur, &d) && (was == nil && obj == nil || was != nil && obj != nil && sameJSON(was, obj)) {
 		return *cur, false
 	}
 	s.rev++
 	d.ResourceVersion = strconv.FormatInt(s.rev, 10)
-	s.deps[d.Name] = &d
+	s.deps[k] = &d
+	if w == nil || cur == nil {
+		w = &kubeObject{uid: fmt.Sprintf("00000000-0000-4000-8000-%012d", s.rev), created: s.now()}
+		s.wire[k] = w
+	}
+	w.obj = obj
+	w.generation++
 	return d, true
 }
 
@@ -149,13 +180,13 @@ func (s *KubeServer) apply(c *rctx) {
 		return
 	}
 	s.mu.Lock()
-	cur := s.deps[d.Name]
+	cur := s.deps[kubeKey("", d.Name)]
 	if d.ResourceVersion != "" && (cur == nil || cur.ResourceVersion != d.ResourceVersion) {
 		s.mu.Unlock()
 		c.fail(http.StatusConflict, CodeConflict, fmt.Sprintf("deployment %q: the object has been modified", d.Name))
 		return
 	}
-	out, effect := s.putLocked(d)
+	out, effect := s.putLocked(d, nil)
 	s.mu.Unlock()
 	c.ok(out, effect)
 }
@@ -166,12 +197,12 @@ func (s *KubeServer) create(c *rctx) {
 		return
 	}
 	s.mu.Lock()
-	if s.deps[d.Name] != nil {
+	if s.deps[kubeKey("", d.Name)] != nil {
 		s.mu.Unlock()
 		c.fail(http.StatusConflict, CodeAlreadyExists, fmt.Sprintf("deployment %q already exists", d.Name))
 		return
 	}
-	out, _ := s.putLocked(d)
+	out, _ := s.putLocked(d, nil)
 	s.mu.Unlock()
 	c.reply(http.StatusCreated, mustJSON(out), true, "")
 }
@@ -182,7 +213,7 @@ func (s *KubeServer) update(c *rctx) {
 		return
 	}
 	s.mu.Lock()
-	cur := s.deps[d.Name]
+	cur := s.deps[kubeKey("", d.Name)]
 	switch {
 	case cur == nil:
 		s.mu.Unlock()
@@ -193,7 +224,7 @@ func (s *KubeServer) update(c *rctx) {
 		c.fail(http.StatusConflict, CodeConflict, fmt.Sprintf("deployment %q: the object has been modified", d.Name))
 		return
 	}
-	out, effect := s.putLocked(d)
+	out, effect := s.putLocked(d, nil)
 	s.mu.Unlock()
 	c.ok(out, effect)
 }
@@ -214,7 +245,7 @@ func (s *KubeServer) byName(c *rctx) (string, bool) {
 		return "", false
 	}
 	s.mu.Lock()
-	if d := s.deps[name]; d != nil {
+	if d := s.deps[kubeKey("", name)]; d != nil {
 		c.rec.Owner = d.Owner
 	}
 	s.mu.Unlock()
@@ -227,7 +258,7 @@ func (s *KubeServer) get(c *rctx) {
 		return
 	}
 	s.mu.Lock()
-	d := s.deps[name]
+	d := s.deps[kubeKey("", name)]
 	if d == nil {
 		s.mu.Unlock()
 		c.fail(http.StatusNotFound, CodeNotFound, fmt.Sprintf("deployment %q not found", name))
@@ -244,13 +275,14 @@ func (s *KubeServer) delete(c *rctx) {
 		return
 	}
 	s.mu.Lock()
-	d := s.deps[name]
+	d := s.deps[kubeKey("", name)]
 	if d == nil {
 		s.mu.Unlock()
 		c.fail(http.StatusNotFound, CodeNotFound, fmt.Sprintf("deployment %q not found", name))
 		return
 	}
-	delete(s.deps, name)
+	delete(s.deps, kubeKey("", name))
+	delete(s.wire, kubeKey("", name))
 	out := *d
 	s.mu.Unlock()
 	c.ok(out, true)
@@ -275,7 +307,7 @@ func (s *KubeServer) list(c *rctx) {
 	l := deploymentList{Deployments: []Deployment{}}
 	s.mu.Lock()
 	for _, d := range s.deps {
-		if owner == "" || d.Owner == owner {
+		if d.Namespace == "" && (owner == "" || d.Owner == owner) {
 			l.Deployments = append(l.Deployments, *d)
 		}
 	}

@@ -239,17 +239,26 @@ type rctx struct {
 	slot      *Record
 	dec       decision
 	responded bool
+	finished  bool
+	proto     protocol // how answers are written: the fakes' JSON API or a real provider's protocol
 }
 
 // handle wraps an endpoint handler with the lifecycle and the safety net: a
 // handler that panics or forgets to answer yields a recorded 500, and the
 // server keeps serving.
 func (s *server) handle(endpoint string, mutation bool, h func(*rctx)) http.HandlerFunc {
+	return s.handleWith(endpoint, mutation, jsonAPI{}, h)
+}
+
+// handleWith is handle for a route that answers in protocol p.
+func (s *server) handleWith(endpoint string, mutation bool, p protocol, h func(*rctx)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		s.lifeMu.RLock()
 		if s.closed {
 			s.lifeMu.RUnlock()
-			writeError(w, http.StatusServiceUnavailable, CodeShuttingDown, "server closed")
+			w.Header().Set("Content-Type", p.contentType())
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write(p.errorBody(http.StatusServiceUnavailable, CodeShuttingDown, "server closed"))
 			return
 		}
 		s.inflight.Add(1)
@@ -260,7 +269,7 @@ func (s *server) handle(endpoint string, mutation bool, h func(*rctx)) http.Hand
 		if caller == "" || len(caller) > MaxKeyLen || !printable(caller) {
 			caller = "anonymous"
 		}
-		c := &rctx{s: s, w: w, r: r, rec: Record{
+		c := &rctx{s: s, w: w, r: r, proto: p, rec: Record{
 			Service:  s.service,
 			Endpoint: endpoint,
 			Caller:   caller,
@@ -287,18 +296,31 @@ func (s *server) handle(endpoint string, mutation bool, h func(*rctx)) http.Hand
 	}
 }
 
+// body reads the whole request body; an oversized or unreadable one is
+// rejected (answered and recorded).
+func (c *rctx) body() ([]byte, bool) {
+	b, err := io.ReadAll(http.MaxBytesReader(c.w, c.r.Body, c.s.maxBody))
+	if err != nil {
+		c.rejectBody(err)
+		return nil, false
+	}
+	return b, true
+}
+
+func (c *rctx) rejectBody(err error) {
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		c.reject(http.StatusRequestEntityTooLarge, CodeTooLarge,
+			fmt.Sprintf("request body over %d bytes", c.s.maxBody))
+		return
+	}
+	c.reject(http.StatusBadRequest, CodeInvalidRequest, "read body: "+err.Error())
+}
+
 // decode reads a JSON body into v, strictly: unknown fields, trailing data,
 // an empty or oversized body are rejected (answered and recorded).
 func (c *rctx) decode(v any) bool {
-	body := http.MaxBytesReader(c.w, c.r.Body, c.s.maxBody)
-	b, err := io.ReadAll(body)
-	if err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			c.reject(http.StatusRequestEntityTooLarge, CodeTooLarge,
-				fmt.Sprintf("request body over %d bytes", c.s.maxBody))
-			return false
-		}
-		c.reject(http.StatusBadRequest, CodeInvalidRequest, "read body: "+err.Error())
+	b, ok := c.body()
+	if !ok {
 		return false
 	}
 	if len(b) == 0 {
@@ -344,7 +366,12 @@ func (c *rctx) enter() {
 	c.s.ledgerMu.Unlock()
 }
 
+// finish closes the request's ledger record; only its first call counts.
 func (c *rctx) finish() {
+	if c.finished {
+		return
+	}
+	c.finished = true
 	c.responded = true
 	c.rec.End = c.s.now()
 	if c.rec.Status != 0 && c.r.Context().Err() != nil {
@@ -364,7 +391,7 @@ func (c *rctx) finish() {
 func (c *rctx) reject(status int, code, msg string) {
 	c.rec.Status = status
 	c.rec.Error = joinErr(c.rec.Error, code+": "+msg)
-	c.write(status, errorJSON(code, msg))
+	c.write(status, c.proto.errorBody(status, code, msg))
 	c.finish()
 }
 
@@ -402,7 +429,7 @@ func (c *rctx) begin() bool {
 	case f.Hang:
 		c.hang(f.Latency)
 	default:
-		status, body, msg := faultAnswer(f)
+		status, body, msg := faultAnswer(f, c.proto)
 		c.rec.Status = status
 		c.rec.Error = msg
 		c.write(status, body)
@@ -411,8 +438,8 @@ func (c *rctx) begin() bool {
 	return false
 }
 
-// faultAnswer is the status answer of a fault.
-func faultAnswer(f *Fault) (status int, body []byte, errText string) {
+// faultAnswer is the status answer of a fault, written in protocol p.
+func faultAnswer(f *Fault, p protocol) (status int, body []byte, errText string) {
 	status, code, msg := f.Status, f.Code, f.Message
 	switch f.Mode {
 	case ModeFailAfter:
@@ -429,7 +456,7 @@ func faultAnswer(f *Fault) (status int, body []byte, errText string) {
 		}
 		code, msg = orS(code, dc), orS(msg, "injected failure before the effect")
 	}
-	return status, errorJSON(code, msg), code + ": " + msg
+	return status, p.errorBody(status, code, msg), code + ": " + msg
 }
 
 // afterAnswer is the status answer a fail-after fault will replace the
@@ -439,7 +466,7 @@ func (c *rctx) afterAnswer() (status int, body []byte, ok bool) {
 	if f == nil || f.Drop || f.Hang {
 		return 0, nil, false
 	}
-	status, body, _ = faultAnswer(f)
+	status, body, _ = faultAnswer(f, c.proto)
 	return status, body, true
 }
 
@@ -461,7 +488,7 @@ func (c *rctx) reply(status int, body []byte, effect bool, errText string) {
 			c.finish()
 			return
 		default:
-			status, body, errText = faultAnswer(f)
+			status, body, errText = faultAnswer(f, c.proto)
 		}
 	}
 	c.rec.Status = status
@@ -477,12 +504,15 @@ func (c *rctx) ok(v any, effect bool) {
 
 // fail answers a handler error (after begin: fail-after faults still apply).
 func (c *rctx) fail(status int, code, msg string) {
-	c.reply(status, errorJSON(code, msg), false, code+": "+msg)
+	c.reply(status, c.proto.errorBody(status, code, msg), false, code+": "+msg)
 }
+
+// failWith answers an apiError (see fail).
+func (c *rctx) failWith(e *apiError) { c.fail(e.status, e.code, e.msg) }
 
 func (c *rctx) write(status int, body []byte) {
 	h := c.w.Header()
-	h.Set("Content-Type", "application/json")
+	h.Set("Content-Type", c.proto.contentType())
 	if c.rec.Seq != 0 {
 		h.Set(HeaderSeq, strconv.FormatInt(c.rec.Seq, 10))
 	}
@@ -498,6 +528,9 @@ func (c *rctx) drop() {
 	c.rec.Error = joinErr(c.rec.Error, "connection dropped without an answer")
 	if hj, ok := c.w.(http.Hijacker); ok {
 		if conn, _, err := hj.Hijack(); err == nil {
+			// The ledger first: a client that saw the connection drop (and,
+			// say, re-sent the request) finds this request recorded whole.
+			c.finish()
 			conn.Close()
 			return
 		}
@@ -526,12 +559,6 @@ func (c *rctx) hang(limit time.Duration) {
 }
 
 // ---- helpers ----------------------------------------------------------------
-
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write(errorJSON(code, msg))
-}
 
 func errorJSON(code, msg string) []byte {
 	var eb errorBody

@@ -1,7 +1,10 @@
 package fakes
 
 import (
+	"bytes"
+	"io"
 	"net/http"
+	"net/url"
 	"slices"
 )
 
@@ -26,6 +29,7 @@ const (
 	CreateCharge = "CreateCharge"
 	Refund       = "Refund"
 	ListCharges  = "ListCharges"
+	GetCharge    = "GetCharge" // Stripe's GET /v1/payment_intents/{id}, /v1/charges/{id}; no JSON-API route
 
 	KubeApply  = "Apply"
 	KubeCreate = "Create"
@@ -35,17 +39,42 @@ const (
 	KubeList   = "List"
 
 	SendEmail = "Send"
+
+	// KubeDiscovery is the Kubernetes discovery documents (/api, /apis,
+	// /apis/apps/v1, /version) that client-go and controller-runtime read
+	// before their first call: a read, so faults can break it too.
+	KubeDiscovery = "Discovery"
+)
+
+// Names the real-protocol routes read from a request, so that a team's SDK
+// calls join its instances the way the harness's own clients do.
+const (
+	// OwnerKey is the owning instance: the EC2 tag key, the Kubernetes
+	// label, and (as "metadata[owner]") the Stripe metadata key.
+	OwnerKey = "workproof.dev/instance"
+	// SizeLabel is the Kubernetes label a deployment's size is read from
+	// (Deployment.Size). On EC2 the size is the InstanceType.
+	SizeLabel = "workproof.dev/size"
+	// StripeOwner and StripeEvent are the Stripe metadata keys of the
+	// owning instance and the billable event (ChargeRequest.Owner, Event).
+	StripeOwner = "owner"
+	StripeEvent = "event"
 )
 
 // Endpoint is one operation of a service, named once: the server routes it,
 // the ledger records it, a fault matches it and a crash point is named after
-// it.
+// it. It is reached by its route on the fake's own JSON API (Method,
+// Pattern) and by the real provider's protocol (Wire): both are recorded
+// under Name, with the same semantics.
 type Endpoint struct {
 	Service  string `json:"service"`
 	Name     string `json:"name"`
 	Method   string `json:"method"`
-	Pattern  string `json:"pattern"`  // the path, as an http.ServeMux pattern ("/vms/{id}/resize")
+	Pattern  string `json:"pattern"`  // the path, as an http.ServeMux pattern ("/vms/{id}/resize"); "" when only Wire reaches it
 	Mutation bool   `json:"mutation"` // it can change the provider's state
+	// Wire describes the requests of the real provider's protocol that
+	// reach this endpoint ("POST / Action=RunInstances"); zero: none.
+	Wire []string `json:"wire,omitempty"`
 }
 
 // Point is the crash-point name of a call to the endpoint, "cloud:CreateVM";
@@ -70,7 +99,22 @@ type Spec struct {
 
 	start func(o Options, so ServerOptions) (Server, error)
 	mux   *http.ServeMux // routes a request to its endpoint, as the server does
+	wire  []wireRoute
 }
+
+// wireRoute is one route of the real provider's protocol. Several endpoints
+// may share it (EC2's POST / and its Action; DescribeInstances by id, by
+// tag or by client token), so which endpoint a request is for may depend on
+// its query or its form body: endpoint decides, from the request and its
+// parsed form (nil unless form), and returns "" for none. The server and
+// Classify call the same function, so they cannot disagree.
+type wireRoute struct {
+	method, pattern string
+	form            bool // the endpoint depends on the form-encoded body
+	endpoint        func(r *http.Request, form url.Values) string
+}
+
+func (w wireRoute) key() string { return w.method + " " + w.pattern }
 
 // Specs returns every provider a World runs, in a fixed order.
 func Specs() []Spec {
@@ -104,18 +148,23 @@ func Endpoints() []Endpoint {
 	return out
 }
 
-func newSpec(name, doc string, atMostOnce bool, start func(Options, ServerOptions) (Server, error), eps ...Endpoint) Spec {
-	s := Spec{Name: name, Doc: doc, AtMostOnce: atMostOnce, start: start, mux: http.NewServeMux()}
+func newSpec(name, doc string, atMostOnce bool, start func(Options, ServerOptions) (Server, error), eps []Endpoint, wire ...wireRoute) Spec {
+	s := Spec{Name: name, Doc: doc, AtMostOnce: atMostOnce, start: start, mux: http.NewServeMux(), wire: wire}
 	for i := range eps {
 		eps[i].Service = name
-		s.mux.Handle(eps[i].Method+" "+eps[i].Pattern, http.NotFoundHandler())
+		if eps[i].Pattern != "" {
+			s.mux.Handle(eps[i].Method+" "+eps[i].Pattern, http.NotFoundHandler())
+		}
+	}
+	for _, w := range wire {
+		s.mux.Handle(w.key(), http.NotFoundHandler())
 	}
 	s.Endpoints = eps
 	return s
 }
 
-func ep(name, method, pattern string, mutation bool) Endpoint {
-	return Endpoint{Name: name, Method: method, Pattern: pattern, Mutation: mutation}
+func ep(name, method, pattern string, mutation bool, wire ...string) Endpoint {
+	return Endpoint{Name: name, Method: method, Pattern: pattern, Mutation: mutation, Wire: wire}
 }
 
 // Endpoint returns the endpoint called name.
@@ -128,24 +177,74 @@ func (s Spec) Endpoint(name string) (Endpoint, bool) {
 }
 
 // Classify returns the endpoint a request is for, routed the way the server
-// routes it; ok is false for a request no endpoint takes. It reads only the
-// method and the path, so a client can name its call before sending it.
+// routes it; ok is false for a request no endpoint takes. A client names its
+// call with it before sending it, so it reads the method, the path, the
+// query and the headers — and, for a protocol that names its operation in
+// a form body (EC2's Action), the body through r.GetBody. A request with
+// such a body and no GetBody (aws-sdk-go-v2 sets none) is made rewindable
+// first: its body is read into memory and replaced by a reader of the same
+// bytes, with GetBody set, so the bytes sent are unchanged.
 func (s Spec) Classify(r *http.Request) (Endpoint, bool) {
 	if s.mux == nil {
 		return Endpoint{}, false
 	}
 	_, pattern := s.mux.Handler(r)
 	for _, e := range s.Endpoints {
-		if e.Method+" "+e.Pattern == pattern {
+		if e.Pattern != "" && e.Method+" "+e.Pattern == pattern {
 			return e, true
 		}
+	}
+	for _, w := range s.wire {
+		if w.key() != pattern {
+			continue
+		}
+		var form url.Values
+		if w.form {
+			form = peekForm(r)
+		}
+		return s.Endpoint(w.endpoint(r, form))
 	}
 	return Endpoint{}, false
 }
 
-// route registers each endpoint's handler on the server's mux.
+// peekForm parses a request's form-encoded body without consuming it (see
+// Classify); nil when it has none or it cannot be read.
+func peekForm(r *http.Request) url.Values {
+	if r.Body == nil || r.Body == http.NoBody {
+		return url.Values{}
+	}
+	if r.GetBody == nil {
+		b, err := io.ReadAll(io.LimitReader(r.Body, DefaultMaxBody+1))
+		r.Body.Close()
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		if err != nil {
+			return nil
+		}
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+	}
+	rc, err := r.GetBody()
+	if err != nil {
+		return nil
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, DefaultMaxBody+1))
+	if err != nil {
+		return nil
+	}
+	form, err := url.ParseQuery(string(b))
+	if err != nil {
+		return nil
+	}
+	return form
+}
+
+// route registers each endpoint's handler on the server's mux (an endpoint
+// only the real protocol reaches has no Pattern, and no handler here).
 func (s Spec) route(srv *server, handlers map[string]func(*rctx)) {
 	for _, e := range s.Endpoints {
+		if e.Pattern == "" {
+			continue
+		}
 		h := handlers[e.Name]
 		if h == nil {
 			panic("fakes: " + s.Name + " has no handler for endpoint " + e.Name)

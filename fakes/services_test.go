@@ -2,6 +2,7 @@ package fakes
 
 import (
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -16,13 +17,16 @@ func TestClassifyMatchesTheServersRouting(t *testing.T) {
 			t.Fatalf("World runs no %s server", spec.Name)
 		}
 		for _, e := range spec.Endpoints {
+			if e.Pattern == "" {
+				continue // reached only through the real protocol: TestClassifyWireRoutes
+			}
 			path := strings.NewReplacer("{id}", "x1", "{name}", "d-x1").Replace(e.Pattern)
 			req, err := http.NewRequest(e.Method, srv.URL()+path, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			got, ok := spec.Classify(req)
-			if !ok || got != e {
+			if !ok || !reflect.DeepEqual(got, e) {
 				t.Errorf("Classify(%s %s) = %+v, %v; want %+v", e.Method, path, got, ok, e)
 			}
 			req.Header.Set(HeaderCaller, "classify")

@@ -9,8 +9,9 @@ import (
 
 // Clients are a worker's provider clients, built once from its Deps: the
 // harness hands out each provider as a base URL and an *http.Client, and kvx
-// talks to them through package fakes' small clients (a team would build its
-// SDK clients here instead).
+// talks to them through package fakes' small clients, on the fakes' own JSON
+// API. A team builds its SDK clients from the same Deps instead: see
+// examples/kvxsdk, kvx on aws-sdk-go-v2, stripe-go and client-go.
 type Clients struct {
 	Cloud   *fakes.CloudClient
 	Billing *fakes.BillingClient

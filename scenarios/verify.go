@@ -45,6 +45,13 @@ import (
 func Verify(t *testing.T, sys contract.System, opts Options) {
 	t.Helper()
 	opts.System = sys
+	if v := os.Getenv(EnvExploreShard); v != "" && opts.Shard.Count == 0 {
+		sh, err := ParseShard(v)
+		if err != nil {
+			t.Fatalf("workproof: $%s: %v", EnvExploreShard, err)
+		}
+		opts.Shard = sh
+	}
 	opts = opts.withDefaults()
 	if err := opts.checkFamilies(); err != nil {
 		t.Fatalf("workproof: %v", err)
@@ -101,6 +108,11 @@ func Verify(t *testing.T, sys contract.System, opts Options) {
 		})
 	}
 }
+
+// EnvExploreShard, "i/n", makes Verify run only shard i of n of the explore
+// family's experiments (when Options.Shard is zero): a CI job matrix splits
+// the exploration across jobs.
+const EnvExploreShard = "WORKPROOF_EXPLORE_SHARD"
 
 // replayFailFile runs a counterexample a previous run saved. It reports
 // whether it still fails (and then fails t); a program that passes now is
