@@ -676,6 +676,15 @@ func runExperiments(ctx context.Context, opts Options, xs []Experiment, done fun
 					return
 				}
 				ex, err := RunExperiment(ctx, opts, x)
+				if err != nil && ctx.Err() == nil {
+					// The harness itself failed (a server that went away
+					// on a loaded machine): once more before the whole
+					// family gives up, since a verdict needs the run.
+					if opts.Logger != nil {
+						opts.Logger.Warn("scenarios: experiment failed to run, trying it again", "experiment", x.ID(), "err", err)
+					}
+					ex, err = RunExperiment(ctx, opts, x)
+				}
 				var more []Experiment
 				if err == nil {
 					more = done(ex)
