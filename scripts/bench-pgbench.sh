@@ -23,7 +23,7 @@ command -v pgbench >/dev/null || { echo "bench-pgbench: pgbench not on PATH" >&2
 if [[ -n "${WORKPROOF_DATABASE_URL:-}" ]] && command -v psql >/dev/null; then
 	echo "# server: $(psql "$WORKPROOF_DATABASE_URL" -Atc "SELECT 'PostgreSQL ' || current_setting('server_version') || ', fsync=' || current_setting('fsync') || ', synchronous_commit=' || current_setting('synchronous_commit')")"
 else
-	echo "# server: ephemeral (sim/pgenv fast settings: fsync=off, synchronous_commit=off)"
+	echo "# server: ephemeral (sim/pgenv fast settings: fsync=off, full_page_writes=off, synchronous_commit=on)"
 fi
 echo "# cpus: $(nproc)  load: $(cut -d' ' -f1-3 /proc/loadavg)  benchtime: $benchtime  rounds: $rounds"
 
