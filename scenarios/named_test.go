@@ -3,8 +3,8 @@ package scenarios_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"flag"
+	"fmt"
 	"log/slog"
 	"os"
 	"runtime"
