@@ -244,6 +244,15 @@ type Sample struct {
 	ActiveFaults int      `json:"active_faults"` // link faults, provider fault rules and deployed bugs on now
 	Crashes      int      `json:"crashes"`       // crashes and kills so far
 	Violations   int      `json:"violations"`    // distinct violations found so far
+	// The harness process's own footprint (workers, fakes, links and
+	// checkers; not Postgres), so that a leak shows as a trend: live
+	// goroutines, live heap (as of the last GC), resident set size and open
+	// file descriptors. Zero when not sampled; -1 where the platform could
+	// not tell (no /proc).
+	Goroutines int   `json:"goroutines,omitempty"`
+	HeapBytes  int64 `json:"heap_bytes,omitempty"`
+	RSSBytes   int64 `json:"rss_bytes,omitempty"`
+	OpenFDs    int   `json:"open_fds,omitempty"`
 }
 
 // Event is one thing the nemesis did.

@@ -75,6 +75,13 @@ type Options struct {
 	// DSN server it is unavailable: New fails with an error matching
 	// ErrUnavailable. Zero: the database lives on Server.
 	PrivateServer bool
+	// ReleaseCrashed lets a crashed incarnation go as soon as its slot has
+	// a new one: its frozen goroutine returns (every point then fails with
+	// crash.ErrCrashed, its links being dead), and its pool, links and
+	// transports are closed. A long run (a soak) then holds no goroutines
+	// or sockets of incarnations long dead. Zero: crashed incarnations stay
+	// frozen until Close, as after a SIGKILL nothing of theirs runs again.
+	ReleaseCrashed bool
 }
 
 // ErrUnavailable is wrapped by every error that says a fault cannot run on
@@ -330,10 +337,18 @@ func (e *Env) start(ctx context.Context, slotName string) error {
 		e.closeLinks(inc)
 		return errors.New("sim: closing")
 	}
+	prev := s.cur
 	s.cur = inc
 	e.incs[inc.name] = inc
 	e.wg.Add(1)
+	bury := e.opts.ReleaseCrashed && prev != nil && e.gate.Crashed(prev.name)
+	if bury {
+		e.wg.Add(1)
+	}
 	e.mu.Unlock()
+	if bury {
+		go e.release(prev)
+	}
 	go func() {
 		defer e.wg.Done()
 		defer close(inc.done)
@@ -343,6 +358,24 @@ func (e *Env) start(ctx context.Context, slotName string) error {
 		}
 	}()
 	return nil
+}
+
+// release lets crashed incarnation inc go (Options.ReleaseCrashed) and frees
+// what it held. Its links were severed when it crashed, so what its
+// goroutine does on the way out reaches nothing.
+func (e *Env) release(inc *incarnation) {
+	defer e.wg.Done()
+	inc.cancel()
+	e.gate.Bury(inc.name)
+	<-inc.done
+	e.closeLinks(inc)
+	inc.pool.Close()
+	for _, tr := range inc.transports {
+		tr.CloseIdleConnections()
+	}
+	e.mu.Lock()
+	delete(e.incs, inc.name)
+	e.mu.Unlock()
 }
 
 // callPoint names a provider call's crash point by the endpoint the fake

@@ -3,8 +3,11 @@ package sim_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/workproof/workproof/contract"
 	"github.com/workproof/workproof/fakes"
@@ -218,5 +221,49 @@ func TestAPILinkFault(t *testing.T) {
 	}
 	if _, err := e.Serve(ctx, "u1", contract.Request{Op: contract.OpGet, Instance: "i1"}); !errors.Is(err, contract.ErrNotFound) {
 		t.Fatalf("after heal: %v", err)
+	}
+}
+
+// returnCounter is kvx whose Work counts the incarnations that returned.
+type returnCounter struct {
+	contract.System
+	returned atomic.Int32
+}
+
+func (r *returnCounter) Work(ctx context.Context, db *pgxpool.Pool, deps contract.Deps) error {
+	defer r.returned.Add(1)
+	return r.System.Work(ctx, db, deps)
+}
+
+// With ReleaseCrashed a killed incarnation's goroutine returns once its slot
+// has a new one, and the new one still does the work.
+func TestReleaseCrashed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	sys := &returnCounter{System: kvx.New(kvx.Options{})}
+	e, err := sim.New(ctx, sim.Options{System: sys, Server: pgenvtest.Server(t), Workers: 1, Seed: 3, ReleaseCrashed: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	for i := range 3 {
+		if err := e.Restart(ctx, "w1"); err != nil {
+			t.Fatal(err)
+		}
+		want := int32(i + 1)
+		if !sim.Await(ctx, 10*time.Second, func() bool { return sys.returned.Load() == want }) {
+			t.Fatalf("after %d restarts %d incarnations returned", i+1, sys.returned.Load())
+		}
+	}
+	if _, err := e.Serve(ctx, "u", contract.Request{Op: contract.OpCreate, Instance: "i1", Size: "small"}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.Finish(ctx)
+	if err != nil || !res.Settled || res.Verdict != check.Valid {
+		t.Fatalf("finish: settled=%v verdict=%s err=%v %v", res.Settled, res.Verdict, err, res.Violations)
 	}
 }

@@ -306,8 +306,9 @@ func (p *progress) show(s reports.Sample) {
 		if s.Phase == reports.PhaseCheckpoint {
 			phase = "  [checkpoint]"
 		}
-		fmt.Fprintf(p.w, "\r\x1b[K%s/%s  changes %d  work done %d  queue %d  active faults %d  violations %d%s",
-			s.Traffic.D().Round(time.Second), p.total, s.Changes, s.WorkDone, s.QueueDepth, s.ActiveFaults, s.Violations, phase)
+		fmt.Fprintf(p.w, "\r\x1b[K%s/%s  changes %d  work done %d  queue %d  active faults %d  violations %d  goroutines %d  heap %s  rss %s  fds %d%s",
+			s.Traffic.D().Round(time.Second), p.total, s.Changes, s.WorkDone, s.QueueDepth, s.ActiveFaults, s.Violations,
+			s.Goroutines, mib(s.HeapBytes), mib(s.RSSBytes), s.OpenFDs, phase)
 		p.shown = true
 		return
 	}
@@ -315,8 +316,17 @@ func (p *progress) show(s reports.Sample) {
 		p.last = now
 		p.log.Info("soak: progress", "traffic", s.Traffic.D().Round(time.Second), "total", p.total, "phase", s.Phase,
 			"changes", s.Changes, "work_done", s.WorkDone, "queue", s.QueueDepth, "active_faults", s.ActiveFaults,
-			"violations", s.Violations)
+			"violations", s.Violations, "goroutines", s.Goroutines, "heap", mib(s.HeapBytes), "rss", mib(s.RSSBytes),
+			"fds", s.OpenFDs)
 	}
+}
+
+// mib formats a byte count in MiB; "?" for one that could not be read.
+func mib(n int64) string {
+	if n < 0 {
+		return "?"
+	}
+	return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) + " MiB"
 }
 
 func (p *progress) done() {

@@ -223,6 +223,8 @@ func (s *soak) run(ctx context.Context) (err error) {
 		Settle:  s.opts.ConvergeTimeout,
 		// Traffic goes on after a checkpoint, so every checkpoint heals.
 		AlwaysHeal: true,
+		// Hours of crashes must not pile up frozen incarnations.
+		ReleaseCrashed: true,
 		// A profile that restarts Postgres gets a server of the soak's own,
 		// where one can be had; elsewhere its restarts are skipped.
 		PrivateServer: s.prof.restarts() && s.opts.Server.Kind() != "dsn",
@@ -349,15 +351,22 @@ func (s *soak) checkpoint(ctx context.Context, i int, final bool) (reports.Check
 	cp.New = s.rep.Merge(cp, res.Violations)
 	s.violations = len(s.rep.Violations)
 	s.mu.Unlock()
-	s.keepEvidence(res, cp.New)
+	s.keepEvidence(res, cp.New, final)
 	record()
 	return cp, res, nil
 }
 
 // keepEvidence keeps the input of the first check that found a violation,
-// else of the latest check.
-func (s *soak) keepEvidence(res sim.Result, found int) {
+// else of the latest one that was final or not valid. An intermediate valid
+// check's input is dropped: it is a copy of the whole history and ledgers,
+// and holding it until the next checkpoint would double a long soak's
+// memory; the final check's input is kept for the report's plots.
+func (s *soak) keepEvidence(res sim.Result, found int, final bool) {
 	if s.evidenceFixed {
+		return
+	}
+	if res.Verdict == check.Valid && !final {
+		s.rep.Evidence = nil
 		return
 	}
 	in := res.Input
@@ -385,7 +394,7 @@ func (s *soak) interrupted() {
 	cp.New = s.rep.Merge(cp, res.Violations)
 	s.violations = len(s.rep.Violations)
 	s.mu.Unlock()
-	s.keepEvidence(res, cp.New)
+	s.keepEvidence(res, cp.New, true)
 	s.rep.Checkpoints = append(s.rep.Checkpoints, cp)
 	s.rep.Reason = "interrupted before the final checkpoint: safety was checked on what was recorded, liveness (lost work, convergence) was not"
 	s.finish(res)
@@ -477,6 +486,7 @@ func (s *soak) sample(ctx context.Context) {
 		Crashes:      len(s.env.Gate().Hits()),
 		Violations:   s.violations,
 	}
+	footprint(&smp)
 	s.rep.Samples = append(s.rep.Samples, smp)
 	s.mu.Unlock()
 	if s.opts.Progress != nil {

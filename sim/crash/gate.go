@@ -92,6 +92,7 @@ type arm struct {
 type worker struct {
 	arms    []*arm
 	crashed bool
+	buried  chan struct{}  // closed by Bury: the crashed goroutine may go before Close
 	parked  string         // point it waits at in scheduled mode; "" when running
 	release chan struct{}  // closed to let a parked worker go
 	item    string         // the work item it is inside (Enter); "" outside any
@@ -155,7 +156,7 @@ func New(now func() time.Time, opts Options) *Gate {
 func (g *Gate) worker(name string) *worker {
 	w := g.w[name]
 	if w == nil {
-		w = &worker{nth: map[string]int{}}
+		w = &worker{nth: map[string]int{}, buried: make(chan struct{})}
 		g.w[name] = w
 	}
 	return w
@@ -268,7 +269,7 @@ func (g *Gate) point(ctx context.Context, worker, point string, park, batch bool
 	w := g.worker(worker)
 	if w.crashed {
 		g.mu.Unlock()
-		<-g.closed
+		g.frozen(w)
 		return ErrCrashed
 	}
 	g.counts[point]++
@@ -284,7 +285,7 @@ func (g *Gate) point(ctx context.Context, worker, point string, park, batch bool
 			g.mu.Lock()
 			if w.crashed { // the action crashed or killed this very worker
 				g.mu.Unlock()
-				<-g.closed
+				g.frozen(w)
 				return ErrCrashed
 			}
 			continue
@@ -296,7 +297,7 @@ func (g *Gate) point(ctx context.Context, worker, point string, park, batch bool
 			g.opts.OnCrash(worker, point)
 		}
 		g.notify()
-		<-g.closed
+		g.frozen(w)
 		return ErrCrashed
 	}
 	if !g.sched || !park {
@@ -323,7 +324,7 @@ func (g *Gate) point(ctx context.Context, worker, point string, park, batch bool
 	crashed := w.crashed
 	g.mu.Unlock()
 	if crashed { // killed while parked
-		<-g.closed
+		g.frozen(w)
 		return ErrCrashed
 	}
 	return nil
@@ -463,6 +464,33 @@ func (g *Gate) Release(worker string) bool {
 	w.parked, w.release = "", nil
 	g.notifyLocked()
 	return true
+}
+
+// frozen holds a crashed worker's goroutine until Close or Bury.
+func (g *Gate) frozen(w *worker) {
+	select {
+	case <-g.closed:
+	case <-w.buried:
+	}
+}
+
+// Bury lets a crashed worker's frozen goroutine go before Close: its points
+// return ErrCrashed from now on. Only for a worker whose links are severed
+// (nothing it does can land) and whose slot was restarted, so that a long
+// run holds no goroutines, sockets or pools of incarnations long dead. A
+// worker that has not crashed is not affected. Bury is idempotent.
+func (g *Gate) Bury(worker string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	w := g.worker(worker)
+	if !w.crashed {
+		return
+	}
+	select {
+	case <-w.buried:
+	default:
+		close(w.buried)
+	}
 }
 
 // Close lets every frozen and parked goroutine go. Crashed workers' points

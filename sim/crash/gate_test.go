@@ -264,3 +264,37 @@ func TestNthOccurrence(t *testing.T) {
 		t.Fatalf("fired %d times after %d commits, want once at the third", n, r)
 	}
 }
+
+// Bury lets one crashed worker go before Close; a live worker and another
+// crashed one are not affected.
+func TestBuryLetsOneCrashedWorkerGo(t *testing.T) {
+	g := crash.New(nil, crash.Options{})
+	t.Cleanup(g.Close)
+	ctx := context.Background()
+	g.Bury("w3") // never crashed: nothing happens
+	if err := g.Point(ctx, "w3", "sql:begin"); err != nil {
+		t.Fatalf("live worker after Bury: %v", err)
+	}
+	g.Freeze("w1")
+	g.Freeze("w2")
+	w1, w2 := make(chan error, 1), make(chan error, 1)
+	go func() { w1 <- g.Point(ctx, "w1", "sql:commit") }()
+	go func() { w2 <- g.Point(ctx, "w2", "sql:commit") }()
+	g.Bury("w1")
+	g.Bury("w1") // idempotent
+	if err := <-w1; !errors.Is(err, crash.ErrCrashed) {
+		t.Fatalf("buried worker: %v, want ErrCrashed", err)
+	}
+	if err := g.Point(ctx, "w1", "sql:rollback"); !errors.Is(err, crash.ErrCrashed) {
+		t.Fatalf("later point of a buried worker: %v", err)
+	}
+	select {
+	case err := <-w2:
+		t.Fatalf("a crashed worker nobody buried returned before Close: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	g.Close()
+	if err := <-w2; !errors.Is(err, crash.ErrCrashed) {
+		t.Fatalf("after Close: %v", err)
+	}
+}
