@@ -13,6 +13,7 @@ import (
 	"github.com/workproof/workproof/reports"
 	"github.com/workproof/workproof/sim"
 	"github.com/workproof/workproof/sim/check"
+	"github.com/workproof/workproof/sim/history"
 	"github.com/workproof/workproof/sim/pgenv"
 )
 
@@ -454,11 +455,13 @@ func (s *soak) sampleLoop(ctx context.Context) {
 	}
 }
 
-// sample records one point of the time series. It reads the whole history
-// (a copy), which is cheap next to the interval for any soak of hours.
+// sample records one point of the time series. It counts over the whole
+// history in place (Recorder.View): a copy every second would cost a soak
+// of hours as much as its history, every second.
 func (s *soak) sample(ctx context.Context) {
-	h := s.env.Recorder().Snapshot()
-	q, w := reports.CountRequests(h), reports.CountWork(h)
+	var q reports.Requests
+	var w reports.Work
+	s.env.Recorder().View(func(h history.Snapshot) { q, w = reports.CountRequests(h), reports.CountWork(h) })
 	depth := -1
 	ictx, cancel := context.WithTimeout(ctx, time.Second)
 	if snap, err := s.env.Inspect(ictx); err == nil {

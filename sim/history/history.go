@@ -333,3 +333,14 @@ func (r *Recorder) Snapshot() Snapshot {
 		Taken:     r.clock.Now(),
 	}
 }
+
+// View calls fn with the history as it is now, without copying it: for a
+// reader that only counts (a long soak's once-a-second sample), where a copy
+// would cost as much as the whole history every time. fn runs under the
+// recorder's lock: it must not keep the slices, write to them, or call the
+// recorder.
+func (r *Recorder) View(fn func(Snapshot)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fn(Snapshot{Ops: r.ops, Intervals: r.intervals, Events: r.events, Taken: r.clock.Now()})
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -175,6 +176,28 @@ func TestSnapshotIsACopyAndJSON(t *testing.T) {
 	}
 	if d := cmp.Diff(after, back); d != "" {
 		t.Errorf("JSON round trip (-want +got):\n%s", d)
+	}
+}
+
+// View sees what Snapshot would copy, as it is at the call.
+func TestViewSeesTheHistoryNow(t *testing.T) {
+	r := history.New(history.Options{Clock: newClock()})
+	i := r.Invoke("c1", contract.Request{Op: contract.OpCreate, Instance: "i1", Size: "small"})
+	end := r.Begin("w1.1", "1", "i1")
+	r.Complete(i, contract.Response{Generation: 1}, nil)
+	end("done")
+	r.Crash("w9.1", "cloud:CreateVM")
+	var seen history.Snapshot
+	r.View(func(h history.Snapshot) {
+		seen = history.Snapshot{Ops: slices.Clone(h.Ops), Intervals: slices.Clone(h.Intervals), Events: slices.Clone(h.Events), Taken: h.Taken}
+	})
+	want := r.Snapshot()
+	if !seen.Taken.Before(want.Taken) {
+		t.Errorf("View taken at %v, not before the later Snapshot's %v", seen.Taken, want.Taken)
+	}
+	seen.Taken = want.Taken // the test clock ticks on every read
+	if d := cmp.Diff(want, seen); d != "" {
+		t.Errorf("View differs from Snapshot (-snapshot +view):\n%s", d)
 	}
 }
 
