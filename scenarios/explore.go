@@ -587,7 +587,7 @@ func runExplore(ctx context.Context, opts Options) (FamilyResult, error) {
 		// report); Coverage.Failed lists them all.
 		first := slices.MinFunc(failures, func(a, b Example) int { return cmp.Or(cmp.Compare(a.found, b.found), cmp.Compare(a.Name, b.Name)) })
 		fr.Verdict = check.Invalid
-		replay := fmt.Sprintf("go run ./cmd/simrun replay -system %s -experiment '%s' -seed %d -expect %s", opts.Name, first.Name, opts.Seed, first.Result.Violations[0].Invariant)
+		replay := fmt.Sprintf("%s replay -system %s -experiment '%s' -seed %d -expect %s", opts.Command, opts.Name, first.Name, opts.Seed, first.Result.Violations[0].Invariant)
 		fr.Failure = &Failure{Example: first, Violations: first.Result.Violations, Detect: first.found, Replay: replay}
 	}
 	fr.Reached = slices.Sorted(mapsKeys(reached))

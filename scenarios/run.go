@@ -68,6 +68,13 @@ type Options struct {
 	System contract.System
 	// Name names the system in reports and replay commands; zero: "kvx".
 	Name string
+	// Scenarios are the system's own named scenarios, run in the named
+	// family after NamedScenarios (their names must differ from those);
+	// zero: none.
+	Scenarios []Named
+	// Command starts every printed replay command: how the user runs the
+	// simrun binary that knows Name; zero: "go run ./cmd/simrun".
+	Command string
 	// Server holds the runs' databases; required for Run. Verify starts a
 	// private one when zero (see pgenv.Start) and stops it at the end.
 	Server *pgenv.Server
@@ -179,6 +186,9 @@ func (o Options) withDefaults() Options {
 	if o.Workers <= 0 {
 		o.Workers = 2
 	}
+	if o.Command == "" {
+		o.Command = "go run ./cmd/simrun"
+	}
 	if o.Name == "" {
 		o.Name = "kvx"
 	}
@@ -234,7 +244,7 @@ func runFamily(ctx context.Context, opts Options, family string) (FamilyResult, 
 	}
 	if family == FamilyNamed {
 		var scs []Named
-		for _, sc := range NamedScenarios() {
+		for _, sc := range append(NamedScenarios(), opts.Scenarios...) {
 			if opts.Only == nil || opts.Only.MatchString(sc.Name) {
 				scs = append(scs, sc)
 			}
@@ -246,7 +256,7 @@ func runFamily(ctx context.Context, opts Options, family string) (FamilyResult, 
 		if i >= 0 {
 			fr.Verdict = check.Invalid
 			fr.Failure = &Failure{Example: ex, Violations: ex.Result.Violations, Detect: ex.found,
-				Replay: fmt.Sprintf("go run ./cmd/simrun replay -system %s -scenario %s -seed %d -expect %s", opts.Name, scs[i].Name, opts.Seed, ex.Result.Violations[0].Invariant)}
+				Replay: fmt.Sprintf("%s replay -system %s -scenario %s -seed %d -expect %s", opts.Command, opts.Name, scs[i].Name, opts.Seed, ex.Result.Violations[0].Invariant)}
 		}
 		return finish(), nil
 	}
@@ -276,7 +286,7 @@ func runFamily(ctx context.Context, opts Options, family string) (FamilyResult, 
 	shrunk.Seed, shrunk.Name = ex.Seed, ex.Name
 	fr.Verdict = check.Invalid
 	fr.Failure = &Failure{Example: shrunk, Original: ex.Program, Violations: shrunk.Result.Violations, Detect: ex.found,
-		Replay: fmt.Sprintf("go run ./cmd/simrun replay -system %s -family %s -seed %d -workers %d -steps %d -expect %s", opts.Name, family, ex.Seed, opts.Workers, opts.Budget.Steps, shrunk.Result.Violations[0].Invariant)}
+		Replay: fmt.Sprintf("%s replay -system %s -family %s -seed %d -workers %d -steps %d -expect %s", opts.Command, opts.Name, family, ex.Seed, opts.Workers, opts.Budget.Steps, shrunk.Result.Violations[0].Invariant)}
 	return finish(), nil
 }
 

@@ -135,7 +135,7 @@ func replayFailFile(ctx context.Context, t *testing.T, opts Options, path string
 	}
 	if ex.Verdict == check.Invalid {
 		ex.Name = "fail file " + path
-		t.Error(failureText(t, opts.Name, ex, fmt.Sprintf("go run ./cmd/simrun replay -system %s -program %s -expect %s", opts.Name, path, ex.Result.Violations[0].Invariant)))
+		t.Error(failureText(t, opts.Name, ex, fmt.Sprintf("%s replay -system %s -program %s -expect %s", opts.Command, opts.Name, path, ex.Result.Violations[0].Invariant)))
 		return true
 	}
 	t.Logf("workproof: the saved counterexample %s passes now (%s): removed", path, ex.Verdict)

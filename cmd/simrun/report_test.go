@@ -152,7 +152,7 @@ func TestGateAppendsStepSummary(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd, stdout, stderr := simrun(t, "gate", "-system", "kvx", "-run", quickScenario, "-dsn", dsn, "-out", t.TempDir())
-	cmd.Env = append(cmd.Env, stepSummaryEnv+"="+summary)
+	cmd.Env = append(cmd.Env, "GITHUB_STEP_SUMMARY="+summary)
 	if code := exitCode(t, cmd.Run()); code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}

@@ -1,4 +1,4 @@
-package main
+package simrun
 
 import (
 	"context"
@@ -21,6 +21,7 @@ import (
 )
 
 type soakFlags struct {
+	c          *cli
 	duration   time.Duration
 	workers    int
 	rate       float64
@@ -36,7 +37,8 @@ type soakFlags struct {
 	verbose    bool
 }
 
-func soakFlagSet(f *soakFlags, stderr io.Writer) *flag.FlagSet {
+func (c *cli) soakFlagSet(f *soakFlags, stderr io.Writer) *flag.FlagSet {
+	f.c = c
 	fs := flag.NewFlagSet("soak", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.DurationVar(&f.duration, "duration", 2*time.Minute, "how long traffic and faults run; checkpoint pauses are not counted")
@@ -46,7 +48,7 @@ func soakFlagSet(f *soakFlags, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&f.faults, "faults", "mild", "fault profile: "+strings.Join(soak.ProfileNames(), ", ")+" (see below)")
 	fs.Uint64Var(&f.seed, "seed", 0, "root seed of every random draw (default: time-based, printed)")
 	fs.StringVar(&f.out, "out", "out", outFlagDoc)
-	fs.StringVar(&f.system, "system", "kvx", "system under test: kvx, or a mutant (see below)")
+	fs.StringVar(&f.system, "system", c.systems[0].Name, "system under test (see below)")
 	fs.StringVar(&f.dsn, "dsn", "", "Postgres server to use (default: $WORKPROOF_DATABASE_URL or the PG* variables, else a private ephemeral cluster started and removed by simrun); simrun only creates and drops its own databases on it")
 	fs.DurationVar(&f.checkEvery, "check-every", 30*time.Second, "traffic time between quiescent checkpoints (pause, heal, converge, check every invariant)")
 	fs.BoolVar(&f.keepGoing, "keep-going", false, "go on after a checkpoint found a violation (default: stop there)")
@@ -77,8 +79,8 @@ Flags:
 			fmt.Fprintf(w, "  %-6s %s\n", p.Name, wrap(p.Doc, 9, 80))
 		}
 		fmt.Fprint(w, "\nSystems (-system):\n")
-		for _, s := range systems() {
-			fmt.Fprintf(w, "  %-21s %s\n", s.name, wrap(s.doc, 24, 80))
+		for _, s := range c.systems {
+			fmt.Fprintf(w, "  %-21s %s\n", s.Name, wrap(s.Doc, 24, 80))
 		}
 		fmt.Fprint(w, `
 Exit codes:
@@ -115,7 +117,7 @@ func (f *soakFlags) validate() error {
 	if _, ok := soak.ProfileNamed(f.faults); !ok {
 		return usagef("unknown -faults %q (want one of %s)", f.faults, strings.Join(soak.ProfileNames(), ", "))
 	}
-	if _, err := systemNamed(f.system); err != nil {
+	if _, err := f.c.systemNamed(f.system); err != nil {
 		return usageError{err.Error()}
 	}
 	return nil
@@ -125,7 +127,7 @@ func (f *soakFlags) validate() error {
 // names every flag that changes the run, so it survives changed defaults.
 func (f *soakFlags) replay() string {
 	args := []string{
-		"go run ./cmd/simrun soak",
+		f.c.command + " soak",
 		"-seed", strconv.FormatUint(f.seed, 10),
 		"-duration", f.duration.String(),
 		"-workers", strconv.Itoa(f.workers),
@@ -141,9 +143,9 @@ func (f *soakFlags) replay() string {
 	return strings.Join(args, " ")
 }
 
-func soakCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func (c *cli) soakCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var f soakFlags
-	fs := soakFlagSet(&f, stderr)
+	fs := c.soakFlagSet(&f, stderr)
 	if code, ok := parse(fs, args, stdout); !ok {
 		return code
 	}
@@ -160,7 +162,7 @@ func soakCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "simrun soak: %v\n", err)
 		return exitUsage
 	}
-	sys, _ := systemNamed(f.system)
+	sys, _ := c.systemNamed(f.system)
 
 	tty := isTerminal(os.Stdout) && stdout == io.Writer(os.Stdout)
 	logOut := stderr
@@ -191,8 +193,8 @@ func soakCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	prog := &progress{w: stdout, tty: tty, total: f.duration, log: log}
 	rep, err := soak.Run(ctx, soak.Options{
-		System:     sys.new(),
-		SystemName: sys.name,
+		System:     sys.New(),
+		SystemName: sys.Name,
 		Server:     srv,
 		Seed:       f.seed,
 		Duration:   f.duration,

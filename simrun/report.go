@@ -1,4 +1,4 @@
-package main
+package simrun
 
 import (
 	"encoding/json"
@@ -82,7 +82,7 @@ func programPath(dir string, ex reports.Example) string {
 
 // failureOf converts a family's failure, with the command that replays it:
 // a named scenario's own, or for a drawn program the saved program's.
-func failureOf(f *scenarios.Failure, dir, system string) *reports.Example {
+func failureOf(f *scenarios.Failure, dir, system, command string) *reports.Example {
 	ex := exampleOf(f.Example)
 	ex.Detect = reports.Duration(f.Detect)
 	ex.Replay = f.Replay
@@ -90,7 +90,7 @@ func failureOf(f *scenarios.Failure, dir, system string) *reports.Example {
 		ex.Drawn = len(f.Original.Actions)
 	}
 	if f.Program != nil && len(f.Violations) > 0 {
-		ex.Replay = fmt.Sprintf("go run ./cmd/simrun replay -system %s -program %s -expect %s", system, programPath(dir, ex), f.Violations[0].Invariant)
+		ex.Replay = fmt.Sprintf("%s replay -system %s -program %s -expect %s", command, system, programPath(dir, ex), f.Violations[0].Invariant)
 	}
 	return &ex
 }
@@ -118,7 +118,7 @@ func gateReport(res scenarios.Result, seen []scenarios.Example, opts scenarios.O
 			}
 		}
 		if fr.Failure != nil {
-			fam.Failure = failureOf(fr.Failure, dir, res.System)
+			fam.Failure = failureOf(fr.Failure, dir, res.System, opts.Command)
 			if rep.Replay == "" {
 				rep.Replay = fam.Failure.Replay
 			}
@@ -170,9 +170,9 @@ func failedGate(sys string, seed uint64, seen []scenarios.Example, opts scenario
 
 // replayReport is a replay's report before its attempts: the command that
 // ran it (so it is its own replay) and what it was asked to reproduce.
-func replayReport(system string, seed uint64, expect check.Invariant, args []string) reports.Report {
+func replayReport(command, system string, seed uint64, expect check.Invariant, args []string) reports.Report {
 	return reports.Report{Schema: reports.Schema, Kind: reports.KindReplay, System: system, Seed: seed, Started: time.Now(),
-		Ended: reports.EndCompleted, Verdict: check.Unknown, Expect: expect, Replay: "go run ./cmd/simrun replay " + shellJoin(args)}
+		Ended: reports.EndCompleted, Verdict: check.Unknown, Expect: expect, Replay: command + " replay " + shellJoin(args)}
 }
 
 // shellJoin quotes each argument that a shell would split or expand.
@@ -203,10 +203,10 @@ func benchRun(res scenarios.Result, opts scenarios.Options, dir string) reports.
 		}
 		ex := exampleOf(fr.Failure.Example)
 		ex.Dir = fmt.Sprintf("%s-seed%d-%s", res.System, opts.Seed, ex.DirName())
-		full := failureOf(fr.Failure, dir, res.System)
+		full := failureOf(fr.Failure, dir, res.System, opts.Command)
 		ex.Replay, ex.Detect, ex.Drawn = full.Replay, full.Detect, full.Drawn
 		if fr.Failure.Program != nil && len(fr.Failure.Violations) > 0 {
-			ex.Replay = fmt.Sprintf("go run ./cmd/simrun replay -system %s -program %s -expect %s", res.System, programPath(dir, ex), fr.Failure.Violations[0].Invariant)
+			ex.Replay = fmt.Sprintf("%s replay -system %s -program %s -expect %s", opts.Command, res.System, programPath(dir, ex), fr.Failure.Violations[0].Invariant)
 		}
 		run.Failure = &ex
 		break

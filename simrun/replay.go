@@ -1,4 +1,4 @@
-package main
+package simrun
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 	"github.com/workproof/workproof/sim/check"
 )
 
-func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func (c *cli) replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var (
 		f                   runFlags
 		scenario, program   string
@@ -28,7 +28,7 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	)
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&f.system, "system", "kvx", "system under test: kvx, or a mutant (see simrun gate -h)")
+	fs.StringVar(&f.system, "system", c.systems[0].Name, "system under test (see simrun gate -h)")
 	fs.Uint64Var(&f.seed, "seed", 1, "with -family: the program's own seed (as printed by gate); with -scenario: the run's root seed")
 	fs.StringVar(&family, "family", "", "regenerate the program of this property family drawn from -seed")
 	fs.IntVar(&f.workers, "workers", 2, "with -family: worker slots the program was drawn for")
@@ -100,12 +100,12 @@ Examples:
 		fmt.Fprintln(stderr, "simrun replay: -family needs the program's -seed (gate prints it)")
 		return exitUsage
 	}
-	sys, err := systemNamed(f.system)
+	sys, err := c.systemNamed(f.system)
 	if err != nil {
 		fmt.Fprintf(stderr, "simrun replay: %v\n", err)
 		return exitUsage
 	}
-	opts := scenarios.Options{System: sys.new(), Name: sys.name, Seed: f.seed, Workers: f.workers,
+	opts := scenarios.Options{System: sys.New(), Name: sys.Name, Scenarios: sys.Scenarios, Command: c.command, Seed: f.seed, Workers: f.workers,
 		Budget: scenarios.Budget{Settle: f.settle}}
 	var (
 		prog *scenarios.Program
@@ -144,7 +144,7 @@ Examples:
 		p := scenarios.ProgramGen(family, f.workers, f.steps).Example(int(f.seed))
 		prog = &p
 	default:
-		for _, n := range scenarios.NamedScenarios() {
+		for _, n := range append(scenarios.NamedScenarios(), sys.Scenarios...) {
 			if n.Name == scenario {
 				sc = &n
 			}
@@ -159,7 +159,7 @@ Examples:
 		fmt.Fprintf(stderr, "simrun replay: %v\n", err)
 		return exitUsage
 	}
-	rep := replayReport(sys.name, f.seed, want, args)
+	rep := replayReport(c.command, sys.Name, f.seed, want, args)
 	defer func() {
 		if _, err := writeReport(dir, &rep, stdout, stderr); err != nil {
 			fmt.Fprintf(stderr, "simrun replay: writing the report: %v\n", err)

@@ -1,4 +1,4 @@
-package main
+package simrun
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 
 // mergeCmd merges the reports of the shards of one gate (a CI job matrix
 // running `gate -shard i/n`) into one.
-func mergeCmd(_ context.Context, args []string, stdout, stderr io.Writer) int {
+func (c *cli) mergeCmd(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	var out string
 	fs := flag.NewFlagSet("merge", flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -1,4 +1,4 @@
-package main
+package simrun
 
 import (
 	"context"
@@ -21,6 +21,7 @@ import (
 
 // runFlags are the flags gate and bench share.
 type runFlags struct {
+	c                                       *cli
 	system, dsn, only, families, out, shard string
 	seed                                    uint64
 	workers, checks, steps, parallel        int
@@ -28,8 +29,9 @@ type runFlags struct {
 	exploreAll, verbose                     bool
 }
 
-func (f *runFlags) register(fs *flag.FlagSet, defaultFamilies string) {
-	fs.StringVar(&f.system, "system", "kvx", "system under test: kvx, or a mutant (see below)")
+func (f *runFlags) register(c *cli, fs *flag.FlagSet, defaultFamilies string) {
+	f.c = c
+	fs.StringVar(&f.system, "system", c.systems[0].Name, "system under test (see below)")
 	fs.Uint64Var(&f.seed, "seed", 1, "root seed: program k of a family is drawn from a seed derived from it")
 	fs.StringVar(&f.families, "families", defaultFamilies, "comma-separated scenario families: "+strings.Join(scenarios.Families(), ","))
 	fs.StringVar(&f.only, "run", "", "run only the named scenarios whose name matches this regular expression (and, unless -families is given, only the named family)")
@@ -46,12 +48,12 @@ func (f *runFlags) register(fs *flag.FlagSet, defaultFamilies string) {
 }
 
 func (f *runFlags) options(fs *flag.FlagSet, stderr io.Writer) (scenarios.Options, error) {
-	sys, err := systemNamed(f.system)
+	sys, err := f.c.systemNamed(f.system)
 	if err != nil {
 		return scenarios.Options{}, err
 	}
 	opts := scenarios.Options{
-		System: sys.new(), Name: sys.name, Seed: f.seed, Workers: f.workers, Parallel: f.parallel,
+		System: sys.New(), Name: sys.Name, Scenarios: sys.Scenarios, Command: f.c.command, Seed: f.seed, Workers: f.workers, Parallel: f.parallel,
 		Budget: scenarios.Budget{Checks: f.checks, Steps: f.steps, Settle: f.settle, Time: time.Hour,
 			ExploreTime: f.exploreTime, ExploreAll: f.exploreAll},
 	}
@@ -93,7 +95,7 @@ func (f *runFlags) options(fs *flag.FlagSet, stderr io.Writer) (scenarios.Option
 	}
 	if opts.Only != nil {
 		n := 0
-		for _, sc := range scenarios.NamedScenarios() {
+		for _, sc := range append(scenarios.NamedScenarios(), opts.Scenarios...) {
 			if opts.Only.MatchString(sc.Name) {
 				n++
 			}
@@ -118,11 +120,11 @@ func startPostgres(ctx context.Context, dsn string, stderr io.Writer) (*pgenv.Se
 	return srv, err
 }
 
-func gateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func (c *cli) gateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var f runFlags
 	fs := flag.NewFlagSet("gate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	f.register(fs, strings.Join(scenarios.Families(), ","))
+	f.register(c, fs, strings.Join(scenarios.Families(), ","))
 	fs.StringVar(&f.out, "out", "out", outFlagDoc)
 	fs.Usage = func() {
 		w := fs.Output()
@@ -143,8 +145,8 @@ Flags:
 `)
 		fs.PrintDefaults()
 		fmt.Fprint(w, "\nSystems (-system):\n")
-		for _, s := range systems() {
-			fmt.Fprintf(w, "  %-21s %s\n", s.name, wrap(s.doc, 24, 80))
+		for _, s := range c.systems {
+			fmt.Fprintf(w, "  %-21s %s\n", s.Name, wrap(s.Doc, 24, 80))
 		}
 		fmt.Fprint(w, `
 Exit codes:

@@ -1,4 +1,4 @@
-package main
+package simrun
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 	"github.com/workproof/workproof/sim/check"
 )
 
-func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func (c *cli) benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var (
 		f         runFlags
 		list      string
@@ -26,8 +26,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	)
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	f.register(fs, strings.Join(scenarios.Families(), ","))
-	fs.StringVar(&list, "systems", "mutants", `comma-separated systems to measure, "mutants" for every mutant, or "all" (kvx too)`)
+	f.register(c, fs, strings.Join(scenarios.Families(), ","))
+	fs.StringVar(&list, "systems", "mutants", `comma-separated systems to measure, "mutants" for every seeded bug, or "all" (the correct systems too)`)
 	fs.IntVar(&runs, "runs", 3, "runs per system, with root seeds -seed, -seed+1, …")
 	fs.DurationVar(&shrinkFor, "shrink", 30*time.Second, "bound of each counterexample's shrinking")
 	fs.IntVar(&replays, "replays", 0, "replay each explore failure this many times (one attempt each) and report the share that reproduced its violation")
@@ -58,9 +58,9 @@ Flags:
 		return exitUsage
 	}
 	var names []string
-	for _, s := range systems() {
-		if list == "all" || (list == "mutants" && s.name != "kvx") {
-			names = append(names, s.name)
+	for _, s := range c.systems {
+		if list == "all" || (list == "mutants" && s.Breaks != "") {
+			names = append(names, s.Name)
 		}
 	}
 	if list != "all" && list != "mutants" {
@@ -69,7 +69,7 @@ Flags:
 	// Every name and flag checked before the first gate, not after three.
 	for i, name := range names {
 		names[i] = strings.TrimSpace(name)
-		if _, err := systemNamed(names[i]); err != nil {
+		if _, err := c.systemNamed(names[i]); err != nil {
 			fmt.Fprintf(stderr, "simrun bench: -systems: %v\n", err)
 			return exitUsage
 		}
@@ -106,13 +106,13 @@ Flags:
 	ok := true
 	for _, name := range names {
 		f.system = name
-		sys, _ := systemNamed(f.system) // checked above
+		sys, _ := c.systemNamed(f.system) // checked above
 		breaks := check.Invariant("(none)")
-		if sys.breaks != "" {
-			breaks = sys.breaks
+		if sys.Breaks != "" {
+			breaks = sys.Breaks
 		}
 		r := row{name: f.system, breaks: breaks}
-		brow := reports.BenchRow{System: f.system, Breaks: sys.breaks}
+		brow := reports.BenchRow{System: f.system, Breaks: sys.Breaks}
 		for k := 0; k < runs; k++ {
 			opts, err := f.options(fs, stderr)
 			if err != nil {
