@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -36,6 +37,10 @@ func (e *Env) CanRestartPostgres() error {
 	return nil
 }
 
+// restartBound bounds one restart of the run's server; the start itself
+// takes ~0.2 s on a quiet machine, seconds on a loaded one.
+const restartBound = time.Minute
+
 // RestartPostgres crashes the run's own Postgres server (an immediate
 // shutdown: every session is cut, nothing is checkpointed) and starts it
 // again on the same address, as a database crash does. Every worker loses
@@ -49,7 +54,12 @@ func (e *Env) RestartPostgres(ctx context.Context) error {
 	for _, inc := range e.liveIncarnations() {
 		e.rec.LeaseLost(inc.name, "postgres-restart")
 	}
-	if err := e.private.Restart(ctx); err != nil {
+	// Once the server is down it must come back whatever ctx does: a
+	// restart cut short by the end of a soak's traffic segment would leave
+	// the run without a database for its checkpoint.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), restartBound)
+	defer cancel()
+	if err := e.private.Restart(rctx); err != nil {
 		return fmt.Errorf("sim: restart Postgres: %w", err)
 	}
 	// The harness's own idle connections died with the server.

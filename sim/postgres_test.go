@@ -71,6 +71,24 @@ func TestRestartPostgresKeepsAcknowledgedCommits(t *testing.T) {
 	}
 }
 
+// A restart completes even when its caller's ctx is already done (a soak's
+// traffic segment ending): the run must never be left without a server.
+func TestRestartPostgresCompletesAfterCtxEnds(t *testing.T) {
+	e := newPrivateEnv(t, 1)
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := e.RestartPostgres(done); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := e.Serve(ctx, "u", contract.Request{Op: contract.OpCreate, Instance: "i1", Size: "small"}); err != nil {
+		t.Fatalf("serve after the restart: %v", err)
+	}
+	if res, err := e.Finish(ctx); err != nil || res.Verdict != check.Valid {
+		t.Fatalf("finish: %v %s %v", err, res.Verdict, res.Violations)
+	}
+}
+
 // Without a server of its own a run cannot restart Postgres: unavailable,
 // never a silent no-op.
 func TestRestartPostgresUnavailableOnSharedServer(t *testing.T) {
