@@ -230,7 +230,7 @@ func (m md) bench(r *Report) {
 		if breaks == "" {
 			breaks = "(none)"
 		}
-		m.p("| %s | %s | %d/%d | %s | %s | %s | %s |\n", row.System, breaks, row.Caught, len(row.Runs), orDash(row.By), orDash(string(row.Invariant)), det, length)
+		m.p("| %s | %s | %d/%d | %s | %s | %s | %s |\n", row.System, breaks, row.Caught, len(row.Runs), cell(orDash(row.By)), orDash(string(row.Invariant)), det, length)
 	}
 	m.p("\n")
 	for _, row := range r.Bench {

@@ -195,7 +195,7 @@ Flags:
 			reproduced += r.reproduced
 		}
 		fmt.Fprintf(stdout, "| %s | %s | %d/%d | %s | %s | %s | %s | %s | %v | %v (%.0f%% of a core) |\n", r.name, r.breaks, r.caught, runs,
-			or(r.by, "–"), or(string(r.inv), "–"), det, length, rate, r.wall.Round(time.Second), r.cpu.Round(time.Second), 100*r.cpu.Seconds()/max(r.wall.Seconds(), 1e-9))
+			strings.ReplaceAll(or(r.by, "–"), "|", `\|`), or(string(r.inv), "–"), det, length, rate, r.wall.Round(time.Second), r.cpu.Round(time.Second), 100*r.cpu.Seconds()/max(r.wall.Seconds(), 1e-9))
 	}
 	if replayed > 0 {
 		fmt.Fprintf(stdout, "\nexplore failures replayed: %d of %d reproduced on their first attempt (%.1f%%)\n", reproduced, replayed, 100*float64(reproduced)/float64(replayed))
