@@ -152,6 +152,13 @@ func withSignals(f func(context.Context) int, stderr io.Writer) int {
 	go func() {
 		select {
 		case <-ctx.Done():
+			// f returned first (done is closed before the deferred stop
+			// cancels ctx): no signal came, and stderr is the caller's again.
+			select {
+			case <-done:
+				return
+			default:
+			}
 			stop()
 			fmt.Fprintln(stderr, "\nsimrun: interrupted: stopping cleanly and writing the report (Ctrl-C again to quit at once)")
 		case <-done:
