@@ -675,6 +675,14 @@ func runExperiments(ctx context.Context, opts Options, xs []Experiment, done fun
 				if !ok {
 					return
 				}
+				release, ok := opts.acquire(ctx)
+				if !ok {
+					mu.Lock()
+					busy--
+					wake.Broadcast()
+					mu.Unlock()
+					return
+				}
 				ex, err := RunExperiment(ctx, opts, x)
 				if err != nil && ctx.Err() == nil {
 					// The harness itself failed (a server that went away
@@ -685,6 +693,7 @@ func runExperiments(ctx context.Context, opts Options, xs []Experiment, done fun
 					}
 					ex, err = RunExperiment(ctx, opts, x)
 				}
+				release()
 				var more []Experiment
 				if err == nil {
 					more = done(ex)

@@ -90,13 +90,16 @@ type Options struct {
 	Budget Budget
 	// Logger for the runs' own log; zero: discard.
 	Logger *slog.Logger
-	// Progress, when set, is called after each example. The explore family
-	// runs experiments concurrently and calls it from several goroutines,
-	// one call at a time.
+	// Progress, when set, is called after each example. Examples and, in
+	// Run, families run concurrently: it is called from several
+	// goroutines, possibly at once.
 	Progress func(Example)
-	// Parallel bounds how many explore experiments run at once; zero: twice
-	// the CPUs (they mostly wait).
+	// Parallel bounds how many examples and experiments run at once, over
+	// every family of a Run; zero: four per CPU (they mostly wait).
 	Parallel int
+	// slots are a Run's environment slots, shared by its families (see
+	// acquire); nil outside a Run.
+	slots chan struct{}
 	// Shard runs only one deterministic slice of the explore family's
 	// experiments (a CI job matrix); zero: all of them.
 	Shard Shard
@@ -169,16 +172,43 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	}
 	start := time.Now()
 	res := Result{System: opts.Name, Seed: opts.Seed, Verdict: check.Valid}
-	for _, f := range opts.Families {
-		fr, err := runFamily(ctx, opts, f)
-		if err != nil {
-			return res, err
-		}
+	// The families run at once, sharing one bound of environments: a gate
+	// takes about as long as its slowest family, not the sum of them (the
+	// named family mostly waits out its faults' bounds).
+	opts.slots = make(chan struct{}, opts.parallel())
+	frs := make([]FamilyResult, len(opts.Families))
+	errs := make([]error, len(opts.Families))
+	var wg sync.WaitGroup
+	for i, f := range opts.Families {
+		wg.Go(func() {
+			frs[i], errs[i] = runFamily(ctx, opts, f)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return res, err
+	}
+	for _, fr := range frs {
 		res.Families = append(res.Families, fr)
 		res.Verdict = worse(res.Verdict, fr.Verdict)
 	}
 	res.Duration = time.Since(start)
 	return res, nil
+}
+
+// acquire takes one of a Run's environment slots for one example, waiting
+// for it; it returns the release, or false when ctx ended first. Outside a
+// Run (Verify's families, a single scenario) there is no shared bound.
+func (o Options) acquire(ctx context.Context) (func(), bool) {
+	if o.slots == nil {
+		return func() {}, true
+	}
+	select {
+	case o.slots <- struct{}{}:
+		return func() { <-o.slots }, true
+	case <-ctx.Done():
+		return nil, false
+	}
 }
 
 func (o Options) withDefaults() Options {
@@ -249,7 +279,11 @@ func runFamily(ctx context.Context, opts Options, family string) (FamilyResult, 
 				scs = append(scs, sc)
 			}
 		}
-		ex, i, err := firstInvalid(ctx, opts, len(scs), func(i int) (Example, error) { return runNamedExample(ctx, opts, scs[i]) }, record)
+		// The named scenarios mostly wait out their faults' bounds, so they
+		// take no shared slot: the slowest of them sets the gate's time.
+		named := opts
+		named.slots = nil
+		ex, i, err := firstInvalid(ctx, named, len(scs), func(i int) (Example, error) { return runNamedExample(ctx, opts, scs[i]) }, record)
 		if err != nil {
 			return fr, err
 		}
@@ -325,7 +359,12 @@ func firstInvalid(ctx context.Context, opts Options, n int, run func(int) (Examp
 				if !ok {
 					return
 				}
+				release, ok := opts.acquire(ctx)
+				if !ok {
+					return
+				}
 				ex, err := run(i)
+				release()
 				if errors.Is(err, errOverBudget) {
 					return
 				}

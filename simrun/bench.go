@@ -145,14 +145,17 @@ Flags:
 				}
 			}
 			brow.Runs = append(brow.Runs, benchRun(res, opts, dir))
-			var before time.Duration
-			for _, fr := range res.Families {
-				if fr.Failure == nil {
-					before += fr.Duration
-					continue
+			// The families run at once from the gate's start: the first
+			// violation is the failure found soonest.
+			var first *scenarios.FamilyResult
+			for i, fr := range res.Families {
+				if fr.Failure != nil && (first == nil || fr.Failure.Detect < first.Failure.Detect) {
+					first = &res.Families[i]
 				}
+			}
+			if fr := first; fr != nil {
 				r.caught++
-				r.detect = append(r.detect, before+fr.Failure.Detect)
+				r.detect = append(r.detect, fr.Failure.Detect)
 				by := fr.Family
 				if fr.Failure.Program != nil {
 					r.length = append(r.length, len(fr.Failure.Program.Actions))
@@ -163,7 +166,6 @@ Flags:
 				if check.HasInvariant(fr.Failure.Violations, breaks) {
 					r.inv = breaks // the one it is meant to break, when present
 				}
-				break
 			}
 			fmt.Fprintf(stderr, "bench: %s seed %d: %s in %v\n", f.system, opts.Seed, res.Verdict, res.Duration.Round(time.Second))
 			if (f.system == "kvx") != (res.Verdict != check.Invalid) {

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/workproof/workproof/reports"
@@ -185,7 +186,10 @@ Examples:
 	var seen []scenarios.Example
 	started := time.Now()
 	explored := 0
+	var mu sync.Mutex // families report their examples at once
 	opts.Progress = func(ex scenarios.Example) {
+		mu.Lock()
+		defer mu.Unlock()
 		// Kept for the report: the named scenarios' rows, and what failed
 		// (an explore family's hundreds of valid experiments are counted).
 		if ex.Family == scenarios.FamilyNamed || ex.Verdict == check.Invalid {
