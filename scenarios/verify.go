@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,10 +31,10 @@ import (
 //	}
 //
 // Verify runs the same families through the same runner as Run (and simrun
-// gate): a failing program is shrunk by deleting actions and printed with
-// its seed, and — unless $CI is set — saved under
-// testdata/workproof/<Test>/ (a fail file), which the next run replays
-// first, until it passes. Reports go to the test's artifact directory
+// gate), at once as Run does, and returns when all have ended: a failing
+// program is shrunk by deleting actions and printed with its seed, and —
+// unless $CI is set — saved under testdata/workproof/<Test>/ (a fail file),
+// which the next run replays first, until it passes. Reports go to the test's artifact directory
 // (t.ArtifactDir: kept with go test -artifacts, else removed with the
 // test). Without opts.Server, Verify starts a private Postgres
 // (WORKPROOF_DATABASE_URL, else an ephemeral cluster) and stops it at the
@@ -67,44 +68,51 @@ func Verify(t *testing.T, sys contract.System, opts Options) {
 		opts.Server = srv
 	}
 	failDir := filepath.Join("testdata", "workproof", unsafeName.ReplaceAllString(t.Name(), "_"))
+	// The families run at once, as in Run, sharing one bound of
+	// environments; Verify still returns only when every one has ended.
+	opts.slots = make(chan struct{}, opts.parallel())
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for _, f := range opts.Families {
-		t.Run(f, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), opts.Budget.Time+10*opts.Budget.Settle+opts.Budget.ShrinkTime)
-			defer cancel()
-			if isPropertyFamily(f) && replayFailFile(ctx, t, opts, filepath.Join(failDir, f+".json")) {
-				return
-			}
-			fo := opts
-			fo.Progress = func(ex Example) {
-				t.Run(ex.Name, func(t *testing.T) {
-					switch ex.Verdict {
-					case check.Unknown:
-						t.Skipf("workproof: inconclusive: %s", ex.Result.Reason)
-					case check.Invalid:
-						t.Errorf("workproof: %s %s is invalid (shrinking it; the family's failure follows)", ex.Family, ex.Name)
+		wg.Go(func() {
+			t.Run(f, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), opts.Budget.Time+10*opts.Budget.Settle+opts.Budget.ShrinkTime)
+				defer cancel()
+				if isPropertyFamily(f) && replayFailFile(ctx, t, opts, filepath.Join(failDir, f+".json")) {
+					return
+				}
+				fo := opts
+				fo.Progress = func(ex Example) {
+					t.Run(ex.Name, func(t *testing.T) {
+						switch ex.Verdict {
+						case check.Unknown:
+							t.Skipf("workproof: inconclusive: %s", ex.Result.Reason)
+						case check.Invalid:
+							t.Errorf("workproof: %s %s is invalid (shrinking it; the family's failure follows)", ex.Family, ex.Name)
+						}
+					})
+					if opts.Progress != nil {
+						opts.Progress(ex)
 					}
-				})
-				if opts.Progress != nil {
-					opts.Progress(ex)
 				}
-			}
-			fr, err := runFamily(ctx, fo, f)
-			if err != nil {
-				t.Fatalf("workproof: harness error: %v", err)
-			}
-			if fr.Failure == nil {
-				return
-			}
-			msg := failureText(t, opts.Name, fr.Failure.Example, fr.Failure.Replay)
-			if fr.Failure.Program != nil && os.Getenv("CI") == "" {
-				path := filepath.Join(failDir, f+".json")
-				if err := writeFailFile(path, *fr.Failure.Program); err != nil {
-					msg += fmt.Sprintf("fail file not written: %v\n", err)
-				} else {
-					msg += fmt.Sprintf("fail file (replayed first next time): %s\n", path)
+				fr, err := runFamily(ctx, fo, f)
+				if err != nil {
+					t.Fatalf("workproof: harness error: %v", err)
 				}
-			}
-			t.Error(msg)
+				if fr.Failure == nil {
+					return
+				}
+				msg := failureText(t, opts.Name, fr.Failure.Example, fr.Failure.Replay)
+				if fr.Failure.Program != nil && os.Getenv("CI") == "" {
+					path := filepath.Join(failDir, f+".json")
+					if err := writeFailFile(path, *fr.Failure.Program); err != nil {
+						msg += fmt.Sprintf("fail file not written: %v\n", err)
+					} else {
+						msg += fmt.Sprintf("fail file (replayed first next time): %s\n", path)
+					}
+				}
+				t.Error(msg)
+			})
 		})
 	}
 }
