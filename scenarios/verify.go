@@ -34,9 +34,9 @@ import (
 // gate), at once as Run does, and returns when all have ended: a failing
 // program is shrunk by deleting actions and printed with its seed, and —
 // unless $CI is set — saved under testdata/workproof/<Test>/ (a fail file),
-// which the next run replays first, until it passes. Reports go to the test's artifact directory
-// (t.ArtifactDir: kept with go test -artifacts, else removed with the
-// test). Without opts.Server, Verify starts a private Postgres
+// which the next run replays first, until it passes. Reports go to the
+// test's artifact directory (t.ArtifactDir: kept with go test -artifacts,
+// else removed with the test). Without opts.Server, Verify starts a private Postgres
 // (WORKPROOF_DATABASE_URL, else an ephemeral cluster) and stops it at the
 // end.
 //
