@@ -36,9 +36,9 @@ import (
 // unless $CI is set — saved under testdata/workproof/<Test>/ (a fail file),
 // which the next run replays first, until it passes. Reports go to the
 // test's artifact directory (t.ArtifactDir: kept with go test -artifacts,
-// else removed with the test). Without opts.Server, Verify starts a private Postgres
-// (WORKPROOF_DATABASE_URL, else an ephemeral cluster) and stops it at the
-// end.
+// else removed with the test). Without opts.Server, Verify starts a
+// private Postgres (WORKPROOF_DATABASE_URL, else an ephemeral cluster) and
+// stops it at the end.
 //
 // Like nettest, Verify can miss a bug a longer run would find: run it with
 // -race, and raise the budget (Options.Budget.Checks, or simrun gate
