@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/rs/zerolog"
@@ -177,8 +179,11 @@ type Link struct {
 	proxy       *toxiproxy.Proxy
 	active      []activeFault // in the order applied
 	partitioned bool
-	severed     bool
-	closed      bool
+	// hold keeps the port bound while partitioned (holdPort); nil when
+	// not partitioned or where it could not be held.
+	hold    io.Closer
+	severed bool
+	closed  bool
 }
 
 type activeFault struct {
@@ -225,6 +230,7 @@ func (l *Link) Apply(f Fault) error {
 			// retire stops the proxy even when it reports an error.
 			err := l.retire()
 			l.partitioned = true
+			l.holdLocked()
 			l.active = append(l.active, activeFault{f, spec})
 			if err != nil {
 				return fmt.Errorf("netfault: %s: apply %v: %w", l.name, f, err)
@@ -359,6 +365,7 @@ func (l *Link) Close() error {
 		return nil
 	}
 	l.closed = true
+	l.releaseLocked()
 	var errs []error
 	if !l.partitioned && !l.severed {
 		errs = append(errs, l.retire())
@@ -425,9 +432,19 @@ func (l *Link) restart() error {
 		}
 	}
 	// l.addr is the bound "127.0.0.1:port", so this listens on the same
-	// port. It fails if another socket took the port meanwhile; the link
-	// then stays partitioned.
-	if err := p.Start(); err != nil {
+	// port, which the hold kept until now. Without a hold another socket
+	// may have taken it: the listen is tried for a while (a connection
+	// holding it as its local port may end), then the link stays
+	// partitioned.
+	l.releaseLocked()
+	var err error
+	for range 50 {
+		if err = p.Start(); err == nil || !errors.Is(err, syscall.EADDRINUSE) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
 		return fmt.Errorf("netfault: %s: listen again on %s: %w", l.name, l.addr, err)
 	}
 	if p.Listen != l.addr {
@@ -437,6 +454,29 @@ func (l *Link) restart() error {
 	}
 	l.partitioned = false
 	return nil
+}
+
+// holdLocked binds the partitioned link's port (holdPort); l.mu is held. A
+// port that cannot be held is only logged: lifting the partition then
+// retries its listen.
+func (l *Link) holdLocked() {
+	if l.hold != nil {
+		return
+	}
+	h, err := holdPort(l.addr)
+	if err != nil {
+		l.net.logger.Debug("netfault: port not held during the partition", "link", l.name, "err", err)
+		return
+	}
+	l.hold = h
+}
+
+// releaseLocked lets go of the port held during a partition; l.mu is held.
+func (l *Link) releaseLocked() {
+	if l.hold != nil {
+		_ = l.hold.Close()
+		l.hold = nil
+	}
 }
 
 func addToxics(ctx context.Context, p *toxiproxy.Proxy, spec toxicSpec) error {

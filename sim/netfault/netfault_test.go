@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"syscall"
@@ -215,6 +217,50 @@ func TestCutAfterUpstreamEndsRequestAfterNBytes(t *testing.T) {
 	if len(b) > 120 {
 		t.Errorf("client read %d bytes back, more than went through", len(b))
 	}
+}
+
+// While partitioned, the link's port stays bound (so no ephemeral port
+// drawn by another socket can be it, and lifting the partition finds it
+// free), yet dials are refused; Close lets it go.
+func TestPartitionHoldsItsPort(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the port is held on Linux only")
+	}
+	echo := startEcho(t, nil)
+	l := newLink(t, newNetwork(t), "echo", echo.Addr())
+	addr := l.Addr()
+	apply(t, l, Partition{})
+	if err := bindPlain(addr); !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("bind %s while partitioned: %v, want EADDRINUSE (the port held)", addr, err)
+	}
+	if _, err := net.DialTimeout("tcp", addr, stuck); !isRefused(err) {
+		t.Fatalf("dial while partitioned: %v, want ECONNREFUSED", err)
+	}
+	heal(t, l)
+	mustRoundTrip(t, dial(t, addr))
+
+	// A link closed while partitioned lets its port go (no connection ever
+	// went through this one, so none lingers in TIME_WAIT on the port).
+	l2 := newLink(t, newNetwork(t), "echo2", echo.Addr())
+	apply(t, l2, Partition{})
+	if err := l2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := bindPlain(l2.Addr()); err != nil {
+		t.Fatalf("the port is still bound after Close: %v", err)
+	}
+}
+
+// bindPlain binds a socket to addr as an ephemeral-port pick would find it:
+// without SO_REUSEADDR, so any socket bound there makes it fail.
+func bindPlain(addr string) error {
+	ap := netip.MustParseAddrPort(addr)
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer syscall.Close(fd)
+	return syscall.Bind(fd, &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()})
 }
 
 func TestPartitionRefusesAndHealRestoresSameAddr(t *testing.T) {
