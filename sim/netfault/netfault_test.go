@@ -255,7 +255,7 @@ func TestPartitionHoldsItsPort(t *testing.T) {
 // without SO_REUSEADDR, so any socket bound there makes it fail.
 func bindPlain(addr string) error {
 	ap := netip.MustParseAddrPort(addr)
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
 	if err != nil {
 		return err
 	}
