@@ -9,10 +9,17 @@ import (
 	"github.com/workproof/workproof/sim/history"
 )
 
-// BenchmarkAll measures the checkers on a soak-sized correct history:
-// n instances, each created, resized and deleted by alternating workers.
+// BenchmarkAll measures the checkers on a correct history of n instances,
+// each created, resized and deleted by alternating workers (3n ops, 3n
+// intervals, 4n ledger records), at two sizes that show how a check's cost
+// grows with a history: a soak's checkpoints check the whole history so far.
 func BenchmarkAll(b *testing.B) {
-	const n = 500
+	for _, n := range []int{500, 5000} {
+		b.Run(fmt.Sprintf("ops=%d", 3*n), func(b *testing.B) { benchAll(b, n) })
+	}
+}
+
+func benchAll(b *testing.B, n int) {
 	f := &fx{}
 	f.in.Healed = true
 	for k := range n {
