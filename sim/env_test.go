@@ -3,6 +3,7 @@ package sim_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -110,6 +111,30 @@ func TestLinkFaultsRecordLeaseLoss(t *testing.T) {
 	}
 	if err := e.LinkFault("w1", "nowhere", netfault.Reset{}); err == nil {
 		t.Fatal("a fault on an unknown upstream must be an error")
+	}
+}
+
+// A lease loss is recorded before the fault that causes it acts: the item
+// the lost session held can be claimed by another worker at once, and a
+// loss recorded after that claim would read as two workers in one item.
+func TestLeaseLossRecordedBeforeTheFault(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 1)
+	if err := e.LinkFault("w1", sim.Postgres, netfault.Reset{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.TerminateBackends(ctx, "w1", sim.WorkerBackends); err != nil {
+		t.Fatal(err)
+	}
+	var kinds []history.EventKind
+	for _, ev := range e.Recorder().Snapshot().Events {
+		if ev.Kind == history.EventLeaseLost || ev.Kind == history.EventFaultOn {
+			kinds = append(kinds, ev.Kind)
+		}
+	}
+	want := []history.EventKind{history.EventLeaseLost, history.EventFaultOn, history.EventLeaseLost, history.EventFaultOn}
+	if !slices.Equal(kinds, want) {
+		t.Fatalf("events %v, want %v (each lease loss before its fault)", kinds, want)
 	}
 }
 

@@ -81,6 +81,13 @@ func (e *Env) LinkFault(slotName, upstream string, f netfault.Fault) error {
 	if l == nil {
 		return fmt.Errorf("sim: no upstream %q (want one of %v)", upstream, Upstreams())
 	}
+	// The lease loss is recorded before the fault acts: Postgres frees the
+	// session's locks the moment the connection drops, and another worker
+	// may claim the item before Apply even returns. Recorded after, that
+	// claim would look like two workers inside one item (seen in a soak).
+	if upstream == Postgres && losesLease(f) {
+		e.rec.LeaseLost(inc.name, f.String())
+	}
 	if err := l.Apply(f); err != nil {
 		if errors.Is(err, netfault.ErrSevered) {
 			return nil // a crashed worker's link: nothing left to break
@@ -92,9 +99,6 @@ func (e *Env) LinkFault(slotName, upstream string, f netfault.Fault) error {
 	e.mu.Lock()
 	e.faults[target+" "+f.String()] = true
 	e.mu.Unlock()
-	if upstream == Postgres && losesLease(f) {
-		e.rec.LeaseLost(inc.name, f.String())
-	}
 	return nil
 }
 
@@ -320,14 +324,18 @@ func (e *Env) TerminateBackends(ctx context.Context, slotName string, which Back
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.opts.ServeTimeout)
 	defer cancel()
+	// Recorded before the sessions end, as in LinkFault: the item a
+	// terminated session held is free to claim at once. When none was
+	// ended the loss is recorded all the same, which only ends intervals
+	// of a worker that held no session.
+	if which != ListenerBackends {
+		e.rec.LeaseLost(inc.name, "terminate-backend")
+	}
 	var n int
 	if err := e.admin.QueryRow(ctx, q, inc.name).Scan(&n); err != nil {
 		return 0, fmt.Errorf("sim: terminate %s backends of %s: %w", which, inc.name, err)
 	}
 	e.rec.FaultOn(inc.name+"/postgres", fmt.Sprintf("terminate-backend(%s,%d)", which, n))
-	if n > 0 && which != ListenerBackends {
-		e.rec.LeaseLost(inc.name, "terminate-backend")
-	}
 	return n, nil
 }
 
