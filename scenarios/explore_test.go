@@ -77,7 +77,8 @@ func inShard(sh scenarios.Shard, x scenarios.Experiment) bool { return sh.Has(x.
 
 // Bugs no named scenario was written for, each exposed by the one
 // experiment that aims at it — deterministically: every run of the
-// experiment shows the violation on the mutant, and none on the reference.
+// experiment shows the violation on the mutant (but for one that Postgres
+// itself makes a matter of timing, below), and none on the reference.
 func TestExperimentsExposeUnscriptedMutants(t *testing.T) {
 	for _, c := range []struct {
 		mutant, experiment string
@@ -110,9 +111,29 @@ func TestExperimentsExposeUnscriptedMutants(t *testing.T) {
 				}
 				return ex
 			}
-			for attempt := 1; attempt <= 2; attempt++ {
-				if ex := run(m.New(), true); !check.HasInvariant(ex.Result.Violations, m.Breaks) {
-					t.Errorf("attempt %d: %s on %s: verdict %s, no %s violation in %v", attempt, c.experiment, m.Name, ex.Verdict, m.Breaks, ex.Result.Violations)
+			if c.mutant == "SynchronousCommitOff" {
+				// Not deterministic, by Postgres: an asynchronous commit is
+				// lost in a crash only if the WAL writer did not flush it
+				// first, and its wakeup every wal_writer_delay (10 s, the
+				// most it allows) falls at a moment the run does not
+				// choose. Under -race on a loaded machine the window from
+				// the commit to the restart grows to tenths of a second,
+				// so a single run misses it now and then: one of three
+				// must show it.
+				var last scenarios.Example
+				for range 3 {
+					if last = run(m.New(), true); check.HasInvariant(last.Result.Violations, m.Breaks) {
+						break
+					}
+				}
+				if !check.HasInvariant(last.Result.Violations, m.Breaks) {
+					t.Errorf("%s on %s: no %s violation in 3 attempts (last: %s %v)", c.experiment, m.Name, m.Breaks, last.Verdict, last.Result.Violations)
+				}
+			} else {
+				for attempt := 1; attempt <= 2; attempt++ {
+					if ex := run(m.New(), true); !check.HasInvariant(ex.Result.Violations, m.Breaks) {
+						t.Errorf("attempt %d: %s on %s: verdict %s, no %s violation in %v", attempt, c.experiment, m.Name, ex.Verdict, m.Breaks, ex.Result.Violations)
+					}
 				}
 			}
 			// (The reference may not even pass the mutant's point.)
