@@ -16,8 +16,10 @@
 //     "cut-after(120B,up)", "partition") for histories and reports.
 //   - Link.Sever: a crash of the owning incarnation; the link is gone for good
 //     (ErrSevered).
-//   - fault.go: the fault types; toxics.go: netfault's variants of toxiproxy's
-//     self-closing toxics, and why they exist.
+//   - fault.go: the fault types; toxics.go: netfault's own toxics (every
+//     chain ends in one whose send can be interrupted, so no fault switch
+//     hangs on a connection whose peer went away, and none leaks), and why
+//     toxiproxy's are not enough.
 //
 // # Determinism
 //

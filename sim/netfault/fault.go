@@ -111,7 +111,7 @@ func (f Latency) spec() (toxicSpec, error) {
 	if f.Delay <= 0 || f.Delay%time.Millisecond != 0 {
 		return toxicSpec{}, fmt.Errorf("latency %v: want a positive whole number of milliseconds: %w", f.Delay, ErrInvalidFault)
 	}
-	return oneToxic("latency", f.Dir, "latency", map[string]int64{"latency": f.Delay.Milliseconds(), "jitter": 0})
+	return oneToxic("latency", f.Dir, typeLatency, map[string]int64{"latency": f.Delay.Milliseconds()})
 }
 
 // Blackhole swallows all data in Dir and never closes the connection by
@@ -156,7 +156,10 @@ func (f Reset) spec() (toxicSpec, error) {
 		return spec, err
 	}
 	// The inert original only makes toxiproxy close new connections with
-	// RST; see resetToxic.
+	// RST; see resetToxic. It forwards with a plain send, so it goes in
+	// front, where the netfault.reset behind it always reads, and it is
+	// removed first (removeToxics goes in this order): it is never the last
+	// toxic of a chain (see toxics.go).
 	linger := toxicDef{name: spec.id + ".linger", typ: "reset_peer", toxicity: 0, attrs: map[string]int64{"timeout": 0}}
 	spec.toxics = append([]toxicDef{linger}, spec.toxics...)
 	return spec, nil

@@ -135,3 +135,81 @@ func TestNoLeakWhenCuttingStreams(t *testing.T) {
 		})
 	}
 }
+
+// stalledThenDropped returns a connection through l whose reader has gone:
+// the client writes until everything between it and the echo server is
+// full (it never reads), then resets its socket. The proxy's writer towards
+// the client fails and exits while the chain behind it still holds a chunk
+// for it, which nothing will ever read.
+func stalledThenDropped(t *testing.T, l *Link) {
+	t.Helper()
+	c := dial(t, l.Addr())
+	mustRoundTrip(t, c)
+	buf := bytes.Repeat([]byte("s"), 32<<10)
+	deadline := time.Now().Add(stuck)
+	for {
+		if time.Now().After(deadline) {
+			t.Fatal("the connection never filled up")
+		}
+		if err := c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(buf); err != nil {
+			if !isTimeout(err) {
+				t.Fatalf("write: %v", err)
+			}
+			break
+		}
+	}
+	if err := c.(*net.TCPConn).SetLinger(0); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	// The proxy's writer fails on its next write, which the reset causes at
+	// once; a moment later it has exited.
+	time.Sleep(100 * time.Millisecond)
+}
+
+// Every fault switch interrupts the last toxic of each connection's chain.
+// toxiproxy v2.12.0's own toxics forward with a plain channel send, so a
+// last toxic holding a chunk for a writer that has exited cannot be
+// interrupted, and the switch hangs forever holding the proxy's lock (toxiproxy
+// issues #558, #427; the same hang stopped a CI run in sim/netfault).
+// netfault's chains end in toxics whose sends can be interrupted.
+func TestFaultSwitchesWhenAWriterIsGone(t *testing.T) {
+	lat := Latency{Delay: time.Millisecond}
+	for _, tc := range []struct {
+		name   string
+		before Fault // active while the connection stalls
+		act    func(*Link) error
+	}{
+		{"apply", nil, func(l *Link) error { return l.Apply(lat) }},
+		{"apply after latency", lat, func(l *Link) error { return l.Apply(Blackhole{Dir: Upstream}) }},
+		{"remove latency", lat, func(l *Link) error { return l.Remove(lat) }},
+		{"heal cut", CutAfter{Bytes: 1 << 40}, func(l *Link) error { return l.Heal() }},
+		{"apply reset", nil, func(l *Link) error { return l.Apply(Reset{}) }},
+		{"heal latency", lat, func(l *Link) error { return l.Heal() }},
+		{"partition", nil, func(l *Link) error { return l.Apply(Partition{}) }},
+		{"sever", lat, func(l *Link) error { return l.Sever() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkLeaks(t)
+			echo := startEcho(t, nil)
+			l := newLink(t, newNetwork(t), "echo", echo.Addr())
+			if tc.before != nil {
+				apply(t, l, tc.before)
+			}
+			stalledThenDropped(t, l)
+			done := make(chan error, 1)
+			go func() { done <- tc.act(l) }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(stuck):
+				t.Fatal("the fault switch hung")
+			}
+		})
+	}
+}

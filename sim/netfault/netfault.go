@@ -140,11 +140,21 @@ func (n *Network) Link(name, upstream string) (*Link, error) {
 	if _, ok := n.links[name]; ok {
 		return nil, fmt.Errorf("netfault: link %q: %w", name, ErrNameTaken)
 	}
-	p := toxiproxy.NewProxy(n.srv, name, "127.0.0.1:0", upstream)
-	if err := n.srv.Collection.Add(p, true); err != nil {
+	p := newProxy(n.srv, name, "127.0.0.1:0", upstream)
+	if err := n.srv.Collection.Add(p.Proxy, false); err != nil {
+		p.end()
 		if errors.Is(err, toxiproxy.ErrProxyAlreadyExists) {
 			err = ErrNameTaken
 		}
+		return nil, fmt.Errorf("netfault: link %q: add proxy: %w", name, err)
+	}
+	err := addTails(n.quiet, p)
+	if err == nil {
+		err = p.Start()
+	}
+	if err != nil {
+		p.end()
+		_ = n.srv.Collection.Remove(name)
 		return nil, fmt.Errorf("netfault: link %q: start proxy: %w", name, err)
 	}
 	// Start has returned, so the accept goroutine's write of the bound
@@ -176,7 +186,7 @@ type Link struct {
 	// proxy is the current toxiproxy proxy. A stopped proxy is never
 	// started again: lifting a partition starts a fresh one on the same
 	// address (see retire).
-	proxy       *toxiproxy.Proxy
+	proxy       *proxy
 	active      []activeFault // in the order applied
 	partitioned bool
 	// hold keeps the port bound while partitioned (holdPort); nil when
@@ -208,9 +218,11 @@ func (l *Link) Addr() string { return l.addr }
 // stops the proxy. Other faults applied while partitioned take effect when
 // the partition is lifted with Remove (Heal removes them all).
 //
-// Apply waits while a connection through the link holds data that its
-// reader does not read (toxiproxy pauses each connection's last toxic to
-// splice in the new one, and that toxic may be blocked writing).
+// Apply (and Remove, Heal, Sever) never waits for a reader: toxiproxy
+// pauses each connection's last toxic to splice in the new one, and
+// netfault's toxics can be paused while they wait to write (toxics.go).
+// Removing a Latency or CutAfter hands on the chunk each connection holds,
+// waiting up to 5 s for each reader that has gone.
 func (l *Link) Apply(f Fault) error {
 	if f == nil {
 		return fmt.Errorf("netfault: %s: apply nil: %w", l.name, ErrInvalidFault)
@@ -325,8 +337,15 @@ func (l *Link) Heal() error {
 			return err
 		}
 	} else {
-		l.proxy.Toxics.ResetToxics(l.net.quiet)
+		// Not toxiproxy's ResetToxics: that would remove the tails too.
+		var errs []error
+		for _, a := range l.active {
+			errs = append(errs, l.removeToxics(a.spec))
+		}
 		l.active = nil
+		if err := errors.Join(errs...); err != nil {
+			return fmt.Errorf("netfault: %s: heal: %w", l.name, err)
+		}
 	}
 	l.net.logger.Debug("netfault: healed", "link", l.name)
 	return nil
@@ -409,6 +428,7 @@ func (l *Link) retire() error {
 		sink := toxicSpec{stream: s, toxics: []toxicDef{{name: "netfault.sink(" + d.String() + ")", typ: typeBlackhole, toxicity: 1}}}
 		errs = append(errs, addToxics(l.net.quiet, l.proxy, sink))
 	}
+	l.proxy.end()
 	l.proxy.Stop()
 	return errors.Join(errs...)
 }
@@ -416,16 +436,21 @@ func (l *Link) retire() error {
 // restart ends a partition with a fresh proxy on the same address, carrying
 // the active faults; l.mu is held.
 func (l *Link) restart() error {
-	p := toxiproxy.NewProxy(l.net.srv, l.name, l.addr, l.upstream)
+	p := newProxy(l.net.srv, l.name, l.addr, l.upstream)
 	// The retired proxy is stopped, so Remove only forgets it. Our Network
 	// holds the name meanwhile, so nobody else can take it.
 	if err := l.net.srv.Collection.Remove(l.name); err != nil {
+		p.end()
 		return fmt.Errorf("netfault: %s: replace proxy: %w", l.name, err)
 	}
-	if err := l.net.srv.Collection.Add(p, false); err != nil {
+	if err := l.net.srv.Collection.Add(p.Proxy, false); err != nil {
+		p.end()
 		return fmt.Errorf("netfault: %s: replace proxy: %w", l.name, err)
 	}
 	l.proxy = p // even if Start fails below: a later Heal replaces it again
+	if err := addTails(l.net.quiet, p); err != nil {
+		return fmt.Errorf("netfault: %s: %w", l.name, err)
+	}
 	for _, a := range l.active {
 		if err := addToxics(l.net.quiet, p, a.spec); err != nil {
 			return fmt.Errorf("netfault: %s: restore %v: %w", l.name, a.fault, err)
@@ -479,15 +504,45 @@ func (l *Link) releaseLocked() {
 	}
 }
 
-func addToxics(ctx context.Context, p *toxiproxy.Proxy, spec toxicSpec) error {
+// proxy is a toxiproxy proxy and the lifetime its toxics watch (see
+// toxics.go); end it when the proxy is retired.
+type proxy struct {
+	*toxiproxy.Proxy
+	life uint64
+	end  func()
+}
+
+func newProxy(srv *toxiproxy.ApiServer, name, listen, upstream string) *proxy {
+	life, end := newLifetime()
+	return &proxy{Proxy: toxiproxy.NewProxy(srv, name, listen, upstream), life: life, end: end}
+}
+
+// addTails puts the permanent tail (see toxics.go) into both directions of
+// a proxy that has no toxics and accepts no connections yet.
+func addTails(ctx context.Context, p *proxy) error {
+	for _, d := range []Direction{Downstream, Upstream} {
+		s, _ := d.stream()
+		tail := toxicSpec{stream: s, toxics: []toxicDef{{name: "netfault.tail(" + d.String() + ")", typ: typeTail, toxicity: 1}}}
+		if err := addToxics(ctx, p, tail); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addToxics adds a fault's toxics in order; each carries p's lifetime as
+// its "life" attribute (toxics that have none ignore it).
+func addToxics(ctx context.Context, p *proxy, spec toxicSpec) error {
 	for i, t := range spec.toxics {
+		attrs := map[string]int64{"life": int64(p.life)}
+		maps.Copy(attrs, t.attrs)
 		body, err := json.Marshal(struct {
 			Name       string           `json:"name"`
 			Type       string           `json:"type"`
 			Stream     string           `json:"stream"`
 			Toxicity   float32          `json:"toxicity"`
 			Attributes map[string]int64 `json:"attributes,omitempty"`
-		}{t.name, t.typ, spec.stream, t.toxicity, t.attrs})
+		}{t.name, t.typ, spec.stream, t.toxicity, attrs})
 		if err == nil {
 			_, err = p.Toxics.AddToxicJson(bytes.NewReader(body))
 		}
@@ -501,6 +556,7 @@ func addToxics(ctx context.Context, p *toxiproxy.Proxy, spec toxicSpec) error {
 	return nil
 }
 
+// removeToxics removes a fault's toxics in the order they were added.
 func (l *Link) removeToxics(spec toxicSpec) error {
 	var errs []error
 	for _, t := range spec.toxics {
