@@ -85,8 +85,11 @@ func (e *Env) LinkFault(slotName, upstream string, f netfault.Fault) error {
 	// session's locks the moment the connection drops, and another worker
 	// may claim the item before Apply even returns. Recorded after, that
 	// claim would look like two workers inside one item (seen in a soak).
+	// A claim the worker makes on the session while it is being cut is
+	// covered by the window LeaseLost opens until shortly after the fault
+	// has acted.
 	if upstream == Postgres && losesLease(f) {
-		e.rec.LeaseLost(inc.name, f.String())
+		defer e.rec.LeaseLost(inc.name, f.String())()
 	}
 	if err := l.Apply(f); err != nil {
 		if errors.Is(err, netfault.ErrSevered) {
@@ -329,7 +332,7 @@ func (e *Env) TerminateBackends(ctx context.Context, slotName string, which Back
 	// ended the loss is recorded all the same, which only ends intervals
 	// of a worker that held no session.
 	if which != ListenerBackends {
-		e.rec.LeaseLost(inc.name, "terminate-backend")
+		defer e.rec.LeaseLost(inc.name, "terminate-backend")()
 	}
 	var n int
 	if err := e.admin.QueryRow(ctx, q, inc.name).Scan(&n); err != nil {

@@ -155,7 +155,20 @@ type Recorder struct {
 	intervals []Interval
 	events    []Event
 	crashed   map[string]bool // worker incarnations that crashed
+	// Per worker incarnation, cutting counts the lease losses whose fault
+	// has not acted yet and doomedUntil is when the window of the last one
+	// that has closes (see LeaseLost); doomed holds the Seq of the
+	// intervals begun inside a window.
+	cutting     map[string]int
+	doomedUntil map[string]time.Time
+	doomed      map[int]bool
 }
+
+// LeaseGrace is how long after a lease-cutting fault has acted an interval
+// the worker begins still counts as begun on the cut session, if it ends in
+// error: the worker records Begin after its claim returned, which can be
+// well after the claim ran on the server.
+const LeaseGrace = 2 * time.Second
 
 // New returns an empty Recorder.
 func New(opts Options) *Recorder {
@@ -163,7 +176,7 @@ func New(opts Options) *Recorder {
 	if c == nil {
 		c = wallClock{}
 	}
-	return &Recorder{clock: c, crashed: map[string]bool{}}
+	return &Recorder{clock: c, crashed: map[string]bool{}, cutting: map[string]int{}, doomedUntil: map[string]time.Time{}, doomed: map[int]bool{}}
 }
 
 // Invoke records that client sent req and returns the op's index for Complete.
@@ -218,6 +231,9 @@ func (r *Recorder) Begin(worker, item, key string) (end func(outcome string)) {
 		// really inside anything.
 		iv.End, iv.Outcome = now, IntervalCrashed
 	}
+	if until, ok := r.doomedUntil[worker]; r.cutting[worker] > 0 || ok && !now.After(until) {
+		r.doomed[seq] = true
+	}
 	r.intervals = append(r.intervals, iv)
 	var once sync.Once
 	return func(outcome string) {
@@ -231,6 +247,13 @@ func (r *Recorder) end(seq int, outcome string) {
 	now := r.clock.Now()
 	iv := &r.intervals[seq]
 	if !iv.Open() {
+		iv.Reported, iv.ReportedOutcome = now, outcome
+		return
+	}
+	if r.doomed[seq] && outcome == "error" {
+		// Begun on a session a fault was cutting (see LeaseLost): the
+		// worker was inside nothing it could commit.
+		iv.End, iv.Outcome = iv.Start, IntervalLeaseLost
 		iv.Reported, iv.ReportedOutcome = now, outcome
 		return
 	}
@@ -258,14 +281,33 @@ func (r *Recorder) Crash(worker, point string) {
 	r.cutLocked(worker, now, IntervalCrashed)
 }
 
-// LeaseLost records that fault cut worker's database session (blackhole,
-// partition, reset, terminated backend, …) and ends its open intervals: the
-// claim is no longer the worker's, whatever it goes on doing.
-func (r *Recorder) LeaseLost(worker, fault string) {
+// LeaseLost records that fault is cutting worker's database session
+// (blackhole, partition, reset, terminated backend, …), before the fault
+// acts, and ends its open intervals: the worker's later actions there are
+// not "inside" anything, since another worker may claim its items as soon as
+// the session is gone. It returns acted, to be called once the fault has
+// acted. An interval the worker begins between LeaseLost and LeaseGrace
+// after acted may have been claimed on the session being cut; if it ends in
+// "error" (its commit failed), it is taken as lost from its start, so that
+// the worker's actions in it are not mistaken for a race with the worker
+// that claimed the freed item (a chaos gate on the reference hit this).
+func (r *Recorder) LeaseLost(worker, fault string) (acted func()) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.addEvent(Event{Kind: EventLeaseLost, Worker: worker, Detail: fault})
 	r.cutLocked(worker, now, IntervalLeaseLost)
+	r.cutting[worker]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.cutting[worker]--
+			if until := r.clock.Now().Add(LeaseGrace); until.After(r.doomedUntil[worker]) {
+				r.doomedUntil[worker] = until
+			}
+		})
+	}
 }
 
 // FaultOn records that fault was applied to target (a link or a provider).

@@ -34,6 +34,13 @@ func (c *stepClock) Now() time.Time {
 	return c.t
 }
 
+// advance moves the clock on by d.
+func (c *stepClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
 func ms(n int) time.Time { return time.Date(2026, 11, 29, 10, 0, 0, n*int(time.Millisecond), time.UTC) }
 
 func TestClassify(t *testing.T) {
@@ -250,5 +257,45 @@ func TestConcurrentRecording(t *testing.T) {
 	}
 	if lost != workers {
 		t.Errorf("%d lease-lost intervals, want %d", lost, workers)
+	}
+}
+
+// A worker can claim on a session a fault is cutting, and record its Begin
+// after the lease loss was recorded (seen in a network gate on the
+// reference: terminate-backend, then a claim on the dying session, then
+// another worker claiming the freed item). Such an interval ends in error
+// and counts as lost from its start; one whose commit succeeded, or one
+// begun after the window, keeps its outcome.
+func TestIntervalBegunOnACutSession(t *testing.T) {
+	c := newClock()
+	r := history.New(history.Options{Clock: c})
+	obs := r.Observer("w1.1")
+	acted := r.LeaseLost("w1.1", "terminate-backend") // t1
+	doomed := obs.Begin("1", "i1")                    // t2
+	doomed("error")                                   // t3
+	committed := obs.Begin("2", "i1")                 // t4
+	committed("done")                                 // t5
+	acted()                                           // t6: the window closes LeaseGrace later
+	late := obs.Begin("3", "i1")                      // t7
+	late("error")                                     // t8
+	c.advance(history.LeaseGrace)
+	after := obs.Begin("4", "i1") // t9 + grace
+	after("error")                // t10 + grace
+	other := r.Observer("w2.1").Begin("5", "i2")
+	other("error")
+
+	got := r.Snapshot().Intervals
+	g := history.LeaseGrace
+	want := []history.Interval{
+		{Seq: 0, Worker: "w1.1", Item: "1", Key: "i1", Start: ms(2), End: ms(2), Outcome: history.IntervalLeaseLost,
+			Reported: ms(3), ReportedOutcome: "error"},
+		{Seq: 1, Worker: "w1.1", Item: "2", Key: "i1", Start: ms(4), End: ms(5), Outcome: "done"},
+		{Seq: 2, Worker: "w1.1", Item: "3", Key: "i1", Start: ms(7), End: ms(7), Outcome: history.IntervalLeaseLost,
+			Reported: ms(8), ReportedOutcome: "error"},
+		{Seq: 3, Worker: "w1.1", Item: "4", Key: "i1", Start: ms(9).Add(g), End: ms(10).Add(g), Outcome: "error"},
+		{Seq: 4, Worker: "w2.1", Item: "5", Key: "i2", Start: ms(11).Add(g), End: ms(12).Add(g), Outcome: "error"},
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("intervals (-want +got):\n%s", d)
 	}
 }
