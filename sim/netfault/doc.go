@@ -16,15 +16,14 @@
 //     "cut-after(120B,up)", "partition") for histories and reports.
 //   - Link.Sever: a crash of the owning incarnation; the link is gone for good
 //     (ErrSevered).
-//   - fault.go: the fault types; toxics.go: netfault's own toxics (every
-//     chain ends in one whose send can be interrupted, so no fault switch
-//     hangs on a connection whose peer went away, and none leaks), and why
-//     toxiproxy's are not enough.
+//   - fault.go: the fault types; toxics.go: how they act (one switch per
+//     direction in every proxy, set through the Link's control; no toxic
+//     is ever added to a live proxy), and why.
 //
 // # Determinism
 //
-// toxiproxy's toxicity and jitter draw from an unseeded global random
-// source, so netfault never uses them: a fault acts on every connection
+// netfault uses no randomness (toxiproxy's toxicity and jitter draw from an
+// unseeded global source): a fault acts on every connection
 // through the link, on connections already open as well as new ones, until
 // it is removed. Scenarios switch faults on and off as whole steps chosen by
 // their own seeded draws.
@@ -43,17 +42,15 @@
 //	blackhole          hangs to the deadline      "timeout: context deadline exceeded" (pgconn.Timeout),
 //	                                              conn closed; a new connect hangs to its timeout too
 //	heal of blackhole  EOF on every connection    next query: "unexpected EOF" or "connection reset by peer"
-//	reset              open conn: EOF (FIN);      open conn: "unexpected EOF";
-//	                   new conn: ECONNRESET       connect: "connection reset by peer"
+//	reset              EOF (FIN) on next data     "unexpected EOF"
 //	cut-after(n)       n bytes, then EOF          "unexpected EOF" (also mid-response); connect: same
 //	partition          open: EOF; dial refused    open: "unexpected EOF"; connect: "connection refused"
 //	sever              as partition, for good     COMMIT: "conn closed" (pgconn.ErrConnClosed); the server
 //	                                              rolls the transaction back
 //
-// net/http: blackhole → context deadline exceeded; reset → "connection reset
-// by peer"; cut-after inside the body → unexpected EOF, inside the status
-// line → "malformed HTTP status code"; upstream cut → EOF; partition →
-// "connection refused".
+// net/http: blackhole → context deadline exceeded; reset → EOF; cut-after
+// inside the body → unexpected EOF, inside the status line → "malformed
+// HTTP status code"; upstream cut → EOF; partition → "connection refused".
 //
 // pgx reports none of these as SafeToRetry: a lost connection around a
 // statement leaves its outcome unknown. A query that hits its ctx deadline
@@ -67,23 +64,18 @@
 //
 // # toxiproxy caveats
 //
-//   - Leaks. In toxiproxy v2.12.0 a connection's data passes through a chain
-//     of goroutines; when one stops reading (a toxic that closes, or the
-//     goroutine writing to a socket that failed), the ones behind it block
-//     forever as soon as more data arrives. netfault avoids every case it
-//     causes: its Blackhole, Reset and CutAfter use leak-proof variants of
-//     toxiproxy's toxics, and Partition, Sever and Close splice a sink onto
-//     every connection before stopping the proxy (a stopped proxy is
-//     replaced, never restarted). One case remains that netfault cannot
-//     reach: an endpoint that closes or resets a connection while data is
-//     still flowing towards it (say a client that gives up mid-response while
-//     a Latency holds several chunks) leaves two goroutines blocked, with
-//     github.com/Shopify/toxiproxy/v2/stream.(*ChanWriter).Write and a toxic's
-//     Pipe (usually toxics.(*NoopToxic).Pipe) on top of their stacks.
-//   - Apply, Remove, Heal, Sever and Close pause each connection's toxic
-//     chain to splice it, and wait while a connection holds data that its
-//     reader is not reading.
+//   - toxiproxy's own toxics, added and removed on a live proxy, can hang a
+//     fault switch forever, panic, or leak goroutines when a connection's
+//     peer goes away mid-stream (toxics.go says how). netfault adds its
+//     switches before a proxy starts and never touches its toxics again, and
+//     every chain ends when the Link retires the proxy (Partition, Sever,
+//     Close), so a test's goleak check sees nothing. A connection whose peer
+//     went away while data was in flight to it keeps two goroutines until
+//     then.
+//   - No RST: toxiproxy closes with RST (SO_LINGER 0) only connections whose
+//     chain held its reset_peer toxic when they started, so every close
+//     netfault causes is a FIN.
 //   - Global state: New silences the global github.com/rs/zerolog/log Logger
 //     (toxiproxy's bandwidth toxic writes there) and registers netfault's
-//     toxics in toxiproxy's toxic registry, once per process.
+//     switch in toxiproxy's toxic registry, once per process.
 package netfault

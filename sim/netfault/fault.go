@@ -41,10 +41,9 @@ func (d Direction) stream() (string, error) {
 }
 
 // Fault is one network fault a Link can carry. The set is closed: each
-// fault maps onto one toxiproxy toxic (or, for Partition, stopping the
-// proxy), and none of them uses toxiproxy's unseeded randomness (toxicity
-// strictly between 0 and 1, jitter), so a fault acts on every connection
-// and the scenario's draws decide everything.
+// fault is a setting of the Link's switch in one direction (toxics.go), or,
+// for Partition, stopping the proxy; none uses randomness, so a fault acts
+// on every connection and the scenario's draws decide everything.
 //
 // A fault's identity on a Link is its kind plus its direction: applying a
 // fault whose kind and direction are already active replaces it.
@@ -54,26 +53,15 @@ type Fault interface {
 	// releases for the same value.
 	String() string
 
-	// spec is what toxiproxy is told.
-	spec() (toxicSpec, error)
 	// id is the fault's identity on a Link (kind + direction), valid
 	// whatever the other fields hold.
 	id() (string, error)
-}
-
-// toxicSpec describes a fault to toxiproxy: the toxics to add, in order, to
-// one direction. No toxics means Partition.
-type toxicSpec struct {
-	id     string
-	stream string
-	toxics []toxicDef
-}
-
-type toxicDef struct {
-	name     string
-	typ      string
-	toxicity float32
-	attrs    map[string]int64
+	// check reports fields out of range.
+	check() error
+	// dir is the direction whose switch the fault sets (Partition: none).
+	dir() Direction
+	// set switches the fault on or off in its direction's config.
+	set(c *config, on bool)
 }
 
 func faultID(kind string, d Direction) (string, error) {
@@ -83,21 +71,11 @@ func faultID(kind string, d Direction) (string, error) {
 	return kind + "(" + d.String() + ")", nil
 }
 
-// oneToxic is the spec of a fault made of one fully toxic toxic.
-func oneToxic(kind string, d Direction, typ string, attrs map[string]int64) (toxicSpec, error) {
-	s, err := d.stream()
-	if err != nil {
-		return toxicSpec{}, err
-	}
-	id, _ := faultID(kind, d)
-	return toxicSpec{id: id, stream: s, toxics: []toxicDef{{name: id, typ: typ, toxicity: 1, attrs: attrs}}}, nil
-}
-
 // Latency delays every chunk of data in Dir by Delay, measured from when the
 // proxy read it. It never drops or reorders data. Delay must be a positive
-// whole number of milliseconds (toxiproxy's unit); anything else is
-// rejected rather than rounded, so the String of an applied fault is exactly
-// what was in force.
+// whole number of milliseconds; anything else is rejected rather than
+// rounded, so the String of an applied fault is exactly what was in force.
+// Removing it hands on what it holds at once.
 type Latency struct {
 	Delay time.Duration
 	Dir   Direction
@@ -107,11 +85,20 @@ func (f Latency) String() string { return fmt.Sprintf("latency(%v,%v)", f.Delay,
 
 func (f Latency) id() (string, error) { return faultID("latency", f.Dir) }
 
-func (f Latency) spec() (toxicSpec, error) {
+func (f Latency) check() error {
 	if f.Delay <= 0 || f.Delay%time.Millisecond != 0 {
-		return toxicSpec{}, fmt.Errorf("latency %v: want a positive whole number of milliseconds: %w", f.Delay, ErrInvalidFault)
+		return fmt.Errorf("latency %v: want a positive whole number of milliseconds: %w", f.Delay, ErrInvalidFault)
 	}
-	return oneToxic("latency", f.Dir, typeLatency, map[string]int64{"latency": f.Delay.Milliseconds()})
+	return nil
+}
+
+func (f Latency) dir() Direction { return f.Dir }
+
+func (f Latency) set(c *config, on bool) {
+	c.latency = 0
+	if on {
+		c.latency = f.Delay
+	}
 }
 
 // Blackhole swallows all data in Dir and never closes the connection by
@@ -119,10 +106,9 @@ func (f Latency) spec() (toxicSpec, error) {
 // help; the proxy's sockets are healthy). It passes on the end of the
 // stream, though: if the sending side closes, the receiving side sees EOF
 // (so an HTTP server that closes after responding is not blackholed; with
-// keep-alive it is). It behaves as toxiproxy's "timeout" toxic
-// with timeout 0 (see toxics.go for why it is a netfault variant). Removing
-// it (Heal, Remove) closes every connection open through the link, with
-// FIN, because the swallowed bytes are gone and those streams cannot go on.
+// keep-alive it is). Removing it (Heal, Remove) closes every connection
+// open through the link, with FIN, because the swallowed bytes are gone and
+// those streams cannot go on.
 type Blackhole struct {
 	Dir Direction
 }
@@ -131,17 +117,23 @@ func (f Blackhole) String() string { return fmt.Sprintf("blackhole(%v)", f.Dir) 
 
 func (f Blackhole) id() (string, error) { return faultID("blackhole", f.Dir) }
 
-func (f Blackhole) spec() (toxicSpec, error) {
-	return oneToxic("blackhole", f.Dir, typeBlackhole, nil)
+func (Blackhole) check() error { return nil }
+
+func (f Blackhole) dir() Direction { return f.Dir }
+
+func (Blackhole) set(c *config, on bool) {
+	if on && !c.blackhole {
+		c.blackholes++
+	}
+	c.blackhole = on
 }
 
-// Reset closes a connection as soon as the next data arrives in Dir, dropping
-// that data, as toxiproxy's "reset_peer" toxic with timeout 0. Connections
-// opened while it is active are closed with RST (SO_LINGER 0), so the peers
-// read ECONNRESET; connections that were already open when it was applied
-// are closed with FIN and read EOF (toxiproxy sets the linger option only
-// when a connection starts). Downstream (the zero value) lets the request
-// reach the server and loses the response; Upstream loses the request.
+// Reset closes a connection as soon as the next data arrives in Dir,
+// dropping that data, with FIN: the peers read EOF (toxiproxy's reset_peer
+// would close new connections with RST, but only as a toxic added to a
+// live proxy, which netfault never does; see toxics.go). Downstream (the
+// zero value) lets the request reach the server and loses the response;
+// Upstream loses the request.
 type Reset struct {
 	Dir Direction
 }
@@ -150,20 +142,11 @@ func (f Reset) String() string { return fmt.Sprintf("reset(%v)", f.Dir) }
 
 func (f Reset) id() (string, error) { return faultID("reset", f.Dir) }
 
-func (f Reset) spec() (toxicSpec, error) {
-	spec, err := oneToxic("reset", f.Dir, typeReset, nil)
-	if err != nil {
-		return spec, err
-	}
-	// The inert original only makes toxiproxy close new connections with
-	// RST; see resetToxic. It forwards with a plain send, so it goes in
-	// front, where the netfault.reset behind it always reads, and it is
-	// removed first (removeToxics goes in this order): it is never the last
-	// toxic of a chain (see toxics.go).
-	linger := toxicDef{name: spec.id + ".linger", typ: "reset_peer", toxicity: 0, attrs: map[string]int64{"timeout": 0}}
-	spec.toxics = append([]toxicDef{linger}, spec.toxics...)
-	return spec, nil
-}
+func (Reset) check() error { return nil }
+
+func (f Reset) dir() Direction { return f.Dir }
+
+func (Reset) set(c *config, on bool) { c.reset = on }
 
 // CutAfter lets Bytes bytes through in Dir on each connection and then
 // closes it (FIN), as toxiproxy's "limit_data": a response or request cut
@@ -181,11 +164,21 @@ func (f CutAfter) String() string { return fmt.Sprintf("cut-after(%dB,%v)", f.By
 
 func (f CutAfter) id() (string, error) { return faultID("cut-after", f.Dir) }
 
-func (f CutAfter) spec() (toxicSpec, error) {
+func (f CutAfter) check() error {
 	if f.Bytes < 0 {
-		return toxicSpec{}, fmt.Errorf("cut-after %d bytes: %w", f.Bytes, ErrInvalidFault)
+		return fmt.Errorf("cut-after %d bytes: %w", f.Bytes, ErrInvalidFault)
 	}
-	return oneToxic("cut-after", f.Dir, typeCut, map[string]int64{"bytes": f.Bytes})
+	return nil
+}
+
+func (f CutAfter) dir() Direction { return f.Dir }
+
+func (f CutAfter) set(c *config, on bool) {
+	c.cutOn = on
+	if on {
+		c.cut = f.Bytes
+		c.cuts++
+	}
 }
 
 // Partition takes the link down: the proxy stops listening, so new
@@ -197,4 +190,8 @@ func (Partition) String() string { return "partition" }
 
 func (Partition) id() (string, error) { return "partition", nil }
 
-func (Partition) spec() (toxicSpec, error) { return toxicSpec{id: "partition"}, nil }
+func (Partition) check() error { return nil }
+
+func (Partition) dir() Direction { return Downstream }
+
+func (Partition) set(*config, bool) {}

@@ -170,12 +170,12 @@ func stalledThenDropped(t *testing.T, l *Link) {
 	time.Sleep(100 * time.Millisecond)
 }
 
-// Every fault switch interrupts the last toxic of each connection's chain.
-// toxiproxy v2.12.0's own toxics forward with a plain channel send, so a
-// last toxic holding a chunk for a writer that has exited cannot be
-// interrupted, and the switch hangs forever holding the proxy's lock (toxiproxy
-// issues #558, #427; the same hang stopped a CI run in sim/netfault).
-// netfault's chains end in toxics whose sends can be interrupted.
+// A fault switch must not wait for a connection. With toxiproxy's own
+// toxics added and removed on the live proxy, every switch paused the last
+// toxic of each chain, which a chunk held for a writer that has exited
+// blocks for good: the switch hung forever holding the proxy's lock
+// (toxiproxy issues #558, #427; the same hang stopped a CI run). Every
+// case here hung so; each goroutine must also be gone at the end.
 func TestFaultSwitchesWhenAWriterIsGone(t *testing.T) {
 	lat := Latency{Delay: time.Millisecond}
 	for _, tc := range []struct {

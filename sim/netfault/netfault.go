@@ -140,26 +140,17 @@ func (n *Network) Link(name, upstream string) (*Link, error) {
 	if _, ok := n.links[name]; ok {
 		return nil, fmt.Errorf("netfault: link %q: %w", name, ErrNameTaken)
 	}
-	p := newProxy(n.srv, name, "127.0.0.1:0", upstream)
-	if err := n.srv.Collection.Add(p.Proxy, false); err != nil {
-		p.end()
+	l := &Link{net: n, name: name, upstream: upstream, ctl: [2]*control{newControl(), newControl()}}
+	p, err := l.startProxy("127.0.0.1:0")
+	if err != nil {
 		if errors.Is(err, toxiproxy.ErrProxyAlreadyExists) {
 			err = ErrNameTaken
 		}
-		return nil, fmt.Errorf("netfault: link %q: add proxy: %w", name, err)
-	}
-	err := addTails(n.quiet, p)
-	if err == nil {
-		err = p.Start()
-	}
-	if err != nil {
-		p.end()
-		_ = n.srv.Collection.Remove(name)
-		return nil, fmt.Errorf("netfault: link %q: start proxy: %w", name, err)
+		return nil, fmt.Errorf("netfault: link %q: %w", name, err)
 	}
 	// Start has returned, so the accept goroutine's write of the bound
 	// address happened before this read.
-	l := &Link{net: n, name: name, upstream: upstream, addr: p.Listen, proxy: p}
+	l.addr, l.proxy = p.Listen, p
 	n.links[name] = l
 	n.logger.Debug("netfault: link up", "link", name, "addr", l.addr, "upstream", upstream)
 	return l, nil
@@ -181,13 +172,16 @@ type Link struct {
 	name     string
 	upstream string
 	addr     string
+	// ctl holds the faults in force per Direction; every proxy of the Link
+	// obeys it (see toxics.go).
+	ctl [2]*control
 
 	mu sync.Mutex
 	// proxy is the current toxiproxy proxy. A stopped proxy is never
 	// started again: lifting a partition starts a fresh one on the same
-	// address (see retire).
+	// address.
 	proxy       *proxy
-	active      []activeFault // in the order applied
+	active      []Fault // in the order applied
 	partitioned bool
 	// hold keeps the port bound while partitioned (holdPort); nil when
 	// not partitioned or where it could not be held.
@@ -196,9 +190,11 @@ type Link struct {
 	closed  bool
 }
 
-type activeFault struct {
-	fault Fault
-	spec  toxicSpec
+// proxy is a toxiproxy proxy and the channel its switches watch, closed
+// when the Link retires it.
+type proxy struct {
+	*toxiproxy.Proxy
+	retired chan struct{}
 }
 
 // Name returns the name given to Network.Link.
@@ -213,21 +209,20 @@ func (l *Link) Addr() string { return l.addr }
 
 // Apply adds a fault; it acts on connections already open as well as on new
 // ones. A fault of the same kind and direction that is already active is
-// replaced (removed, then the new one added, so it moves to the end of
-// Faults); applying an identical fault again changes nothing. Partition
-// stops the proxy. Other faults applied while partitioned take effect when
-// the partition is lifted with Remove (Heal removes them all).
-//
-// Apply (and Remove, Heal, Sever) never waits for a reader: toxiproxy
-// pauses each connection's last toxic to splice in the new one, and
-// netfault's toxics can be paused while they wait to write (toxics.go).
-// Removing a Latency or CutAfter hands on the chunk each connection holds,
-// waiting up to 5 s for each reader that has gone.
+// replaced (it moves to the end of Faults); applying an identical fault
+// again changes nothing. Partition stops the proxy. Other faults applied
+// while partitioned take effect when the partition is lifted with Remove
+// (Heal removes them all). Apply, Remove and Heal never wait for a
+// connection: they switch the Link's control, which every connection
+// watches (toxics.go).
 func (l *Link) Apply(f Fault) error {
 	if f == nil {
 		return fmt.Errorf("netfault: %s: apply nil: %w", l.name, ErrInvalidFault)
 	}
-	spec, err := f.spec()
+	id, err := f.id()
+	if err == nil {
+		err = f.check()
+	}
 	if err != nil {
 		return fmt.Errorf("netfault: %s: apply %v: %w", l.name, f, err)
 	}
@@ -237,41 +232,24 @@ func (l *Link) Apply(f Fault) error {
 	if err := l.usable(); err != nil {
 		return fmt.Errorf("netfault: %s: apply %v: %w", l.name, f, err)
 	}
-	if len(spec.toxics) == 0 { // Partition
+	if _, ok := f.(Partition); ok {
 		if !l.partitioned {
-			// retire stops the proxy even when it reports an error.
-			err := l.retire()
+			l.retire()
 			l.partitioned = true
 			l.holdLocked()
-			l.active = append(l.active, activeFault{f, spec})
-			if err != nil {
-				return fmt.Errorf("netfault: %s: apply %v: %w", l.name, f, err)
-			}
+			l.active = append(l.active, f)
 		}
 		l.net.logger.Debug("netfault: fault applied", "link", l.name, "fault", f.String())
 		return nil
 	}
-
-	if i := l.find(spec.id); i >= 0 {
-		if l.active[i].fault == f {
+	if i := l.find(id); i >= 0 {
+		if l.active[i] == f {
 			return nil
-		}
-		// Replace by remove + add rather than toxiproxy's update: an update
-		// decodes the new attributes into the toxic that running connections
-		// are reading, which is a data race inside toxiproxy.
-		if !l.partitioned {
-			if err := l.removeToxics(l.active[i].spec); err != nil {
-				return fmt.Errorf("netfault: %s: replace %v with %v: %w", l.name, l.active[i].fault, f, err)
-			}
 		}
 		l.active = slices.Delete(l.active, i, i+1)
 	}
-	if !l.partitioned {
-		if err := addToxics(l.net.quiet, l.proxy, spec); err != nil {
-			return fmt.Errorf("netfault: %s: apply %v: %w", l.name, f, err)
-		}
-	}
-	l.active = append(l.active, activeFault{f, spec})
+	l.ctl[f.dir()].update(func(c *config) { f.set(c, true) })
+	l.active = append(l.active, f)
 	l.net.logger.Debug("netfault: fault applied", "link", l.name, "fault", f.String())
 	return nil
 }
@@ -300,22 +278,15 @@ func (l *Link) Remove(f Fault) error {
 		return nil
 	}
 	removed := l.active[i]
-	switch {
-	case len(removed.spec.toxics) == 0:
-		l.active = slices.Delete(l.active, i, i+1)
+	if _, ok := removed.(Partition); ok {
 		if err := l.restart(); err != nil {
-			l.active = slices.Insert(l.active, i, removed)
 			return err
 		}
-	case l.partitioned:
-		l.active = slices.Delete(l.active, i, i+1)
-	default:
-		if err := l.removeToxics(removed.spec); err != nil {
-			return fmt.Errorf("netfault: %s: remove %v: %w", l.name, removed.fault, err)
-		}
-		l.active = slices.Delete(l.active, i, i+1)
+	} else {
+		l.ctl[removed.dir()].update(func(c *config) { removed.set(c, false) })
 	}
-	l.net.logger.Debug("netfault: fault removed", "link", l.name, "fault", removed.fault.String())
+	l.active = slices.Delete(l.active, i, i+1)
+	l.net.logger.Debug("netfault: fault removed", "link", l.name, "fault", removed.String())
 	return nil
 }
 
@@ -329,24 +300,18 @@ func (l *Link) Heal() error {
 	if err := l.usable(); err != nil {
 		return fmt.Errorf("netfault: %s: heal: %w", l.name, err)
 	}
-	if l.partitioned {
-		kept := l.active
-		l.active = nil
-		if err := l.restart(); err != nil {
-			l.active = kept
-			return err
-		}
-	} else {
-		// Not toxiproxy's ResetToxics: that would remove the tails too.
-		var errs []error
-		for _, a := range l.active {
-			errs = append(errs, l.removeToxics(a.spec))
-		}
-		l.active = nil
-		if err := errors.Join(errs...); err != nil {
-			return fmt.Errorf("netfault: %s: heal: %w", l.name, err)
+	for _, f := range l.active {
+		if _, ok := f.(Partition); !ok {
+			l.ctl[f.dir()].update(func(c *config) { f.set(c, false) })
 		}
 	}
+	if l.partitioned {
+		if err := l.restart(); err != nil {
+			l.active = slices.DeleteFunc(l.active, func(f Fault) bool { _, ok := f.(Partition); return !ok })
+			return err
+		}
+	}
+	l.active = nil
 	l.net.logger.Debug("netfault: healed", "link", l.name)
 	return nil
 }
@@ -367,9 +332,7 @@ func (l *Link) Sever() error {
 	}
 	l.severed = true
 	if !l.partitioned {
-		if err := l.retire(); err != nil {
-			return fmt.Errorf("netfault: %s: sever: %w", l.name, err)
-		}
+		l.retire()
 	}
 	l.net.logger.Debug("netfault: severed", "link", l.name)
 	return nil
@@ -385,16 +348,18 @@ func (l *Link) Close() error {
 	}
 	l.closed = true
 	l.releaseLocked()
-	var errs []error
 	if !l.partitioned && !l.severed {
-		errs = append(errs, l.retire())
+		l.retire()
 	}
-	errs = append(errs, l.net.srv.Collection.Remove(l.name))
+	err := l.net.srv.Collection.Remove(l.name)
+	if errors.Is(err, toxiproxy.ErrProxyNotFound) {
+		err = nil // a restart that failed had removed it
+	}
 	l.mu.Unlock()
 
 	l.net.forget(l)
 	l.net.logger.Debug("netfault: link closed", "link", l.name)
-	if err := errors.Join(errs...); err != nil {
+	if err != nil {
 		return fmt.Errorf("netfault: %s: close: %w", l.name, err)
 	}
 	return nil
@@ -404,79 +369,85 @@ func (l *Link) Close() error {
 func (l *Link) Faults() []Fault {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := make([]Fault, len(l.active))
-	for i, a := range l.active {
-		out[i] = a.fault
-	}
-	return out
+	return slices.Clone(l.active)
 }
 
-// retire stops the current proxy for good, closing its connections; l.mu
-// is held.
-//
-// toxiproxy's Stop closes the sockets under running connections; a
-// goroutine writing to one then fails and exits, and any data still in
-// flight behind it blocks its chain forever (see toxics.go). So first a
-// sink is spliced onto the end of every chain: from then on nothing reaches
-// the writers, and after Stop every chain ends cleanly. The sinks stay in
-// that proxy's chains, which is why a retired proxy is replaced, never
-// restarted.
-func (l *Link) retire() error {
-	var errs []error
+// startProxy starts a proxy for the Link on listen, its switches bound to
+// the Link's control before it accepts a connection. Listening on a port
+// the Link held until just now is tried for a while: a connection holding
+// it as its local port may end.
+func (l *Link) startProxy(listen string) (*proxy, error) {
+	p := &proxy{Proxy: toxiproxy.NewProxy(l.net.srv, l.name, listen, l.upstream), retired: make(chan struct{})}
+	if err := l.net.srv.Collection.Add(p.Proxy, false); err != nil {
+		return nil, fmt.Errorf("add proxy: %w", err)
+	}
+	err := l.addSwitches(p)
+	if err == nil {
+		for range 50 {
+			if err = p.Start(); err == nil || !errors.Is(err, syscall.EADDRINUSE) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if err != nil {
+		close(p.retired)
+		_ = l.net.srv.Collection.Remove(l.name)
+		return nil, fmt.Errorf("start proxy on %s: %w", listen, err)
+	}
+	return p, nil
+}
+
+func (l *Link) addSwitches(p *proxy) error {
 	for _, d := range []Direction{Downstream, Upstream} {
 		s, _ := d.stream()
-		sink := toxicSpec{stream: s, toxics: []toxicDef{{name: "netfault.sink(" + d.String() + ")", typ: typeBlackhole, toxicity: 1}}}
-		errs = append(errs, addToxics(l.net.quiet, l.proxy, sink))
+		body, err := json.Marshal(map[string]any{"name": typeSwitch + "(" + d.String() + ")", "type": typeSwitch, "stream": s, "toxicity": 1})
+		if err != nil {
+			return err
+		}
+		w, err := p.Toxics.AddToxicJson(bytes.NewReader(body))
+		if err != nil {
+			return fmt.Errorf("add the switch: %w", err)
+		}
+		sw := w.Toxic.(*switchToxic)
+		sw.ctl, sw.retired = l.ctl[d], p.retired
 	}
-	l.proxy.end()
-	l.proxy.Stop()
-	return errors.Join(errs...)
+	return nil
 }
 
-// restart ends a partition with a fresh proxy on the same address, carrying
-// the active faults; l.mu is held.
+// retire stops the current proxy for good; l.mu is held. Its switches end
+// every stream first (so every chain ends, also one whose writer has
+// exited), then Stop closes the sockets. A stopped proxy is replaced, never
+// restarted.
+func (l *Link) retire() {
+	close(l.proxy.retired)
+	l.proxy.Stop()
+}
+
+// restart ends a partition with a fresh proxy on the same address; l.mu is
+// held. The faults in force stay in force: they are the Link's control.
 func (l *Link) restart() error {
-	p := newProxy(l.net.srv, l.name, l.addr, l.upstream)
 	// The retired proxy is stopped, so Remove only forgets it. Our Network
 	// holds the name meanwhile, so nobody else can take it.
-	if err := l.net.srv.Collection.Remove(l.name); err != nil {
-		p.end()
+	// ErrProxyNotFound: an earlier restart removed it and then failed.
+	if err := l.net.srv.Collection.Remove(l.name); err != nil && !errors.Is(err, toxiproxy.ErrProxyNotFound) {
 		return fmt.Errorf("netfault: %s: replace proxy: %w", l.name, err)
-	}
-	if err := l.net.srv.Collection.Add(p.Proxy, false); err != nil {
-		p.end()
-		return fmt.Errorf("netfault: %s: replace proxy: %w", l.name, err)
-	}
-	l.proxy = p // even if Start fails below: a later Heal replaces it again
-	if err := addTails(l.net.quiet, p); err != nil {
-		return fmt.Errorf("netfault: %s: %w", l.name, err)
-	}
-	for _, a := range l.active {
-		if err := addToxics(l.net.quiet, p, a.spec); err != nil {
-			return fmt.Errorf("netfault: %s: restore %v: %w", l.name, a.fault, err)
-		}
 	}
 	// l.addr is the bound "127.0.0.1:port", so this listens on the same
 	// port, which the hold kept until now. Without a hold another socket
-	// may have taken it: the listen is tried for a while (a connection
-	// holding it as its local port may end), then the link stays
-	// partitioned.
+	// may have taken it; then the link stays partitioned.
 	l.releaseLocked()
-	var err error
-	for range 50 {
-		if err = p.Start(); err == nil || !errors.Is(err, syscall.EADDRINUSE) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	p, err := l.startProxy(l.addr)
 	if err != nil {
-		return fmt.Errorf("netfault: %s: listen again on %s: %w", l.name, l.addr, err)
+		return fmt.Errorf("netfault: %s: listen again: %w", l.name, err)
 	}
 	if p.Listen != l.addr {
 		// Cannot happen with toxiproxy v2.12.0; guards the promise of Addr.
-		p.Stop()
+		l.proxy = p
+		l.retire()
 		return fmt.Errorf("netfault: %s: listening on %s, not %s", l.name, p.Listen, l.addr)
 	}
+	l.proxy = p
 	l.partitioned = false
 	return nil
 }
@@ -504,69 +475,6 @@ func (l *Link) releaseLocked() {
 	}
 }
 
-// proxy is a toxiproxy proxy and the lifetime its toxics watch (see
-// toxics.go); end it when the proxy is retired.
-type proxy struct {
-	*toxiproxy.Proxy
-	life uint64
-	end  func()
-}
-
-func newProxy(srv *toxiproxy.ApiServer, name, listen, upstream string) *proxy {
-	life, end := newLifetime()
-	return &proxy{Proxy: toxiproxy.NewProxy(srv, name, listen, upstream), life: life, end: end}
-}
-
-// addTails puts the permanent tail (see toxics.go) into both directions of
-// a proxy that has no toxics and accepts no connections yet.
-func addTails(ctx context.Context, p *proxy) error {
-	for _, d := range []Direction{Downstream, Upstream} {
-		s, _ := d.stream()
-		tail := toxicSpec{stream: s, toxics: []toxicDef{{name: "netfault.tail(" + d.String() + ")", typ: typeTail, toxicity: 1}}}
-		if err := addToxics(ctx, p, tail); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// addToxics adds a fault's toxics in order; each carries p's lifetime as
-// its "life" attribute (toxics that have none ignore it).
-func addToxics(ctx context.Context, p *proxy, spec toxicSpec) error {
-	for i, t := range spec.toxics {
-		attrs := map[string]int64{"life": int64(p.life)}
-		maps.Copy(attrs, t.attrs)
-		body, err := json.Marshal(struct {
-			Name       string           `json:"name"`
-			Type       string           `json:"type"`
-			Stream     string           `json:"stream"`
-			Toxicity   float32          `json:"toxicity"`
-			Attributes map[string]int64 `json:"attributes,omitempty"`
-		}{t.name, t.typ, spec.stream, t.toxicity, attrs})
-		if err == nil {
-			_, err = p.Toxics.AddToxicJson(bytes.NewReader(body))
-		}
-		if err != nil {
-			for _, added := range spec.toxics[:i] {
-				_ = p.Toxics.RemoveToxic(ctx, added.name)
-			}
-			return fmt.Errorf("add toxic %s: %w", t.name, err)
-		}
-	}
-	return nil
-}
-
-// removeToxics removes a fault's toxics in the order they were added.
-func (l *Link) removeToxics(spec toxicSpec) error {
-	var errs []error
-	for _, t := range spec.toxics {
-		if err := l.proxy.Toxics.RemoveToxic(l.net.quiet, t.name); err != nil {
-			errs = append(errs, fmt.Errorf("remove toxic %s: %w", t.name, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
 func (l *Link) usable() error {
 	switch {
 	case l.closed:
@@ -578,5 +486,8 @@ func (l *Link) usable() error {
 }
 
 func (l *Link) find(id string) int {
-	return slices.IndexFunc(l.active, func(a activeFault) bool { return a.spec.id == id })
+	return slices.IndexFunc(l.active, func(f Fault) bool {
+		fid, _ := f.id()
+		return fid == id
+	})
 }

@@ -8,309 +8,198 @@ import (
 	"github.com/Shopify/toxiproxy/v2/toxics"
 )
 
-// netfault's own toxics, and why toxiproxy's are not enough.
+// How faults act, and why not through toxiproxy's toxics.
 //
 // In toxiproxy v2.12.0 each connection direction is a chain of goroutines
-// ("stubs") joined by unbuffered channels, starting with a noop and ending
-// in the goroutine that writes to the socket. Two things go wrong with its
-// own toxics under faults:
+// ("stubs") joined by unbuffered channels, from the goroutine reading one
+// socket to the one writing the other. Adding or removing a toxic on a live
+// proxy pauses stubs of every chain under the proxy's lock, and that is
+// fragile in three ways, each seen here:
 //
-//   - Leaks. When a stub closes itself (limit_data after N bytes, reset_peer
-//     on data, timeout when removed), it stops reading its input, but the
-//     stub in front of it keeps running: the next chunk that arrives blocks
-//     it, and the goroutine reading the socket behind it, forever. Each
-//     connection that hits this leaks two goroutines and a 32 KiB buffer.
-//     The variants below, once closed, keep consuming their input until the
-//     chain ends.
-//   - A hang. Every fault switch interrupts the last stub of each chain
-//     (adding a toxic splices it in behind that stub; removing one pauses
-//     it), under the proxy's lock. toxiproxy's toxics forward with a plain
-//     channel send, so a stub holding a chunk for a socket writer that has
-//     exited (its peer went away mid-stream) cannot be interrupted: the
-//     switch waits forever, and with it the exiting writer, which needs the
-//     same lock (toxiproxy issues #558, #427). So every chain ends in a
-//     netfault toxic whose send can be interrupted: a permanent tail behind
-//     the noop (tailToxic), then the faults, each of which either forwards
-//     that way (latency, cut) or forwards nothing (blackhole, reset). A
-//     chunk held when interrupted is kept in the stub's state and sent when
-//     the stub runs again, or, when its toxic is removed, flushed within
-//     flushWait. The one toxiproxy toxic left, Reset's inert reset_peer, is
-//     never last (see Reset.spec and Link.removeToxics).
-//   - A leak that no interrupt reaches: when a socket writer exits, toxiproxy
-//     drops its chain from the proxy's list, so no later fault switch
-//     touches it, and a chunk held for that writer blocks the chain and the
-//     socket reader behind it for good. So each forwarding toxic also
-//     watches its proxy's lifetime (lifetimes): when the link retires the
-//     proxy, it closes and drains, and the chain ends.
+//   - A hang. toxiproxy's toxics forward with a plain channel send, so a
+//     stub holding a chunk for a socket writer that has exited (its peer
+//     went away mid-stream) cannot be paused: the switch waits forever, and
+//     so does the exiting writer, which needs the same lock (toxiproxy
+//     issues #558, #427; it stopped a CI run).
+//   - A panic. Removing a toxic whose stub has closed (a cut that cut, a
+//     connection that ended) leaves the chain's stub list longer than its
+//     toxic list, and a later add then indexes past the end (index out of
+//     range in ToxicLink.AddToxic; a false-alarm gate hit it).
+//   - Leaks. A stub that stops reading (a toxic that closed, a writer that
+//     failed) blocks the stubs and the socket reader behind it for good.
 //
-// They are registered in toxiproxy's global toxic registry, the only way
-// toxiproxy accepts a toxic type.
-const (
-	typeTail      = "netfault.tail"
-	typeLatency   = "netfault.latency"
-	typeBlackhole = "netfault.blackhole"
-	typeCut       = "netfault.cut"
-	typeReset     = "netfault.reset"
-)
+// So netfault never adds or removes a toxic on a live proxy. Every proxy is
+// born with one netfault toxic per direction, the switch, behind the
+// initial noop, and faults are switched on and off in the switch's control
+// (one per Link and direction, kept across a partition's new proxy), which
+// every stub watches. A switch never blocks on anything but its input, its
+// output, a change of its control and the end of its proxy, and when the
+// Link retires the proxy every switch closes and drains, so every chain
+// ends.
+//
+// The switch is registered in toxiproxy's global toxic registry, the only
+// way toxiproxy accepts a toxic type.
+const typeSwitch = "netfault.switch"
 
-// flushWait bounds how long removing a toxic waits to hand on the chunk it
-// holds, as toxiproxy bounds the chunks it moves on removal.
-const flushWait = 5 * time.Second
+func registerToxics() { toxics.Register(typeSwitch, new(switchToxic)) }
 
-func registerToxics() {
-	toxics.Register(typeTail, new(tailToxic))
-	toxics.Register(typeLatency, new(latencyToxic))
-	toxics.Register(typeBlackhole, new(blackholeToxic))
-	toxics.Register(typeCut, new(cutToxic))
-	toxics.Register(typeReset, new(resetToxic))
+// config is the faults in force in one direction of a Link. Its zero value
+// is no fault.
+type config struct {
+	latency time.Duration // 0: none
+
+	blackhole bool
+	// blackholes counts the Blackholes applied so far: a stream that saw
+	// number n swallow data ends once n is no longer in force.
+	blackholes uint64
+
+	cutOn bool
+	cut   int64 // bytes each connection may still pass when cutOn
+	// cuts counts the CutAfters applied so far: each restarts every
+	// connection's count.
+	cuts uint64
+
+	reset bool
 }
 
-// drain consumes a closed stub's input until the chain ends.
-func drain(stub *toxics.ToxicStub) {
-	for range stub.Input {
-	}
+// control is a config that stubs watch: changed is closed (and replaced)
+// on every change.
+type control struct {
+	mu      sync.Mutex
+	cfg     config
+	changed chan struct{}
 }
 
-// lifetimes hands each proxy's toxics a channel closed when the proxy is
-// retired. toxiproxy builds every toxic from JSON (toxics.New), so a toxic
-// can only name a Go value, here by the "life" attribute; like the toxic
-// registry this is process-wide, and entries live as long as their proxy.
-var lifetimes = struct {
-	sync.Mutex
-	next uint64
-	m    map[uint64]chan struct{}
-}{m: map[uint64]chan struct{}{}}
+func newControl() *control { return &control{changed: make(chan struct{})} }
 
-// newLifetime starts a lifetime; end closes and forgets it.
-func newLifetime() (id uint64, end func()) {
-	lifetimes.Lock()
-	defer lifetimes.Unlock()
-	lifetimes.next++
-	id = lifetimes.next
-	ch := make(chan struct{})
-	lifetimes.m[id] = ch
-	var once sync.Once
-	return id, func() {
-		once.Do(func() {
-			lifetimes.Lock()
-			delete(lifetimes.m, id)
-			lifetimes.Unlock()
-			close(ch)
-		})
-	}
+func (c *control) load() (config, <-chan struct{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cfg, c.changed
 }
 
-// lifetime returns the channel of lifetime id; one already ended (or never
-// started) is a closed channel.
-func lifetime(id uint64) <-chan struct{} {
-	lifetimes.Lock()
-	defer lifetimes.Unlock()
-	if ch, ok := lifetimes.m[id]; ok {
-		return ch
-	}
-	ch := make(chan struct{})
-	close(ch)
-	return ch
+func (c *control) update(f func(*config)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f(&c.cfg)
+	close(c.changed)
+	c.changed = make(chan struct{})
 }
 
-// held is the chunk a forwarding stub has taken from its input and not yet
-// handed on; it lives in the stub's State, so it survives an interrupt.
-type held struct {
-	chunk *stream.StreamChunk
+// switchToxic applies its control's faults to one direction of every
+// connection of a proxy. ctl and retired are set before the proxy starts,
+// so every Pipe sees them.
+type switchToxic struct {
+	ctl     *control
+	retired <-chan struct{}
 }
 
-// forward hands on the held chunk unless interrupted first; it reports
-// whether the chunk went. If the proxy retires first, the chunk is dropped
-// and the stub closes and drains: on return false the toxic's Pipe returns.
-func forward(stub *toxics.ToxicStub, h *held, retired <-chan struct{}) bool {
-	select {
-	case stub.Output <- h.chunk:
-		h.chunk = nil
-		return true
-	case <-stub.Interrupt:
-		return false
-	case <-retired:
-		h.chunk = nil
-		stub.Close()
-		drain(stub)
-		return false
-	}
+// stubState is one connection direction's progress through the faults.
+type stubState struct {
+	held *stream.StreamChunk // read, not yet handed on
+	// sawBlackhole is the number of the Blackhole that swallowed data of
+	// this stream, 0 if none did.
+	sawBlackhole uint64
+	cuts         uint64 // the CutAfter that sent counts for
+	sent         int64
+	cutDone      bool // end the stream once held is handed on
 }
 
-// flush hands on the held chunk of a stub whose toxic is being removed
-// (toxiproxy calls Cleanup after interrupting it, before it splices the
-// stub out); a reader that is gone costs flushWait and the chunk.
-func flush(stub *toxics.ToxicStub, h *held) {
-	if h.chunk != nil {
-		_ = stub.WriteOutput(h.chunk, flushWait)
-		h.chunk = nil
-	}
-}
+func (*switchToxic) NewState() any { return new(stubState) }
 
-// tailToxic passes data through, as the noop does, but interruptibly: it is
-// the permanent last-but-faults toxic of every chain, so that the noop is
-// never last.
-type tailToxic struct {
-	Life uint64 `json:"life"`
-}
-
-func (*tailToxic) NewState() any { return new(held) }
-
-func (t *tailToxic) Pipe(stub *toxics.ToxicStub) {
-	h := stub.State.(*held)
-	retired := lifetime(t.Life)
+func (t *switchToxic) Pipe(stub *toxics.ToxicStub) {
+	s := stub.State.(*stubState)
 	for {
-		if h.chunk != nil && !forward(stub, h, retired) {
+		cfg, changed := t.ctl.load()
+		if s.sawBlackhole != 0 && (!cfg.blackhole || cfg.blackholes != s.sawBlackhole) {
+			// The bytes it swallowed are gone: the stream cannot go on.
+			t.end(stub)
 			return
 		}
-		select {
-		case <-stub.Interrupt:
-			return
-		case c := <-stub.Input:
-			if c == nil {
-				stub.Close()
-				return
-			}
-			h.chunk = c
+		if cfg.blackhole {
+			s.sawBlackhole = cfg.blackholes
+			s.held = nil
 		}
-	}
-}
 
-// latencyToxic is toxiproxy's latency without jitter: each chunk leaves
-// Latency milliseconds after the proxy read it. Removing it hands on the
-// chunk it holds at once, as the original does.
-type latencyToxic struct {
-	Latency int64  `json:"latency"`
-	Life    uint64 `json:"life"`
-}
-
-func (*latencyToxic) NewState() any { return new(held) }
-
-func (t *latencyToxic) Pipe(stub *toxics.ToxicStub) {
-	h := stub.State.(*held)
-	retired := lifetime(t.Life)
-	delay := time.Duration(t.Latency) * time.Millisecond
-	for {
-		if h.chunk != nil {
-			if wait := delay - time.Since(h.chunk.Timestamp); wait > 0 {
+		if s.held != nil {
+			if wait := cfg.latency - time.Since(s.held.Timestamp); wait > 0 {
 				timer := time.NewTimer(wait)
 				select {
 				case <-timer.C:
+				case <-changed:
+					timer.Stop()
+					continue
+				case <-t.retired:
+					timer.Stop()
+					t.end(stub)
+					return
 				case <-stub.Interrupt:
 					timer.Stop()
 					return
-				case <-retired: // forward below closes and drains
-					timer.Stop()
 				}
 			}
-			if !forward(stub, h, retired) {
+			select {
+			case stub.Output <- s.held:
+				s.held = nil
+				if s.cutDone {
+					t.end(stub)
+					return
+				}
+			case <-changed:
+			case <-t.retired:
+				t.end(stub)
+				return
+			case <-stub.Interrupt:
 				return
 			}
+			continue
 		}
+
 		select {
-		case <-stub.Interrupt:
-			return
 		case c := <-stub.Input:
 			if c == nil {
 				stub.Close()
 				return
 			}
-			h.chunk = c
-		}
-	}
-}
-
-func (*latencyToxic) Cleanup(stub *toxics.ToxicStub) { flush(stub, stub.State.(*held)) }
-
-// blackholeToxic is toxiproxy's "timeout" toxic with timeout 0: it swallows
-// data and never closes the connection by itself. Removing it closes the
-// stream, as the original does, because bytes it swallowed are gone and the
-// stream cannot continue; unlike the original it then keeps draining.
-type blackholeToxic struct{}
-
-func (*blackholeToxic) Pipe(stub *toxics.ToxicStub) {
-	for {
-		select {
-		case <-stub.Interrupt:
-			return
-		case c := <-stub.Input:
-			if c == nil {
-				stub.Close()
+			switch {
+			case cfg.blackhole:
+				s.sawBlackhole = cfg.blackholes
+			case cfg.reset:
+				t.end(stub) // dropping c
 				return
-			}
-		}
-	}
-}
-
-// Cleanup runs under toxiproxy's collection lock, while the chain cannot end
-// (ending needs that lock), so the drain runs on its own goroutine; it ends
-// when the chain does, shortly after the close.
-func (*blackholeToxic) Cleanup(stub *toxics.ToxicStub) {
-	stub.Close()
-	go drain(stub)
-}
-
-// cutToxic is toxiproxy's limit_data: Bytes bytes pass, then it closes (on
-// the first data when Bytes is 0) and drains.
-type cutToxic struct {
-	Bytes int64  `json:"bytes"`
-	Life  uint64 `json:"life"`
-}
-
-type cutState struct {
-	held
-	sent int64
-	cut  bool // Bytes have passed: close once the held chunk went
-}
-
-func (*cutToxic) NewState() any { return new(cutState) }
-
-func (t *cutToxic) Pipe(stub *toxics.ToxicStub) {
-	s := stub.State.(*cutState)
-	retired := lifetime(t.Life)
-	for {
-		if s.chunk != nil && !forward(stub, &s.held, retired) {
-			return
-		}
-		if s.cut {
-			stub.Close()
-			drain(stub)
-			return
-		}
-		select {
-		case <-stub.Interrupt:
-			return
-		case c := <-stub.Input:
-			if c == nil {
-				stub.Close()
-				return
-			}
-			if left := max(t.Bytes-s.sent, 0); left < int64(len(c.Data)) {
-				c = &stream.StreamChunk{Timestamp: c.Timestamp, Data: c.Data[:left]}
-			}
-			if len(c.Data) > 0 {
-				s.chunk = c
+			case cfg.cutOn:
+				if s.cuts != cfg.cuts {
+					s.cuts, s.sent = cfg.cuts, 0
+				}
+				if left := max(cfg.cut-s.sent, 0); left < int64(len(c.Data)) {
+					c = &stream.StreamChunk{Timestamp: c.Timestamp, Data: c.Data[:left]}
+				}
 				s.sent += int64(len(c.Data))
+				s.cutDone = s.sent >= cfg.cut
+				if len(c.Data) == 0 {
+					t.end(stub)
+					return
+				}
+				s.held = c
+			default:
+				s.held = c
 			}
-			s.cut = s.sent >= t.Bytes
+		case <-changed:
+		case <-t.retired:
+			t.end(stub)
+			return
+		case <-stub.Interrupt:
+			return
 		}
 	}
 }
 
-func (*cutToxic) Cleanup(stub *toxics.ToxicStub) { flush(stub, &stub.State.(*cutState).held) }
-
-// resetToxic is toxiproxy's reset_peer with timeout 0, draining once it has
-// closed. toxiproxy sets SO_LINGER 0 (close with RST) on a new connection
-// only if its chain holds a *toxics.ResetToxic, so Reset also adds an inert
-// reset_peer (toxicity 0: it never acts, deterministically) in front of this.
-type resetToxic struct{}
-
-func (*resetToxic) Pipe(stub *toxics.ToxicStub) {
-	select {
-	case <-stub.Interrupt:
-		return
-	case <-stub.Input:
-		stub.Close()
-		drain(stub)
+// end closes the stream towards the writer (which then closes its socket,
+// with FIN) and consumes the input until the chain ends, so that nothing
+// behind the stub blocks: the reader's socket is closed soon after, by the
+// other direction's writer or by the proxy's Stop.
+func (t *switchToxic) end(stub *toxics.ToxicStub) {
+	stub.Close()
+	for range stub.Input {
 	}
 }
