@@ -66,8 +66,17 @@ type Env struct {
 }
 
 // Call makes one provider call bounded by Budget.Provider and maps its error
-// through Steps.Classify, naming it step.
+// through Steps.Classify, naming it step. It first checks that the claim is
+// still held (work.Tx.CheckClaim): a worker whose session a fault ended, and
+// whose item another worker took over, must not send a late, stale write (a
+// false-alarm gate on the reference found one: a deployment set back to an
+// older size).
 func (e *Env) Call(ctx context.Context, step string, f func(ctx context.Context) error) error {
+	if e.Tx != nil {
+		if err := e.Tx.CheckClaim(); err != nil {
+			return fmt.Errorf("%s: %w", step, err)
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, e.Budget.Provider)
 	defer cancel()
 	return e.Steps.Classify(step, f(ctx))

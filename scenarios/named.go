@@ -75,6 +75,16 @@ func providerFaultsFired(e *sim.Env) error {
 	return fmt.Errorf("%w: no provider fault the scenario injected met a request", ErrNotReached)
 }
 
+// faultMet waits until a provider fault the scenario injected has met a
+// request: a scenario that ends right after its requests would otherwise
+// heal its faults before a slow worker's first call on a loaded machine.
+func faultMet(ctx context.Context, e *sim.Env) error {
+	if !sim.Await(ctx, step, func() bool { return providerFaultsFired(e) == nil }) {
+		return providerFaultsFired(e)
+	}
+	return nil
+}
+
 // inject injects a fault of the catalogue. A fault the environment cannot
 // run is the scenario not reaching its path: inconclusive, not passed.
 func inject(ctx context.Context, e *sim.Env, f nemesis.Fault) error {
@@ -327,7 +337,7 @@ func NamedScenarios() []Named {
 						return err
 					}
 				}
-				return nil
+				return faultMet(ctx, e)
 			},
 		},
 		{

@@ -76,6 +76,27 @@ func (tx *Tx) AfterCommit(f func(ctx context.Context)) {
 	tx.mu.Unlock()
 }
 
+// CheckClaim returns ErrClaimLost when the claiming session is known to be
+// gone: the server already said so (a terminated backend, a restart, an
+// idle-in-transaction timeout) or closed the socket. It sends nothing and
+// waits at most a millisecond, so a handler can call it before every
+// external effect: a worker whose claim is gone must not act in its name,
+// since another worker may be doing the same item's work at a newer
+// generation by now, and a late write of the old one would undo it. A
+// session cut silently (a network blackhole) looks alive; the database
+// deadlines bound that case. Once the transaction has ended (in an
+// AfterCommit hook) it returns nil.
+func (tx *Tx) CheckClaim() error {
+	pc := tx.Conn().PgConn()
+	if s := pc.TxStatus(); s != 'T' && s != 'E' && !pc.IsClosed() {
+		return nil
+	}
+	if err := pc.CheckConn(); err != nil {
+		return fmt.Errorf("%w: %w", ErrClaimLost, err)
+	}
+	return nil
+}
+
 func (tx *Tx) hooks() []func(context.Context) {
 	tx.mu.Lock()
 	defer tx.mu.Unlock()

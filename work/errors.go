@@ -25,6 +25,9 @@ var (
 	// ErrNotYours is returned by Tx.Commit and Tx.Rollback: the claiming
 	// transaction belongs to the runner; a handler ends it by returning.
 	ErrNotYours = errors.New("work: a handler must not commit or roll back the claiming transaction")
+	// ErrClaimLost is returned by Tx.CheckClaim when the claiming session is
+	// gone, and with it the claim: another worker may hold the item now.
+	ErrClaimLost = errors.New("work: the claiming session is gone")
 	// ErrInvalidOptions is returned by Run for options it cannot run with.
 	ErrInvalidOptions = errors.New("work: invalid runner options")
 )

@@ -595,3 +595,43 @@ func TestRunAfter(t *testing.T) {
 		t.Errorf("rows %+v, want only the later item", rows)
 	}
 }
+
+// CheckClaim tells a handler that its claiming session is gone before it
+// acts again in the claim's name; it sees a live claim as live, and says
+// nothing once the transaction committed.
+func TestCheckClaim(t *testing.T) {
+	pool := newPool(t, newDB(t).DSN(), 6)
+	rec := &recorder{}
+	var alive, afterKill, inHook atomic.Value
+	h := map[string]work.Handler{
+		"live": func(ctx context.Context, tx *work.Tx, it work.Item) error {
+			alive.Store(fmt.Sprint(tx.CheckClaim()))
+			tx.AfterCommit(func(context.Context) { inHook.Store(fmt.Sprint(tx.CheckClaim())) })
+			return nil
+		},
+		"killed": func(ctx context.Context, tx *work.Tx, it work.Item) error {
+			var pid int
+			if err := tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+				return err
+			}
+			if _, err := pool.Exec(ctx, `SELECT pg_terminate_backend($1, 10000)`, pid); err != nil {
+				return err
+			}
+			err := tx.CheckClaim()
+			afterKill.Store(err)
+			return err
+		},
+	}
+	start(t, pool, fastOpts(h, rec, t, "runner"))
+	enqueue(t, pool, work.Job{Kind: "live", Key: "a"}, work.Job{Kind: "killed", Key: "b"})
+	waitFor(t, "both handled", func() bool { return alive.Load() != nil && inHook.Load() != nil && afterKill.Load() != nil })
+	if got := alive.Load(); got != "<nil>" {
+		t.Errorf("CheckClaim on a live claim = %v, want nil", got)
+	}
+	if got := inHook.Load(); got != "<nil>" {
+		t.Errorf("CheckClaim after the commit = %v, want nil", got)
+	}
+	if err, _ := afterKill.Load().(error); !errors.Is(err, work.ErrClaimLost) {
+		t.Errorf("CheckClaim after pg_terminate_backend = %v, want ErrClaimLost", afterKill.Load())
+	}
+}
