@@ -476,6 +476,20 @@ func TestConvergence(t *testing.T) {
 			f.bug(50, 51)
 			f.rejections(check.HotRetryLimit+1, 52)
 		}, check.Convergence, nil},
+		{"rejections on a link that may lose their answers", func(f *fx) {
+			f.bug(50, 0)
+			on := f.event(history.EventFaultOn, "", 50.5)
+			on.Target, on.Detail = "w3.1/cloud", "reset(down)"
+			f.rejections(check.HotRetryLimit+3, 51)
+		}, check.Convergence, nil},
+		{"rejections after the link fault was lifted", func(f *fx) {
+			f.bug(50, 0)
+			on := f.event(history.EventFaultOn, "", 50.5)
+			on.Target, on.Detail = "w3.1/cloud", "reset(down)"
+			off := f.event(history.EventFaultOff, "", 50.7)
+			off.Target, off.Detail = "w3.1/cloud", "reset(down) heal"
+			f.rejections(check.HotRetryLimit+1, 51)
+		}, check.Convergence, []string{"convergence/hot-retry"}},
 		{"rejections split by a fault cleared in between", func(f *fx) {
 			f.bug(50, 0)
 			f.rejections(3, 51)

@@ -41,7 +41,12 @@ const ReadyState = "ready"
 //     were rejected by an intransient fault (Record.Fault names mode
 //     "intransient") in a row: with no operator resume (an OpResume op
 //     invoked), no deploy-fix and no fault-off event between two of them,
-//     since each of those may release parked work. Work that meets an
+//     since each of those may release parked work. A rejection made while
+//     a link fault was on between its caller and the service (fault-on
+//     target "<caller>/<service>") breaks the run instead of counting: the
+//     answer may never have reached the worker, which then rightly took
+//     the request as lost and retried (a chaos soak on the reference hit
+//     this under reset(down)). Work that meets an
 //     intransient error must park, visibly, until a fix is deployed; one
 //     that keeps retrying is a retry storm against the bug, and its work
 //     never shows as parked. Ops is the owner's latest change invoked
@@ -189,6 +194,35 @@ func (v *view) hotRetries() []Violation {
 	if len(windows) == 0 {
 		return nil
 	}
+	// Link faults per "<caller>/<service>" target, from each fault-on to
+	// the fault-off of the same fault (its detail, maybe followed by
+	// " heal"), or to the end of the history.
+	links := map[string][]span{}
+	for i, e := range events {
+		if e.Kind != history.EventFaultOn || !strings.Contains(e.Target, "/") {
+			continue
+		}
+		sp := span{e.Time, forever()}
+		for _, f := range events[i+1:] {
+			if f.Kind == history.EventFaultOff && f.Target == e.Target && strings.HasPrefix(f.Detail, e.Detail) {
+				sp.to = f.Time
+				break
+			}
+		}
+		links[e.Target] = append(links[e.Target], sp)
+	}
+	lossy := func(r fakes.Record) bool {
+		end := r.End
+		if end.IsZero() || end.Before(r.Start) {
+			end = r.Start
+		}
+		for _, sp := range links[r.Caller+"/"+r.Service] {
+			if !sp.from.After(end) && !sp.to.Before(r.Start) {
+				return true
+			}
+		}
+		return false
+	}
 	for _, o := range v.in.History.Ops {
 		if o.Request.Op == contract.OpResume {
 			releases = append(releases, o.Invoke)
@@ -221,6 +255,10 @@ func (v *view) hotRetries() []Violation {
 			for i, r := range rs {
 				if i > 0 && releasedBetween(rs[i-1].Start, r.Start) {
 					run = nil
+				}
+				if lossy(r) {
+					run = nil
+					continue
 				}
 				run = append(run, r)
 				if len(run) > len(best) {
