@@ -44,7 +44,12 @@ type Options struct {
 // statements get 2s and any database call 3s, short enough that a
 // blackholed link costs a test seconds, not minutes.
 type Budget struct {
-	Provider  time.Duration // each provider call; zero: 2s
+	Provider time.Duration // each provider call; zero: 2s
+	// Effect is the longest a provider may take to act on a request it
+	// was sent (a slow server acts after its client gave up); zero: twice
+	// Provider. The fence a handler sets before its first call
+	// (work.Tx.Fence) covers the rest of the handler plus Effect.
+	Effect    time.Duration
 	Handler   time.Duration // one work item's handler, all calls included; zero: 5s
 	IdleInTx  time.Duration // the worker sessions' idle_in_transaction_session_timeout; zero: 8s
 	Statement time.Duration // the worker sessions' statement_timeout; zero: 2s
@@ -63,6 +68,7 @@ func (b Budget) withDefaults() Budget {
 		}
 	}
 	def(&b.Provider, 2*time.Second)
+	def(&b.Effect, 2*b.Provider)
 	def(&b.Handler, 5*time.Second)
 	def(&b.IdleInTx, 8*time.Second)
 	def(&b.Statement, 2*time.Second)

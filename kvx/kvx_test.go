@@ -1,6 +1,7 @@
 package kvx_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"reflect"
@@ -455,4 +456,61 @@ func TestReadAfterWriteLag(t *testing.T) {
 	if vms := kvxtest.RunningVMs(led, "i1"); len(vms) != 0 {
 		t.Errorf("running VMs after delete: %+v", vms)
 	}
+}
+
+// TestLateCallFenced: a worker's claiming session is killed while its
+// deployment Apply (large) is held 4s by a slow Kubernetes API, which acts
+// on it when the delay ends, as a real server does after its client gave up.
+// The resize is taken over and completes, and the next resize (small) is
+// accepted at once. Without the fence the small one ran before the held
+// Apply landed, and that late Apply left the deployment large under an
+// instance that wants small (found by the false-alarm gates on the
+// reference); with it, the next resize waits until the held call can no
+// longer land.
+func TestLateCallFenced(t *testing.T) {
+	t.Parallel()
+	const held = 4 * time.Second
+	e := kvxtest.New(t, kvx.New(kvx.Options{}))
+	e.StartWorker("w1", 1)
+	e.StartWorker("w2", 2)
+	g1 := e.MustServe(create("i1", "small")).Generation
+	ready(e, "i1", g1, 1)
+
+	if err := e.World.AddFault(fakes.Fault{Service: "kube", Endpoint: "Apply", Mode: fakes.ModeLatency, Latency: held, Times: 1}); err != nil {
+		t.Fatal(err)
+	}
+	g2 := e.MustServe(resize("i1", "large")).Generation
+	// The claiming session idles in its transaction while the Apply is
+	// held; every other call of the resize takes milliseconds.
+	ctx := context.Background()
+	deadline := time.Now().Add(kvxtest.WaitLimit)
+	for {
+		var n int
+		if err := e.DB.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+			WHERE datname = current_database() AND state = 'idle in transaction'
+			AND now() - state_change > interval '500 milliseconds'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no claiming session held in the slow Apply")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ready(e, "i1", g2, 1)
+	g3 := e.MustServe(resize("i1", "small")).Generation
+	_, led := ready(e, "i1", g3, 1)
+	// Wait for the held Apply to have been acted on before reading the
+	// deployment: the ledger records a request when it ends.
+	_, led = e.Wait("the held Apply to land", func(_ contract.Snapshot, l fakes.Snapshot) bool {
+		return kvxtest.Fired(l, "Apply") == 1
+	})
+	deps := kvxtest.Deployments(led, "i1")
+	if len(deps) != 1 || deps[0].Size != "small" {
+		t.Errorf("deployments of i1 after resizes to large then small: %+v, want one of size small (a late Apply of the first worker overtook the second resize)", deps)
+	}
+	// No noOverlaps: the killed worker's handler runs on until its Apply
+	// times out, beside the takeover. That overlap is the premise here.
 }

@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"net/url"
 	"reflect"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -66,20 +70,58 @@ type Env struct {
 }
 
 // Call makes one provider call bounded by Budget.Provider and maps its error
-// through Steps.Classify, naming it step. It first checks that the claim is
-// still held (work.Tx.CheckClaim): a worker whose session a fault ended, and
-// whose item another worker took over, must not send a late, stale write (a
-// false-alarm gate on the reference found one: a deployment set back to an
-// older size).
+// through Steps.Classify, naming it step. Before the call:
+//
+//   - It checks that the claim is still held (work.Tx.CheckClaim): a worker
+//     whose session a fault ended, and whose item another worker took over,
+//     must not send a late, stale write (a false-alarm gate on the
+//     reference found one: a deployment set back to an older size).
+//   - It fences the instance (work.Tx.Fence) until the handler's deadline
+//     plus Budget.Effect: a call already in flight when the session ends
+//     cannot be taken back, and without the fence the instance's next
+//     change could run before it lands and be undone by it (false-alarm
+//     gates and soaks on the reference: a deployment set back to an older
+//     size, and one deleted under a live instance by a slow Delete).
+//
+// A call that got no answer (a timeout, a failed connection) may still
+// take effect, so the fence then stays after the commit (work.Tx.Unsettled).
 func (e *Env) Call(ctx context.Context, step string, f func(ctx context.Context) error) error {
 	if e.Tx != nil {
 		if err := e.Tx.CheckClaim(); err != nil {
 			return fmt.Errorf("%s: %w", step, err)
 		}
+		last, ok := ctx.Deadline() // no call of this handler starts later
+		if !ok {
+			last = time.Now().Add(e.Budget.Provider)
+		}
+		if err := e.Tx.Fence(ctx, last.Add(e.Budget.Effect)); err != nil {
+			return fmt.Errorf("%s: %w", step, err)
+		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, e.Budget.Provider)
+	cctx, cancel := context.WithTimeout(ctx, e.Budget.Provider)
 	defer cancel()
-	return e.Steps.Classify(step, f(ctx))
+	err := f(cctx)
+	if e.Tx != nil && unanswered(err) {
+		e.Tx.Unsettled()
+	}
+	return e.Steps.Classify(step, err)
+}
+
+// unanswered reports a call that ended without the provider's answer: it
+// may still be acted on. An answer of any status means the request was
+// handled. The fakes' clients say whether the request was written; real
+// SDKs put transport failures in a *url.Error, or end with a deadline.
+func unanswered(err error) bool {
+	if err == nil {
+		return false
+	}
+	if te, ok := errors.AsType[*fakes.TransportError](err); ok {
+		return te.Sent // a request never fully written cannot be acted on
+	}
+	var ue *url.Error
+	var ne net.Error
+	return errors.As(err, &ue) || errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
 }
 
 // Step is a unit of a handler's work.

@@ -50,6 +50,8 @@ type Handler func(ctx context.Context, tx *Tx, it Item) error
 type Tx struct {
 	pgx.Tx
 
+	fence *fence // nil outside a runner's claim
+
 	mu    sync.Mutex
 	after []func(ctx context.Context)
 }
@@ -113,27 +115,43 @@ const savepoint = "work_handler"
 
 const claimReturning = ` RETURNING id, time, kind, key, spec, attempts`
 
+// unfenced keeps a claim off items whose key another item's fence holds
+// (Tx.Fence): effects of that item may still land, and this item's must not
+// be overtaken by them.
+const unfenced = ` AND NOT EXISTS (SELECT 1 FROM work_fence f
+		WHERE f.key = w.key AND f.item <> w.id AND f.until > now())`
+
 const claimSkipLockedSQL = `DELETE FROM work WHERE id = (
-	SELECT id FROM work WHERE NOT parked AND run_after <= now()
+	SELECT id FROM work w WHERE NOT parked AND run_after <= now()` + unfenced + `
 	ORDER BY run_after, id FOR UPDATE SKIP LOCKED LIMIT 1)` + claimReturning
 
 const claimSeedSQL = `DELETE FROM work WHERE id = (
-	SELECT id FROM work WHERE NOT parked AND run_after <= now()
+	SELECT id FROM work w WHERE NOT parked AND run_after <= now()` + unfenced + `
 	ORDER BY run_after, id FOR UPDATE LIMIT 1)` + claimReturning
 
-// dueSkipLockedSQL: microseconds until the next item that is not yet due
-// becomes due; no row if none. Items due now that the claim did not get are
-// locked by other workers: they are being handled, and a failure will
-// notify. (ORDER BY … LIMIT 1 rather than min(): an index-only scan of one
-// entry of work_claim, however many items wait.)
-const dueSkipLockedSQL = `SELECT (extract(epoch FROM run_after - clock_timestamp()) * 1e6)::bigint
-	FROM work WHERE NOT parked AND run_after > now() ORDER BY run_after LIMIT 1`
+// nextFenceEnd is when the first live fence ends: an item it holds may be
+// claimable then. (Any fence, not only one that holds an item: the table is
+// tiny, and a wake-up too many costs one empty claim.)
+const nextFenceEnd = `(SELECT min(until) FROM work_fence WHERE until > now())`
 
-// dueSeedSQL counts items due now too: under the seed strategy an empty
-// claim can be a lost race (the row the claim waited for was deleted by its
-// holder and READ COMMITTED re-checked it), so "due now" means "try again".
-const dueSeedSQL = `SELECT (extract(epoch FROM run_after - clock_timestamp()) * 1e6)::bigint
-	FROM work WHERE NOT parked ORDER BY run_after LIMIT 1`
+// dueSkipLockedSQL: microseconds until the next item that is not yet due
+// becomes due, or the next fence ends; no row if neither. Items due now that
+// the claim did not get are locked by other workers or fenced: they are being
+// handled, and a failure will notify. (ORDER BY … LIMIT 1 rather than min():
+// an index-only scan of one entry of work_claim, however many items wait.)
+const dueSkipLockedSQL = `SELECT (extract(epoch FROM at - clock_timestamp()) * 1e6)::bigint FROM (
+	(SELECT run_after AS at FROM work WHERE NOT parked AND run_after > now() ORDER BY run_after LIMIT 1)
+	UNION ALL SELECT ` + nextFenceEnd + `) d
+	WHERE at IS NOT NULL ORDER BY at LIMIT 1`
+
+// dueSeedSQL counts unfenced items due now too: under the seed strategy an
+// empty claim can be a lost race (the row the claim waited for was deleted by
+// its holder and READ COMMITTED re-checked it), so "due now" means "try
+// again".
+const dueSeedSQL = `SELECT (extract(epoch FROM at - clock_timestamp()) * 1e6)::bigint FROM (
+	(SELECT run_after AS at FROM work w WHERE NOT parked` + unfenced + ` ORDER BY run_after LIMIT 1)
+	UNION ALL SELECT ` + nextFenceEnd + `) d
+	WHERE at IS NOT NULL ORDER BY at LIMIT 1`
 
 // recordSQL re-inserts a claimed row after a failed attempt (after ROLLBACK
 // TO SAVEPOINT, so the DELETE still holds and the id is free in this
@@ -247,7 +265,10 @@ func (r *run) handle(ctx context.Context, tx pgx.Tx, it Item) Outcome {
 		end = r.o.Observer.Begin(it)
 	}
 	start := r.o.Clock.Now()
-	wtx := &Tx{Tx: &boundTx{tx: tx, timeout: r.o.StatementTimeout + r.o.DBTimeout, top: true}}
+	wtx := &Tx{
+		Tx:    &boundTx{tx: tx, timeout: r.o.StatementTimeout + r.o.DBTimeout, top: true},
+		fence: &fence{db: r.db, timeout: r.o.DBTimeout, item: it, claim: r.claimToken()},
+	}
 	hctx, hdone := handlerContext(ctx, r.o.ShutdownGrace)
 	defer hdone()
 
@@ -257,6 +278,9 @@ func (r *run) handle(ctx context.Context, tx pgx.Tx, it Item) Outcome {
 	}
 	log := itemLog{r.log, it}
 	var out Outcome
+	if herr == nil {
+		herr = r.unfence(ctx, tx, wtx.fence)
+	}
 	switch {
 	case herr == nil:
 		out = r.commit(ctx, tx, it, log)
@@ -271,7 +295,7 @@ func (r *run) handle(ctx context.Context, tx pgx.Tx, it Item) Outcome {
 		}
 		log.Debug("work: abandoned at shutdown", "err", herr)
 	default:
-		out = r.record(ctx, tx, it, herr, log)
+		out = r.record(ctx, tx, it, wtx.fence, herr, log)
 	}
 	if out == OutcomeError || out == OutcomeAbandoned {
 		log.Debug("work: item left unfinished", "outcome", out, "elapsed", r.o.Clock.Now().Sub(start))
@@ -320,6 +344,17 @@ func (r *run) commit(ctx context.Context, tx pgx.Tx, it Item, log itemLog) Outco
 	return r.logVerdict(log, parked, err)
 }
 
+// unfence removes the claim's fence before its commit; a failure is a
+// transient failure of the attempt (recorded, or rolled back whole).
+func (r *run) unfence(ctx context.Context, tx pgx.Tx, f *fence) error {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.o.DBTimeout)
+	defer cancel()
+	if err := f.release(fctx, tx); err != nil {
+		return Transient(err)
+	}
+	return nil
+}
+
 // verdict decides how a failed attempt is recorded.
 func (r *run) verdict(it Item, err error) (parked bool, delay time.Duration, reason string) {
 	if IsIntransient(err) {
@@ -340,7 +375,7 @@ func (r *run) logVerdict(log itemLog, parked bool, err error) Outcome {
 // record writes a failed attempt atomically with the claim: roll back to the
 // savepoint (dropping the handler's writes and follow-ups), re-insert the row
 // with attempts+1 and a backoff, or parked, and commit.
-func (r *run) record(ctx context.Context, tx pgx.Tx, it Item, herr error, log itemLog) Outcome {
+func (r *run) record(ctx context.Context, tx pgx.Tx, it Item, f *fence, herr error, log itemLog) Outcome {
 	parked, d, reason := r.verdict(it, herr)
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.o.DBTimeout)
 	defer cancel()
@@ -350,6 +385,9 @@ func (r *run) record(ctx context.Context, tx pgx.Tx, it Item, herr error, log it
 	_, err := tx.Exec(fctx, `ROLLBACK TO SAVEPOINT `+savepoint)
 	if err == nil {
 		_, err = tx.Exec(fctx, recordSQL, it.ID, it.Time, it.Kind, it.Key, string(it.Spec), it.Attempts+1, d.Microseconds(), parked, reason)
+	}
+	if err == nil {
+		err = f.release(fctx, tx)
 	}
 	if err != nil {
 		// Nothing was committed: whatever happened, the row reappears

@@ -14,6 +14,8 @@
 //     LOCKED LIMIT 1) RETURNING … in a transaction, the [Tx] a [Handler] gets,
 //     the savepoint that lets a failed attempt be recorded atomically with
 //     the claim, and [Tx.AfterCommit].
+//   - fence.go: [Tx.Fence], which keeps a key's next items waiting until
+//     the effects of a claim that was lost can no longer land.
 //   - runner.go: the [Runner]: N workers, LISTEN/NOTIFY wake-up on a dedicated
 //     connection with a polling fallback, graceful shutdown, the [Observer].
 //   - errors.go: [Transient] / [Intransient] markers, classification of
@@ -62,6 +64,19 @@
 // and its row lock, drops everything else, and lets the re-INSERT commit
 // atomically with the claim. The SAVEPOINT is pipelined with the claim (no
 // extra round trip), and a subtransaction exists only if the handler writes.
+//
+// # Fences
+//
+// A claim ends when its session does, but a call the handler had in flight
+// to an external system does not: it may still take effect, after another
+// worker took the item over and — worse — after the key's next item (a
+// newer change of the same instance) was handled, which the late effect then
+// undoes. [Tx.Fence], called before the first external call, commits a
+// fence on the item's key that outlives the claim: until it ends, no other
+// item with that key is claimed (the item itself is, since a takeover repeats
+// the same change). A claim that commits removes its fence with it, unless a
+// call went unanswered ([Tx.Unsettled]); so on the happy path a fence costs
+// one statement and delays nothing.
 //
 // # Timeouts
 //

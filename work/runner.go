@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -137,6 +138,9 @@ type Runner struct {
 	db   *pgxpool.Pool
 	opts RunnerOptions
 	j    *jitter // shared by every Run: it guards the one Rand
+	// nonce tells this runner's claims from every other runner's in the
+	// fences they own (drawn once, so no two runners share it in practice).
+	nonce uint64
 }
 
 // NewRunner returns a runner over db. db is the caller's: the runner
@@ -147,7 +151,7 @@ func NewRunner(db *pgxpool.Pool, opts RunnerOptions) *Runner {
 	if rnd == nil {
 		rnd = rand.New(rand.NewPCG(0x776f726b, 1))
 	}
-	return &Runner{db: db, opts: opts, j: &jitter{rand: rnd}}
+	return &Runner{db: db, opts: opts, j: &jitter{rand: rnd}, nonce: rnd.Uint64()}
 }
 
 // Run works until ctx ends, then finishes or abandons the current items
@@ -166,6 +170,8 @@ func (r *Runner) Run(ctx context.Context) error {
 		bo:   backoff{min: o.MinBackoff, max: o.MaxBackoff, j: r.j},
 		log:  o.Logger,
 		wake: make(chan struct{}, o.Workers),
+
+		nonce: r.nonce,
 	}
 	rn.prepare()
 	need := int32(o.Workers)
@@ -196,6 +202,15 @@ type run struct {
 	wake chan struct{} // a token wakes one idle worker
 
 	setSQL, seedLockSQL, claimSQL, dueSQL string
+
+	nonce  uint64
+	claims atomic.Uint64
+}
+
+// claimToken names one claim uniquely across runners, for the fence it may
+// own.
+func (r *run) claimToken() string {
+	return fmt.Sprintf("%016x-%d", r.nonce, r.claims.Add(1))
 }
 
 func ms(d time.Duration) int64 { return max(1, d.Milliseconds()) }
