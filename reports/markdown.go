@@ -95,6 +95,9 @@ func (m md) settings(r *Report) {
 	m.p("| check every | %s |\n", dur(s.CheckEvery))
 	m.p("| converge timeout | %s |\n", dur(s.ConvergeTimeout))
 	m.p("| keep going after a violation | %s |\n", yesNo(s.KeepGoing))
+	if s.ProcessWorkers {
+		m.p("| workers | processes, killed with SIGKILL |\n")
+	}
 	m.p("\n")
 }
 

@@ -136,6 +136,9 @@ type Settings struct {
 	CheckEvery      Duration `json:"check_every_ms"`      // traffic time between checkpoints
 	ConvergeTimeout Duration `json:"converge_timeout_ms"` // bound of each liveness phase
 	KeepGoing       bool     `json:"keep_going"`          // go on after a violation
+	// ProcessWorkers: every worker was a process of its own, killed with
+	// SIGKILL (soak -process-workers).
+	ProcessWorkers bool `json:"process_workers,omitempty"`
 }
 
 // Postgres describes the server the run used.

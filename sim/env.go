@@ -23,6 +23,7 @@ import (
 	"github.com/workproof/workproof/sim/history"
 	"github.com/workproof/workproof/sim/netfault"
 	"github.com/workproof/workproof/sim/pgenv"
+	"github.com/workproof/workproof/sim/proc"
 )
 
 // Postgres is the upstream name of the database; every other upstream is a
@@ -82,6 +83,14 @@ type Options struct {
 	// or sockets of incarnations long dead. Zero: crashed incarnations stay
 	// frozen until Close, as after a SIGKILL nothing of theirs runs again.
 	ReleaseCrashed bool
+	// Process, when set, runs every worker incarnation as a child process
+	// (package sim/proc): Process is its command, a binary whose worker
+	// mode serves the same system with proc.Serve (such as "simrun worker
+	// -system kvx"), started with the incarnation's proc.Spec. Kill is
+	// then a real SIGKILL. A child has no crash points: Crash, OnPoint and
+	// scheduled mode fail with ErrUnavailable, and the clock offset does
+	// not reach it. Zero: every worker is a goroutine of this process.
+	Process []string
 }
 
 // ErrUnavailable is wrapped by every error that says a fault cannot run on
@@ -142,6 +151,7 @@ type incarnation struct {
 	done       chan struct{}
 	err        error // Work's return, once done is closed
 	severed    bool
+	child      *proc.Child // Options.Process: the worker process; else nil
 }
 
 // New starts a run: a fresh database cloned from the system's migrated
@@ -174,6 +184,9 @@ func New(ctx context.Context, opts Options) (_ *Env, err error) {
 	}
 	if opts.Settle <= 0 {
 		opts.Settle = 15 * time.Second
+	}
+	if opts.Process != nil && opts.Scheduled {
+		return nil, errNoPoints("scheduled mode")
 	}
 	e := &Env{
 		opts:   opts,
@@ -300,6 +313,9 @@ func (e *Env) start(ctx context.Context, slotName string) error {
 		}
 		inc.links[up] = l
 	}
+	if e.opts.Process != nil {
+		return e.spawn(inc, s)
+	}
 	pool, err := e.newPool(ctx, e.db.DSNVia(inc.links[Postgres].Addr()), inc.name, e.gate.Tracer(inc.name))
 	if err != nil {
 		e.closeLinks(inc)
@@ -328,14 +344,31 @@ func (e *Env) start(ctx context.Context, slotName string) error {
 	// observe anything (no ctx.Done, no deferred code) until Close.
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	inc.cancel = cancel
-
-	e.mu.Lock()
-	if e.closing {
-		e.mu.Unlock()
+	if !e.adopt(inc, s) {
 		cancel()
 		pool.Close()
 		e.closeLinks(inc)
 		return errors.New("sim: closing")
+	}
+	go func() {
+		defer e.wg.Done()
+		defer close(inc.done)
+		inc.err = e.sys.Work(wctx, pool, deps)
+		if inc.err != nil && wctx.Err() == nil && !e.gate.Crashed(inc.name) {
+			e.log.Warn("sim: worker returned early", "worker", inc.name, "err", inc.err)
+		}
+	}()
+	return nil
+}
+
+// adopt makes inc its slot's current incarnation and counts its goroutine
+// in e.wg, unless the Env is closing; a crashed predecessor is released
+// (Options.ReleaseCrashed).
+func (e *Env) adopt(inc *incarnation, s *slot) bool {
+	e.mu.Lock()
+	if e.closing {
+		e.mu.Unlock()
+		return false
 	}
 	prev := s.cur
 	s.cur = inc
@@ -349,15 +382,64 @@ func (e *Env) start(ctx context.Context, slotName string) error {
 	if bury {
 		go e.release(prev)
 	}
+	return true
+}
+
+// spawn starts inc as a worker process (Options.Process) on its links. The
+// intervals it reports are recorded at the times it stamped, shifted by the
+// harness clock's offset.
+func (e *Env) spawn(inc *incarnation, s *slot) error {
+	spec := proc.Spec{
+		Worker:   inc.name,
+		DSN:      e.db.DSNVia(inc.links[Postgres].Addr()),
+		Services: map[string]string{},
+		Seed:     rand.New(rand.NewPCG(e.opts.Seed, Stream("worker/"+inc.name))).Uint64(),
+		PoolSize: e.opts.PoolSize,
+	}
+	for _, name := range fakes.ServiceNames() {
+		spec.Services[name] = "http://" + inc.links[name].Addr()
+	}
+	var mu sync.Mutex
+	open := map[int]func(string, time.Time){}
+	on := func(ev proc.Event) {
+		at := ev.Time().Add(e.clock.Offset())
+		mu.Lock()
+		defer mu.Unlock()
+		if ev.Begin {
+			open[ev.Seq] = e.rec.BeginAt(inc.name, ev.Item, ev.Key, at)
+			return
+		}
+		if end := open[ev.Seq]; end != nil {
+			delete(open, ev.Seq)
+			end(ev.Outcome, at)
+		}
+	}
+	child, err := proc.Start(e.opts.Process, spec, on, e.log)
+	if err != nil {
+		e.closeLinks(inc)
+		return fmt.Errorf("sim: worker %s: %w", inc.name, err)
+	}
+	inc.child, inc.cancel = child, func() {}
+	if !e.adopt(inc, s) {
+		child.Kill()
+		e.closeLinks(inc)
+		return errors.New("sim: closing")
+	}
 	go func() {
 		defer e.wg.Done()
 		defer close(inc.done)
-		inc.err = e.sys.Work(wctx, pool, deps)
-		if inc.err != nil && wctx.Err() == nil && !e.gate.Crashed(inc.name) {
-			e.log.Warn("sim: worker returned early", "worker", inc.name, "err", inc.err)
+		inc.err = child.Err()
+		if !e.gate.Crashed(inc.name) && !e.isClosing() {
+			e.log.Warn("sim: worker process exited on its own", "worker", inc.name, "err", inc.err)
 		}
 	}()
 	return nil
+}
+
+func (e *Env) isClosing() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.closing
 }
 
 // release lets crashed incarnation inc go (Options.ReleaseCrashed) and frees
@@ -369,7 +451,9 @@ func (e *Env) release(inc *incarnation) {
 	e.gate.Bury(inc.name)
 	<-inc.done
 	e.closeLinks(inc)
-	inc.pool.Close()
+	if inc.pool != nil {
+		inc.pool.Close()
+	}
 	for _, tr := range inc.transports {
 		tr.CloseIdleConnections()
 	}
@@ -547,12 +631,21 @@ func (e *Env) Close() error {
 
 	// Crashed workers first get dead links, then are let go; live ones are
 	// cancelled and shut down gracefully.
+	var stopping sync.WaitGroup
 	for _, inc := range incs {
 		if e.gate != nil && e.gate.Crashed(inc.name) {
 			e.sever(inc.name, "close")
 		}
 		inc.cancel()
+		if inc.child != nil && !e.gate.Crashed(inc.name) {
+			stopping.Go(func() {
+				if err := inc.child.Stop(20 * time.Second); err != nil {
+					e.log.Warn("sim: worker process", "worker", inc.name, "err", err)
+				}
+			})
+		}
 	}
+	stopping.Wait()
 	var errs []error
 	if e.gate != nil {
 		e.gate.Close()
@@ -581,7 +674,9 @@ func (e *Env) Close() error {
 	// would wait for it.
 	for _, inc := range incs {
 		e.closeLinks(inc)
-		inc.pool.Close()
+		if inc.pool != nil {
+			inc.pool.Close()
+		}
 		for _, tr := range inc.transports {
 			tr.CloseIdleConnections()
 		}

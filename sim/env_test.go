@@ -3,6 +3,7 @@ package sim_test
 import (
 	"context"
 	"errors"
+	"os"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -19,9 +20,15 @@ import (
 	"github.com/workproof/workproof/sim/history"
 	"github.com/workproof/workproof/sim/netfault"
 	"github.com/workproof/workproof/sim/pgenv/pgenvtest"
+	"github.com/workproof/workproof/sim/proc"
 )
 
-func TestMain(m *testing.M) { pgenvtest.Main(m) }
+func TestMain(m *testing.M) {
+	if _, ok := os.LookupEnv(proc.SpecEnv); ok {
+		os.Exit(workerProcess()) // started by a test below as a worker process
+	}
+	pgenvtest.Main(m)
+}
 
 func newEnv(t *testing.T, workers int) *sim.Env {
 	t.Helper()

@@ -21,20 +21,43 @@ func (e *Env) Crash(slotName string, rule crash.Rule) error {
 	if err != nil {
 		return err
 	}
+	if inc.child != nil {
+		return errNoPoints("crash at a point")
+	}
 	e.gate.Arm(inc.name, rule)
 	return nil
 }
 
 // Kill crashes slot's current incarnation now, wherever it is (a SIGKILL):
-// its links are severed and it freezes at its next point.
+// its links are severed and it freezes at its next point. A worker process
+// (Options.Process) gets a real SIGKILL, and its crash is recorded once it
+// is gone and every interval it reported is in.
 func (e *Env) Kill(slotName string) error {
 	inc, err := e.current(slotName)
 	if err != nil {
 		return err
 	}
 	e.gate.Freeze(inc.name)
+	if inc.child != nil {
+		inc.child.Kill()
+	}
 	e.sever(inc.name, "kill")
 	return nil
+}
+
+// WorkerPid is the process id of slot's current worker process
+// (Options.Process), or 0 when workers are goroutines.
+func (e *Env) WorkerPid(slotName string) int {
+	inc, err := e.current(slotName)
+	if err != nil || inc.child == nil {
+		return 0
+	}
+	return inc.child.Pid()
+}
+
+// errNoPoints is the error of a point-driven fault on a worker process.
+func errNoPoints(what string) error {
+	return fmt.Errorf("%w: %s: a worker process (Options.Process) has no crash points; Kill it instead", ErrUnavailable, what)
 }
 
 // Crashed reports whether slot's current incarnation has crashed.
@@ -440,6 +463,9 @@ func (e *Env) OnPoint(slotName string, rule crash.Rule, f func()) error {
 	inc, err := e.current(slotName)
 	if err != nil {
 		return err
+	}
+	if inc.child != nil {
+		return errNoPoints("a hook at a point")
 	}
 	e.gate.OnPoint(inc.name, rule, f)
 	return nil

@@ -108,6 +108,8 @@ func (c *cli) run(args []string, stdout, stderr io.Writer) int {
 		return withSignals(func(ctx context.Context) int { return c.benchCmd(ctx, rest, stdout, stderr) }, stderr)
 	case "merge":
 		return c.mergeCmd(context.Background(), rest, stdout, stderr)
+	case "worker":
+		return c.workerCmd(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		c.usage(stdout)
 		return exitValid
@@ -129,6 +131,7 @@ Usage:
   simrun replay [flags] one example again: a named scenario, a seed, a saved program
   simrun bench [flags]  the seeded-bug catalogue: time to detect, counterexample length
   simrun merge DIR...   merge the reports of a sharded gate's jobs (gate -shard i/n)
+  simrun worker [flags] one worker process of soak -process-workers (not run by hand)
   simrun help           this text
 
 Run "simrun <command> -h" for a command's flags.

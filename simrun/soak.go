@@ -35,6 +35,7 @@ type soakFlags struct {
 	checkEvery time.Duration
 	keepGoing  bool
 	verbose    bool
+	processes  bool
 }
 
 func (c *cli) soakFlagSet(f *soakFlags, stderr io.Writer) *flag.FlagSet {
@@ -52,6 +53,7 @@ func (c *cli) soakFlagSet(f *soakFlags, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&f.dsn, "dsn", "", "Postgres server to use (default: $WORKPROOF_DATABASE_URL or the PG* variables, else a private ephemeral cluster started and removed by simrun); simrun only creates and drops its own databases on it")
 	fs.DurationVar(&f.checkEvery, "check-every", 30*time.Second, "traffic time between quiescent checkpoints (pause, heal, converge, check every invariant)")
 	fs.BoolVar(&f.keepGoing, "keep-going", false, "go on after a checkpoint found a violation (default: stop there)")
+	fs.BoolVar(&f.processes, "process-workers", false, "run every worker as a process of its own (this binary's worker command) that kills SIGKILL for real: what a pod kill does to open sessions, LISTEN and requests in flight; crashes at a point become kills")
 	fs.BoolVar(&f.verbose, "v", false, "log the harness, the workers and the fakes to stderr (debug level)")
 	fs.Usage = func() {
 		w := fs.Output()
@@ -140,6 +142,9 @@ func (f *soakFlags) replay() string {
 	if f.keepGoing {
 		args = append(args, "-keep-going")
 	}
+	if f.processes {
+		args = append(args, "-process-workers")
+	}
 	return strings.Join(args, " ")
 }
 
@@ -191,8 +196,19 @@ func (c *cli) soakCmd(ctx context.Context, args []string, stdout, stderr io.Writ
 	}()
 	fmt.Fprintf(stdout, "postgres: %s %s at %s%s\n", srv.Kind(), srv.Version(), srv.HostPort(), settingsNote(srv.Settings()))
 
+	var process []string
+	if f.processes {
+		exe, err := os.Executable()
+		if err != nil {
+			fmt.Fprintf(stderr, "simrun soak: -process-workers: cannot find this binary to run its workers: %v\n", err)
+			reports.DiscardRunDir(dir)
+			return exitUsage
+		}
+		process = []string{exe, "worker", "-system", f.system}
+	}
 	prog := &progress{w: stdout, tty: tty, total: f.duration, log: log}
 	rep, err := soak.Run(ctx, soak.Options{
+		Process:    process,
 		System:     sys.New(),
 		SystemName: sys.Name,
 		Server:     srv,

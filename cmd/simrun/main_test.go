@@ -136,6 +136,33 @@ func TestSoakWritesReport(t *testing.T) {
 	}
 }
 
+// soak -process-workers runs every worker as this binary's worker command:
+// the intervals the children report make up the history, the run is valid,
+// and no worker process outlives the soak.
+func TestSoakProcessWorkers(t *testing.T) {
+	t.Parallel()
+	dsn := pgenvtest.Server(t).DSN()
+	out := filepath.Join(t.TempDir(), "soak")
+	cmd, stdout, stderr := simrun(t, "soak", "-process-workers", "-faults", "chaos", "-duration", "5s", "-check-every", "5s", "-seed", "1", "-dsn", dsn, "-out", out)
+	if code := exitCode(t, cmd.Run()); code != 0 {
+		t.Fatalf("exit %d, want 0\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stdout.String(), " -process-workers\n") {
+		t.Errorf("the replay command lacks -process-workers:\n%s", stdout)
+	}
+	rep := readReport(t, latest(t, out))
+	if rep.Verdict != check.Valid || !rep.Settings.ProcessWorkers || rep.Work.Done == 0 {
+		t.Errorf("report: verdict %s, process workers %v, work %+v", rep.Verdict, rep.Settings.ProcessWorkers, rep.Work)
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err == nil && strings.HasPrefix(string(b), os.Args[0]+"\x00worker\x00") {
+			t.Errorf("a worker process outlived the soak: %s %q", p, b)
+		}
+	}
+}
+
 // Ctrl-C stops a soak cleanly: the report is still written, with an
 // unknown verdict, and the exit code is 2.
 func TestSoakInterrupted(t *testing.T) {

@@ -244,6 +244,11 @@ func (n *nemesisLoop) act(ctx context.Context) {
 	space := nemesis.NewSpace(len(e.Workers()))
 	space.Reached = slices.Sorted(maps.Keys(e.Gate().Reached()))
 	f := k.Draw(nemesis.RandDrawer{R: n.rng}, space)
+	if f.Kind == nemesis.KindCrash && n.s.opts.Process != nil {
+		// A worker process has no points to crash at: kill it now.
+		f = nemesis.Fault{Kind: nemesis.KindKill, Worker: f.Worker}
+		k, _ = nemesis.KindNamed(nemesis.KindKill)
+	}
 	if f.Kind == nemesis.KindCrash && !n.arm(f) {
 		return
 	}

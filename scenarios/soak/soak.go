@@ -69,6 +69,12 @@ type Options struct {
 	// EnvLogger is handed to the sim.Env, so it receives the workers' and
 	// the fakes' logs; zero: discard.
 	EnvLogger *slog.Logger
+	// Process runs every worker as a child process with this command
+	// (sim.Options.Process), so that a kill is a real SIGKILL of a process
+	// with open sessions and requests in flight. Crashes at a point do not
+	// exist there: the profile's crashes become kills. Zero: workers are
+	// goroutines.
+	Process []string
 }
 
 func (o *Options) defaults() error {
@@ -182,6 +188,7 @@ func Run(ctx context.Context, opts Options) (reports.Report, error) {
 			CheckEvery:      reports.Duration(opts.CheckEvery),
 			ConvergeTimeout: reports.Duration(opts.ConvergeTimeout),
 			KeepGoing:       opts.KeepGoing,
+			ProcessWorkers:  opts.Process != nil,
 		},
 		Postgres: reports.Postgres{
 			Kind:     opts.Server.Kind(),
@@ -229,6 +236,7 @@ func (s *soak) run(ctx context.Context) (err error) {
 		// A profile that restarts Postgres gets a server of the soak's own,
 		// where one can be had; elsewhere its restarts are skipped.
 		PrivateServer: s.prof.restarts() && s.opts.Server.Kind() != "dsn",
+		Process:       s.opts.Process,
 	})
 	if err != nil {
 		s.rep.Ended, s.rep.Verdict = reports.EndError, check.Unknown

@@ -221,43 +221,62 @@ func (r *Recorder) Do(client string, req contract.Request, serve func(contract.R
 // func to call with the outcome when it leaves. Calling the func again, or
 // after a crash or lease loss already ended the interval, does not move End.
 func (r *Recorder) Begin(worker, item, key string) (end func(outcome string)) {
+	endAt := r.BeginAt(worker, item, key, time.Time{})
+	return func(outcome string) { endAt(outcome, time.Time{}) }
+}
+
+// BeginAt is Begin for a worker that stamps its own times (a worker process,
+// whose reports arrive a little after the fact): at is when worker entered
+// item, and endAt takes when it left. A zero time is the recorder's now.
+// Times are clamped so that an interval never starts after the recorder's
+// now nor ends before it started.
+func (r *Recorder) BeginAt(worker, item, key string, at time.Time) (endAt func(outcome string, at time.Time)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.clock.Now()
+	if at.IsZero() || at.After(now) {
+		at = now
+	}
 	seq := len(r.intervals)
-	iv := Interval{Seq: seq, Worker: worker, Item: item, Key: key, Start: now}
+	iv := Interval{Seq: seq, Worker: worker, Item: item, Key: key, Start: at}
 	if r.crashed[worker] {
 		// A frozen incarnation should not get here; if it does, it is not
 		// really inside anything.
-		iv.End, iv.Outcome = now, IntervalCrashed
+		iv.End, iv.Outcome = at, IntervalCrashed
 	}
-	if until, ok := r.doomedUntil[worker]; r.cutting[worker] > 0 || ok && !now.After(until) {
+	if until, ok := r.doomedUntil[worker]; r.cutting[worker] > 0 || ok && !at.After(until) {
 		r.doomed[seq] = true
 	}
 	r.intervals = append(r.intervals, iv)
 	var once sync.Once
-	return func(outcome string) {
-		once.Do(func() { r.end(seq, outcome) })
+	return func(outcome string, at time.Time) {
+		once.Do(func() { r.end(seq, outcome, at) })
 	}
 }
 
-func (r *Recorder) end(seq int, outcome string) {
+func (r *Recorder) end(seq int, outcome string, at time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.clock.Now()
+	if at.IsZero() || at.After(now) {
+		at = now
+	}
 	iv := &r.intervals[seq]
+	if at.Before(iv.Start) {
+		at = iv.Start
+	}
 	if !iv.Open() {
-		iv.Reported, iv.ReportedOutcome = now, outcome
+		iv.Reported, iv.ReportedOutcome = at, outcome
 		return
 	}
 	if r.doomed[seq] && outcome == "error" {
 		// Begun on a session a fault was cutting (see LeaseLost): the
 		// worker was inside nothing it could commit.
 		iv.End, iv.Outcome = iv.Start, IntervalLeaseLost
-		iv.Reported, iv.ReportedOutcome = now, outcome
+		iv.Reported, iv.ReportedOutcome = at, outcome
 		return
 	}
-	iv.End, iv.Outcome = now, outcome
+	iv.End, iv.Outcome = at, outcome
 }
 
 // Observer returns the contract.Observer for one worker incarnation.
