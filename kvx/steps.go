@@ -84,7 +84,8 @@ type Env struct {
 //     size, and one deleted under a live instance by a slow Delete).
 //
 // A call that got no answer (a timeout, a failed connection) may still
-// take effect, so the fence then stays after the commit (work.Tx.Unsettled).
+// take effect, so the fence then stays after the commit, until Budget.Effect
+// after the call was sent (work.Tx.Unsettled).
 func (e *Env) Call(ctx context.Context, step string, f func(ctx context.Context) error) error {
 	if e.Tx != nil {
 		if err := e.Tx.CheckClaim(); err != nil {
@@ -100,9 +101,10 @@ func (e *Env) Call(ctx context.Context, step string, f func(ctx context.Context)
 	}
 	cctx, cancel := context.WithTimeout(ctx, e.Budget.Provider)
 	defer cancel()
+	sent := time.Now()
 	err := f(cctx)
 	if e.Tx != nil && unanswered(err) {
-		e.Tx.Unsettled()
+		e.Tx.Unsettled(sent.Add(e.Budget.Effect))
 	}
 	return e.Steps.Classify(step, err)
 }

@@ -74,9 +74,10 @@
 // undoes. [Tx.Fence], called before the first external call, commits a
 // fence on the item's key that outlives the claim: until it ends, no other
 // item with that key is claimed (the item itself is, since a takeover repeats
-// the same change). A claim that commits removes its fence with it, unless a
-// call went unanswered ([Tx.Unsettled]); so on the happy path a fence costs
-// one statement and delays nothing.
+// the same change). A claim that commits removes its fence with it, or, when
+// a call went unanswered ([Tx.Unsettled]), keeps it only as long as that
+// call may still land; so on the happy path a fence costs one statement and
+// delays nothing.
 //
 // # Timeouts
 //

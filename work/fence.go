@@ -31,6 +31,12 @@ const fenceSQL = `INSERT INTO work_fence AS f (key, item, claim, until)
 // transaction: it goes if and only if the claim commits.
 const unfenceSQL = `DELETE FROM work_fence WHERE key = $1 AND claim = $2`
 
+// shortenSQL ends a fence its claim owns sooner, when the claim commits: at
+// the latest end an unsettled effect needs, rather than at the end that
+// covered every call the handler might still have made.
+const shortenSQL = `UPDATE work_fence SET until = least(until, now() + $3 * interval '1 microsecond')
+	WHERE key = $1 AND claim = $2`
+
 // fence is the state of one claim's fence.
 type fence struct {
 	db      *pgxpool.Pool
@@ -38,10 +44,10 @@ type fence struct {
 	item    Item
 	claim   string // unique among the claims of every runner
 
-	mu        sync.Mutex
-	until     time.Time // the latest end asked for and confirmed
-	owned     bool      // this claim set the fence: it removes it on commit
-	unsettled bool
+	mu       sync.Mutex
+	until    time.Time // the latest end asked for and confirmed
+	owned    bool      // this claim set the fence: it removes it on commit
+	settleBy time.Time // the latest end an unsettled effect needs; zero: all settled
 }
 
 // Fence keeps every other item with this item's key from being claimed
@@ -61,7 +67,8 @@ type fence struct {
 //
 // The database's clock keeps the fence: end is sent as a duration from now.
 // When the claim commits (done, retried or parked) the fence is removed with
-// it, unless Unsettled was called; otherwise it ends by itself. A call with
+// it, or after Unsettled shortened to what the unsettled effects need; when
+// the claim is lost it ends by itself at end. A call with
 // an end no later than an earlier call's does nothing, so a handler can call
 // Fence before every effect at the cost of one round trip per item. An
 // error (the database did not confirm the fence) means the handler must not
@@ -90,31 +97,42 @@ func (tx *Tx) Fence(ctx context.Context, end time.Time) error {
 	return nil
 }
 
-// Unsettled records that an effect the handler started may still land: a
-// call to an external system got no answer (it timed out, or the
-// connection failed). The fence then outlives the claim's commit and ends
-// by itself, so that the key's next item does not overtake that effect.
-func (tx *Tx) Unsettled() {
+// Unsettled records that an effect the handler started may still land, up
+// to by: a call to an external system got no answer (it timed out, or the
+// connection failed), and by is when it was sent plus the longest the
+// system may take to act on it. The fence then outlives the claim's commit
+// and ends at the latest such by (never later than it would have), so that
+// the key's next item does not overtake that effect.
+func (tx *Tx) Unsettled(by time.Time) {
 	if f := tx.fence; f != nil {
 		f.mu.Lock()
-		f.unsettled = true
+		if by.After(f.settleBy) {
+			f.settleBy = by
+		}
 		f.mu.Unlock()
 	}
 }
 
-// release removes the fence inside the claiming transaction before it
-// commits, when this claim owns it and every effect settled.
+// release ends the fence inside the claiming transaction before it
+// commits, when this claim owns it: at once when every effect settled, else
+// at the latest end an unsettled one needs.
 func (f *fence) release(ctx context.Context, tx pgx.Tx) error {
 	if f == nil {
 		return nil
 	}
 	f.mu.Lock()
-	drop := f.owned && !f.unsettled
+	owned, by := f.owned, f.settleBy
 	f.mu.Unlock()
-	if !drop {
+	if !owned {
 		return nil
 	}
-	if _, err := tx.Exec(ctx, unfenceSQL, f.item.Key, f.claim); err != nil {
+	var err error
+	if by.IsZero() {
+		_, err = tx.Exec(ctx, unfenceSQL, f.item.Key, f.claim)
+	} else {
+		_, err = tx.Exec(ctx, shortenSQL, f.item.Key, f.claim, max(0, time.Until(by).Microseconds()))
+	}
+	if err != nil {
 		return fmt.Errorf("work: unfence %q: %w", f.item.Key, err)
 	}
 	return nil

@@ -104,7 +104,8 @@ func TestFenceOutlivesALostClaim(t *testing.T) {
 
 // TestFenceLiftedOnCommit: a claim that commits with every effect settled
 // removes its own fence, in every outcome that commits (done, retried,
-// parked); after Unsettled the fence stays until it ends by itself.
+// parked); after Unsettled the fence stays, shortened to what Unsettled
+// asked.
 func TestFenceLiftedOnCommit(t *testing.T) {
 	pool := newPool(t, newDB(t).DSN(), 6)
 	rec := &recorder{}
@@ -126,7 +127,7 @@ func TestFenceLiftedOnCommit(t *testing.T) {
 		case "parked":
 			return work.Intransient("a bug", nil)
 		case "unsettled":
-			tx.Unsettled()
+			tx.Unsettled(time.Now().Add(30 * time.Second))
 		}
 		return nil
 	}
@@ -153,5 +154,12 @@ func TestFenceLiftedOnCommit(t *testing.T) {
 	}
 	if _, live := fenceRow(t, pool, "unsettled"); !live {
 		t.Errorf("the fence on %q was lifted at commit after Unsettled", "unsettled")
+	}
+	var left time.Duration
+	if err := pool.QueryRow(context.Background(), `SELECT (extract(epoch FROM until - now()) * 1e6)::bigint * interval '1 microsecond' FROM work_fence WHERE key = 'unsettled'`).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if left > 31*time.Second {
+		t.Errorf("the fence on %q ends in %s after Unsettled(30s), want it shortened from its minute", "unsettled", left)
 	}
 }
