@@ -161,8 +161,11 @@ type Clock interface {
 type Observer interface {
 	// Begin is called once a work item is claimed; the returned func is
 	// called with the outcome ("done", "retry", "parked", "error") when the
-	// worker leaves it. Item is the work item's id, key the instance it
-	// works on.
+	// worker leaves it. Item is the work item's id. Key is the instance it
+	// changes, for work that holds the instance's active work (a create,
+	// resize or delete: no other change of the instance may run beside it);
+	// a follow-up that runs outside that lock-out, beside the instance's
+	// next change, names FollowUpKey(kind, instance) instead.
 	Begin(item, key string) (end func(outcome string))
 }
 
@@ -195,3 +198,107 @@ type WorkItem struct {
 	Parked   bool
 	Reason   string // why it is parked, or the last error
 }
+
+// Liveness is what a system promises about recovery: the bounds the harness
+// holds it to, declared by the system (LivenessDeclarer) because they follow
+// from how it claims work, not from the harness. A system that recovers
+// later than it promised is invalid, with a violation that says what it
+// promised and what it took. A promise is separate from the timeouts a
+// system runs with: it is what the team commits to, so that a change that
+// lengthens a timeout past the promise is caught instead of silently
+// loosening the gate.
+type Liveness struct {
+	// Takeover bounds how long a work item whose worker went silent inside
+	// it (its database link swallows every answer, and stays so) waits
+	// until another worker has finished it. Zero: DefaultTakeover.
+	Takeover time.Duration
+	// Settle bounds the liveness phase: once every fault is healed, every
+	// fix deployed and every crashed worker restarted, how long until the
+	// system has no work left, no active work and every instance at its
+	// desired generation. It covers recovering a claim a crashed worker
+	// left behind. Zero: DefaultSettle.
+	Settle time.Duration
+	// ParkVisibleWithin bounds how long after a work item first meets an
+	// intransient error (a deployed bug) Inspect shows it parked, with a
+	// reason. Zero: DefaultParkVisibleWithin.
+	ParkVisibleWithin time.Duration
+	// Claim says what holds a worker's claim on a work item, which decides
+	// whether a lost database session ends it. Zero: ClaimSession.
+	Claim Claim
+	// ListenerApplicationName, when set, is the suffix of the
+	// application_name of a worker's listening session ("<worker> <suffix>"
+	// — the harness names each worker's sessions by its incarnation),
+	// so that a fault aimed at listeners finds it whatever it last ran.
+	// Zero: a listener is a session whose last statement was LISTEN, and
+	// when a worker has none such, every session of the worker is the
+	// listener fault's target (a listener that pings is not told apart).
+	ListenerApplicationName string
+}
+
+// Claim is what holds a worker's claim on a work item.
+type Claim string
+
+const (
+	// ClaimSession: the claim is held by the worker's database session (a
+	// row lock taken FOR UPDATE SKIP LOCKED inside an open transaction, an
+	// advisory lock). A lost session ends it at once, and another worker may
+	// take the item over; the harness then ends the first worker's time
+	// inside the item where its session was cut, since what it does after
+	// that it does outside any claim.
+	ClaimSession Claim = "session"
+	// ClaimRow: the claim is committed state (a row marked running, as River
+	// and most job queues do). It outlives the session that made it: only
+	// the system's own rescue (after a stuck-job timeout) frees it. The
+	// harness keeps the worker inside the item after a lost session until
+	// the worker says it left, so a second worker inside the item meanwhile
+	// is a race.
+	ClaimRow Claim = "row"
+)
+
+// Default bounds of a system that declares none.
+const (
+	DefaultTakeover          = 16 * time.Second
+	DefaultSettle            = 15 * time.Second
+	DefaultParkVisibleWithin = 10 * time.Second
+)
+
+// LivenessDeclarer is implemented by a System that declares its liveness
+// promises. The harness reads them once per run.
+type LivenessDeclarer interface {
+	Liveness() Liveness
+}
+
+// LivenessOf returns the promises sys declares, every zero field set to its
+// default.
+func LivenessOf(sys System) Liveness {
+	var l Liveness
+	if d, ok := sys.(LivenessDeclarer); ok {
+		l = d.Liveness()
+	}
+	return l.WithDefaults()
+}
+
+// WithDefaults returns l with every zero field set to its default.
+func (l Liveness) WithDefaults() Liveness {
+	if l.Takeover <= 0 {
+		l.Takeover = DefaultTakeover
+	}
+	if l.Settle <= 0 {
+		l.Settle = DefaultSettle
+	}
+	if l.ParkVisibleWithin <= 0 {
+		l.ParkVisibleWithin = DefaultParkVisibleWithin
+	}
+	if l.Claim == "" {
+		l.Claim = ClaimSession
+	}
+	return l
+}
+
+// FollowUpKey is the Observer key of a follow-up work item of kind (a
+// welcome email) that does not hold its instance's active work and may run
+// beside the instance's next change: "<kind>:<instance>". The race checker
+// compares an item only with items of the same key, so a follow-up is never
+// taken for a second change of its instance, yet two follow-ups of one kind
+// for one instance at once still are a race.
+func FollowUpKey(kind, instance string) string { return kind + ":" + instance }

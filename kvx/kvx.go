@@ -1,6 +1,7 @@
 package kvx
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -29,6 +30,37 @@ type Options struct {
 	// Runner adjusts the worker's runner options after kvx has set them;
 	// zero: no adjustment.
 	Runner func(*work.RunnerOptions)
+	// Liveness is the promise the system declares to the harness (see
+	// System.Liveness); each zero field is the reference's promise, derived
+	// from the default Budget, not from Options.Budget: a variant with
+	// other timeouts keeps the reference's promise, so the gate holds it to
+	// what the reference promised instead of to what the variant runs with.
+	Liveness contract.Liveness
+}
+
+// Promise is the reference's liveness promise, derived from the default
+// Budget b:
+//
+//   - Takeover: a silent worker's session sits idle in its transaction
+//     until Postgres ends it after IdleInTx, which frees the claim; another
+//     worker polls within Poll and redoes the item within Handler. Twice
+//     IdleInTx covers that with margin for a loaded machine.
+//   - Settle: once healed, the worst left to wait out is a session frozen
+//     behind a healed fault (IdleInTx), then the redo (Handler) and its
+//     commit (Statement).
+//   - ParkVisibleWithin: work parks on its first intransient answer, inside
+//     the handler that met it: twice Handler.
+//   - Claim: a row lock held by the claiming transaction (ClaimSession).
+//   - ListenerApplicationName: package work names its LISTEN session.
+func Promise() contract.Liveness {
+	b := Budget{}.withDefaults()
+	return contract.Liveness{
+		Takeover:                2 * b.IdleInTx,
+		Settle:                  b.IdleInTx + b.Handler + b.Statement,
+		ParkVisibleWithin:       2 * b.Handler,
+		Claim:                   contract.ClaimSession,
+		ListenerApplicationName: work.ListenerApplicationName,
+	}
 }
 
 // Budget is kvx's time budget. The one rule that matters: a claiming
@@ -85,9 +117,13 @@ type System struct {
 	accept func(ctx context.Context, db *pgxpool.Pool, req contract.Request) (contract.Response, error)
 	budget Budget
 	runner func(*work.RunnerOptions)
+	live   contract.Liveness
 }
 
-var _ contract.System = (*System)(nil)
+var (
+	_ contract.System           = (*System)(nil)
+	_ contract.LivenessDeclarer = (*System)(nil)
+)
 
 // New assembles a System from opts.
 func New(opts Options) *System {
@@ -96,12 +132,23 @@ func New(opts Options) *System {
 		accept: opts.Accept,
 		budget: opts.Budget.withDefaults(),
 		runner: opts.Runner,
+		live:   opts.Liveness,
 	}
+	ref := Promise()
+	s.live.Takeover = cmp.Or(s.live.Takeover, ref.Takeover)
+	s.live.Settle = cmp.Or(s.live.Settle, ref.Settle)
+	s.live.ParkVisibleWithin = cmp.Or(s.live.ParkVisibleWithin, ref.ParkVisibleWithin)
+	s.live.Claim = cmp.Or(s.live.Claim, ref.Claim)
+	s.live.ListenerApplicationName = cmp.Or(s.live.ListenerApplicationName, ref.ListenerApplicationName)
 	if s.accept == nil {
 		s.accept = Accept
 	}
 	return s
 }
+
+// Liveness is the promise the system declares (Options.Liveness, else the
+// reference's Promise).
+func (s *System) Liveness() contract.Liveness { return s.live }
 
 // Budget is the system's time budget, defaults filled in.
 func (s *System) Budget() Budget { return s.budget }
@@ -169,11 +216,12 @@ func (s *System) handler(db *pgxpool.Pool, deps contract.Deps, clients Clients, 
 
 // ObserveKey is the key kvx reports to the harness's observer for an item:
 // the instance id for the work that holds has_active_work (provision, resize,
-// delete), and "email:<id>" for the welcome email, which changes nothing of
-// the instance and may run beside the instance's next change.
+// delete), and contract.FollowUpKey ("email:<id>") for the welcome email,
+// which changes nothing of the instance and may run beside the instance's
+// next change.
 func ObserveKey(it work.Item) string {
 	if it.Kind == KindEmail {
-		return "email:" + it.Key
+		return contract.FollowUpKey(KindEmail, it.Key)
 	}
 	return it.Key
 }

@@ -49,6 +49,11 @@ var ErrSlow = errors.New("scenarios: the system did not get there in time")
 
 const step = 10 * time.Second // bound of each wait inside a scenario
 
+// recovery bounds a wait for the system to get past a fault it must recover
+// from on its own (a transient error, a lag): its promised settle bound,
+// and never less than step.
+func recovery(e *sim.Env) time.Duration { return max(step, e.Liveness().Settle) }
+
 // quiet is how long a scenario lets the workers go quiet (finish what they
 // were doing at start-up) before work arrives.
 const quiet = 500 * time.Millisecond
@@ -109,12 +114,13 @@ func create(ctx context.Context, e *sim.Env, id, size string) error {
 
 // idle waits until the instance has no active work.
 func idle(ctx context.Context, e *sim.Env, id string) error {
-	ok := sim.Await(ctx, step, func() bool {
+	bound := recovery(e)
+	ok := sim.Await(ctx, bound, func() bool {
 		r, err := serve(ctx, e, contract.Request{Op: contract.OpGet, Instance: id})
 		return err == nil && !r.HasActiveWork
 	})
 	if !ok {
-		return fmt.Errorf("%w: instance %s still has active work after %v", ErrSlow, id, step)
+		return fmt.Errorf("%w: instance %s still has active work after %v", ErrSlow, id, bound)
 	}
 	return nil
 }
@@ -302,7 +308,7 @@ func NamedScenarios() []Named {
 				if err := create(ctx, e, "i1", "small"); err != nil {
 					return err
 				}
-				parked := sim.Await(ctx, step, func() bool {
+				parked := sim.Await(ctx, e.Liveness().ParkVisibleWithin, func() bool {
 					s, err := e.Inspect(ctx)
 					if err != nil {
 						return false

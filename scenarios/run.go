@@ -28,7 +28,8 @@ type Budget struct {
 	Time time.Duration
 	// ShrinkTime bounds the search for a shorter counterexample; zero: 60s.
 	ShrinkTime time.Duration
-	// Settle bounds each run's liveness phase; zero: 15s.
+	// Settle bounds each run's liveness phase, overriding the system's
+	// promise (contract.Liveness.Settle); zero: the system's promise.
 	Settle time.Duration
 	// ExploreTime bounds the explore family: no experiment starts after
 	// it; zero: 10m.
@@ -52,9 +53,6 @@ func (b Budget) withDefaults() Budget {
 	}
 	if b.ShrinkTime <= 0 {
 		b.ShrinkTime = time.Minute
-	}
-	if b.Settle <= 0 {
-		b.Settle = 15 * time.Second
 	}
 	if b.ExploreTime <= 0 {
 		b.ExploreTime = 10 * time.Minute
@@ -88,6 +86,11 @@ type Options struct {
 	// Only selects the named scenarios whose name it matches; zero: all.
 	Only   *regexp.Regexp
 	Budget Budget
+	// Liveness overrides, field by field, the promises the system declares
+	// (contract.LivenessOf; Budget.Settle overrides Settle): every named
+	// scenario, experiment and liveness phase holds the system to them.
+	// Zero: what the system declares, else the contract's defaults.
+	Liveness contract.Liveness
 	// Logger for the runs' own log; zero: discard.
 	Logger *slog.Logger
 	// Progress, when set, is called after each example. Examples and, in
@@ -405,7 +408,21 @@ func ExampleSeed(root uint64, family string, k int) uint64 {
 
 func simOptions(opts Options, workers int) sim.Options {
 	return sim.Options{System: opts.System, Server: opts.Server, Workers: workers, Seed: opts.Seed, Logger: opts.Logger,
-		Settle: opts.Budget.Settle}
+		Liveness: opts.Liveness, Settle: opts.Budget.Settle}
+}
+
+// Settle is the bound of each run's liveness phase: Budget.Settle, else
+// the system's promise.
+func (o Options) Settle() time.Duration { return o.liveness().Settle }
+
+// liveness is the promises a run holds the system to: its own, with the
+// options' overrides.
+func (o Options) liveness() contract.Liveness {
+	l := o.Liveness
+	if o.Budget.Settle > 0 {
+		l.Settle = o.Budget.Settle
+	}
+	return sim.LivenessOf(o.System, l)
 }
 
 // RunScenario runs one named scenario as an Example.

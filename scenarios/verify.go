@@ -76,7 +76,7 @@ func Verify(t *testing.T, sys contract.System, opts Options) {
 	for _, f := range opts.Families {
 		wg.Go(func() {
 			t.Run(f, func(t *testing.T) {
-				ctx, cancel := context.WithTimeout(context.Background(), opts.Budget.Time+10*opts.Budget.Settle+opts.Budget.ShrinkTime)
+				ctx, cancel := context.WithTimeout(context.Background(), opts.Budget.Time+10*opts.liveness().Settle+opts.Budget.ShrinkTime)
 				defer cancel()
 				if isPropertyFamily(f) && replayFailFile(ctx, t, opts, filepath.Join(failDir, f+".json")) {
 					return

@@ -63,8 +63,14 @@ type Options struct {
 	// provider call, so that latency faults can aim just under and just
 	// over it; zero: 2s.
 	ProviderTimeout time.Duration
-	// Settle bounds the liveness phase of Finish: how long the system may
-	// take to settle once every fault is healed; zero: 15s.
+	// Liveness overrides, field by field, the promises the system declares
+	// (contract.LivenessOf): the bounds of a takeover, of the liveness
+	// phase and of parking, what holds a claim, the listener's name. Zero:
+	// what the system declares, else the contract's defaults.
+	Liveness contract.Liveness
+	// Settle, when set, overrides Liveness.Settle: how long the system may
+	// take to settle once every fault is healed (the liveness phase of
+	// Finish). Zero: the system's promise.
 	Settle time.Duration
 	// AlwaysHeal makes Finish run its liveness phase even when a safety
 	// violation is already recorded, for a run that goes on after Finish (a
@@ -182,9 +188,11 @@ func New(ctx context.Context, opts Options) (_ *Env, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if opts.Settle <= 0 {
-		opts.Settle = 15 * time.Second
+	opts.Liveness = LivenessOf(opts.System, opts.Liveness)
+	if opts.Settle > 0 {
+		opts.Liveness.Settle = opts.Settle
 	}
+	opts.Settle = opts.Liveness.Settle
 	if opts.Process != nil && opts.Scheduled {
 		return nil, errNoPoints("scheduled mode")
 	}
@@ -245,6 +253,46 @@ func New(ctx context.Context, opts Options) (_ *Env, err error) {
 		}
 	}
 	return e, nil
+}
+
+// LivenessOf is the promises sys declares (contract.LivenessOf) with
+// override's non-zero fields in their place.
+func LivenessOf(sys contract.System, override contract.Liveness) contract.Liveness {
+	l := contract.LivenessOf(sys)
+	if override.Takeover > 0 {
+		l.Takeover = override.Takeover
+	}
+	if override.Settle > 0 {
+		l.Settle = override.Settle
+	}
+	if override.ParkVisibleWithin > 0 {
+		l.ParkVisibleWithin = override.ParkVisibleWithin
+	}
+	if override.Claim != "" {
+		l.Claim = override.Claim
+	}
+	if override.ListenerApplicationName != "" {
+		l.ListenerApplicationName = override.ListenerApplicationName
+	}
+	return l
+}
+
+// Liveness returns the run's promises: the system's, with Options'
+// overrides, every field set.
+func (e *Env) Liveness() contract.Liveness { return e.opts.Liveness }
+
+// sessionLost records, before fault acts, that it is cutting worker's
+// database session, and returns the func to call once it has acted. Whether
+// that ends the worker's claim is the system's (Liveness.Claim): a session's
+// lock goes with the session, and the worker's interval ends there (see
+// history.Recorder.LeaseLost); a committed row outlives it, and the
+// worker stays inside its item until it says it left.
+func (e *Env) sessionLost(worker, fault string) (acted func()) {
+	if e.opts.Liveness.Claim == contract.ClaimRow {
+		e.rec.SessionLost(worker, fault)
+		return func() {}
+	}
+	return e.rec.LeaseLost(worker, fault)
 }
 
 func templateName(sys contract.System) string {
@@ -755,15 +803,34 @@ func (e *Env) Finish(ctx context.Context) (Result, error) {
 			return early, nil
 		}
 	}
+	healed := time.Now()
 	settled, err := e.converge(ctx, e.opts.Settle)
 	if err != nil {
 		return Result{}, fmt.Errorf("sim: liveness phase: %w", err)
+	}
+	if !settled {
+		// Late is a violation of its own, whatever the state shows once
+		// it came: watch a while longer, to say how late.
+		late, err := e.awaitSettled(ctx, e.opts.Settle/2)
+		if err != nil {
+			return Result{}, fmt.Errorf("sim: liveness phase: %w", err)
+		}
+		took := fmt.Sprintf("not settled after %v", time.Since(healed).Round(100*time.Millisecond))
+		if late {
+			took = fmt.Sprintf("took %v", time.Since(healed).Round(100*time.Millisecond))
+		}
+		e.Violate(check.Violation{Invariant: check.InvConvergence, Rule: RuleSettleBound,
+			Message: fmt.Sprintf("promised to settle within %v once every fault was healed (Liveness.Settle), %s", e.opts.Settle, took)})
 	}
 	e.awaitInFlight(ctx, e.opts.ProviderTimeout+time.Second)
 	res, err := e.check(ctx, true)
 	res.Settled = settled
 	return res, err
 }
+
+// RuleSettleBound is the violation of a system that settled later than it
+// promised (contract.Liveness.Settle), or not at all.
+const RuleSettleBound = "settle-bound"
 
 // CheckSafety checks what was recorded so far with no liveness phase, for a
 // run cut short (interrupted): the safety checkers run, lost work and

@@ -93,8 +93,10 @@ func losesLease(f netfault.Fault) bool {
 }
 
 // LinkFault applies f to slot's current link to upstream. A fault that can
-// cost the worker its database session is recorded as a lease loss, so the
-// race checker does not mistake the worker's late actions for a race.
+// cost the worker its database session is recorded as a session loss, and
+// for a system whose claim is its session (contract.ClaimSession) as a
+// lease loss, so the race checker does not mistake the worker's late
+// actions for a race.
 func (e *Env) LinkFault(slotName, upstream string, f netfault.Fault) error {
 	inc, err := e.current(slotName)
 	if err != nil {
@@ -112,7 +114,7 @@ func (e *Env) LinkFault(slotName, upstream string, f netfault.Fault) error {
 	// covered by the window LeaseLost opens until shortly after the fault
 	// has acted.
 	if upstream == Postgres && losesLease(f) {
-		defer e.rec.LeaseLost(inc.name, f.String())()
+		defer e.sessionLost(inc.name, f.String())()
 	}
 	if err := l.Apply(f); err != nil {
 		if errors.Is(err, netfault.ErrSevered) {
@@ -319,46 +321,62 @@ type Backend string
 
 const (
 	AllBackends      Backend = "all"
-	ListenerBackends Backend = "listener" // sessions whose last statement was LISTEN
+	ListenerBackends Backend = "listener" // the worker's listening sessions (see TerminateBackends)
 	WorkerBackends   Backend = "worker"   // every other session of the worker
 )
 
 // TerminateBackends runs pg_terminate_backend on slot's current incarnation's
 // sessions of the given kind and returns how many it ended.
+//
+// A session is the worker's when its application_name is the incarnation's
+// name, possibly with a suffix (the harness names each worker's pool so). A
+// listener is a session named with the system's declared listener suffix
+// (Liveness.ListenerApplicationName), else one whose last statement
+// LISTENed; when the worker has no such session (a listener that pinged
+// since is not told apart), ListenerBackends ends every session of the
+// worker, the listener among them.
 func (e *Env) TerminateBackends(ctx context.Context, slotName string, which Backend) (int, error) {
 	inc, err := e.current(slotName)
 	if err != nil {
 		return 0, err
 	}
-	// A session is the worker's when its application_name is the
-	// incarnation's name, possibly with a suffix. A listener is a session
-	// whose last statement LISTENed, or one package work marked as its
-	// listener ("w1.2 work-listener", work.ListenerApplicationName): after
-	// its first keep-alive ping its last statement is no longer the LISTEN.
-	q := `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-	       WHERE datname = current_database()
-	         AND (application_name = $1 OR application_name LIKE $1 || ' %')`
-	const listening = `(query ~* '(^|;)\s*listen\s' OR application_name LIKE '% work-listener')`
+	listening := `query ~* '(^|;)\s*listen\s'`
+	args := []any{inc.name}
+	if name := e.opts.Liveness.ListenerApplicationName; name != "" {
+		listening = `application_name = $1 || ' ' || $2`
+		args = append(args, name)
+	}
+	mine := `datname = current_database() AND (application_name = $1 OR application_name LIKE $1 || ' %')`
+	var q string
 	switch which {
 	case ListenerBackends:
-		q += ` AND ` + listening
+		q = `WITH l AS (SELECT pid FROM pg_stat_activity WHERE ` + mine + ` AND (` + listening + `)),
+		          t AS (SELECT pid FROM l UNION ALL
+		                SELECT pid FROM pg_stat_activity WHERE ` + mine + ` AND NOT EXISTS (SELECT FROM l))
+		     SELECT count(pg_terminate_backend(pid)) FROM t`
 	case WorkerBackends:
-		q += ` AND NOT ` + listening
+		q = `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE ` + mine + ` AND NOT (` + listening + `)`
 	case AllBackends:
+		q = `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE ` + mine
 	default:
 		return 0, fmt.Errorf("sim: unknown backend kind %q", which)
+	}
+	if len(args) == 1 {
+		q = strings.ReplaceAll(q, "$2", "NULL")
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.opts.ServeTimeout)
 	defer cancel()
 	// Recorded before the sessions end, as in LinkFault: the item a
 	// terminated session held is free to claim at once. When none was
 	// ended the loss is recorded all the same, which only ends intervals
-	// of a worker that held no session.
-	if which != ListenerBackends {
-		defer e.rec.LeaseLost(inc.name, "terminate-backend")()
+	// of a worker that held no session. A listener fault may end every
+	// session of a worker whose listener is not told apart: it is recorded
+	// as a loss too.
+	if which != ListenerBackends || e.opts.Liveness.ListenerApplicationName == "" {
+		defer e.sessionLost(inc.name, "terminate-backend("+string(which)+")")()
 	}
 	var n int
-	if err := e.admin.QueryRow(ctx, q, inc.name).Scan(&n); err != nil {
+	if err := e.admin.QueryRow(ctx, q, args...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("sim: terminate %s backends of %s: %w", which, inc.name, err)
 	}
 	e.rec.FaultOn(inc.name+"/postgres", fmt.Sprintf("terminate-backend(%s,%d)", which, n))
@@ -395,7 +413,6 @@ func (e *Env) Step(ctx context.Context, quiet time.Duration) (p crash.Parked, ok
 // at its desired generation. It returns false (not an error) when that does
 // not happen within timeout.
 func (e *Env) converge(ctx context.Context, timeout time.Duration) (bool, error) {
-	const poll = 50 * time.Millisecond
 	e.gate.SetScheduled(false)
 	if err := e.HealLinks(); err != nil {
 		return false, err
@@ -424,6 +441,13 @@ func (e *Env) converge(ctx context.Context, timeout time.Duration) (bool, error)
 			return false, err
 		}
 	}
+	return e.awaitSettled(ctx, timeout)
+}
+
+// awaitSettled resumes parked work and waits, at most timeout, until the
+// system has settled (see converge).
+func (e *Env) awaitSettled(ctx context.Context, timeout time.Duration) (bool, error) {
+	const poll = 50 * time.Millisecond
 	deadline := time.Now().Add(timeout)
 	for {
 		if _, err := e.resume(ctx); err != nil && ctx.Err() != nil {

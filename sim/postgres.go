@@ -52,7 +52,7 @@ func (e *Env) RestartPostgres(ctx context.Context) error {
 	}
 	e.rec.FaultOn(Postgres, "restart")
 	for _, inc := range e.liveIncarnations() {
-		defer e.rec.LeaseLost(inc.name, "postgres-restart")()
+		defer e.sessionLost(inc.name, "postgres-restart")()
 	}
 	// Once the server is down it must come back whatever ctx does: a
 	// restart cut short by the end of a soak's traffic segment would leave

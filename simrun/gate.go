@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/workproof/workproof/contract"
 	"github.com/workproof/workproof/reports"
 	"github.com/workproof/workproof/scenarios"
 	"github.com/workproof/workproof/sim/check"
@@ -26,7 +27,7 @@ type runFlags struct {
 	system, dsn, only, families, out, shard string
 	seed                                    uint64
 	workers, checks, steps, parallel        int
-	settle, exploreTime                     time.Duration
+	settle, takeover, exploreTime           time.Duration
 	exploreAll, verbose                     bool
 }
 
@@ -39,7 +40,8 @@ func (f *runFlags) register(c *cli, fs *flag.FlagSet, defaultFamilies string) {
 	fs.IntVar(&f.workers, "workers", 2, "worker slots per run")
 	fs.IntVar(&f.checks, "checks", 8, "programs drawn per property family")
 	fs.IntVar(&f.steps, "steps", 20, "most actions per drawn program")
-	fs.DurationVar(&f.settle, "settle", 15*time.Second, "bound of each run's liveness phase (heal, then wait for the system to settle)")
+	fs.DurationVar(&f.settle, "settle", 0, "bound of each run's liveness phase (heal, then wait for the system to settle), overriding the system's promise (contract.Liveness.Settle; default: the promise)")
+	fs.DurationVar(&f.takeover, "takeover", 0, "bound of a takeover from a silent worker, overriding the system's promise (contract.Liveness.Takeover; default: the promise)")
 	fs.IntVar(&f.parallel, "parallel", 0, "explore: experiments run at once (default 4 per CPU)")
 	fs.StringVar(&f.shard, "shard", "", "explore: run only shard i/n of the experiments (1 ≤ i ≤ n), split by experiment id so every job of a CI matrix agrees; merge the reports with simrun merge")
 	fs.DurationVar(&f.exploreTime, "explore-time", 10*time.Minute, "explore: no experiment starts after this long")
@@ -57,9 +59,10 @@ func (f *runFlags) options(fs *flag.FlagSet, stderr io.Writer) (scenarios.Option
 		System: sys.New(), Name: sys.Name, Scenarios: sys.Scenarios, Command: f.c.command, Seed: f.seed, Workers: f.workers, Parallel: f.parallel,
 		Budget: scenarios.Budget{Checks: f.checks, Steps: f.steps, Settle: f.settle, Time: time.Hour,
 			ExploreTime: f.exploreTime, ExploreAll: f.exploreAll},
+		Liveness: contract.Liveness{Takeover: f.takeover},
 	}
-	if f.workers < 1 || f.checks < 1 || f.steps < 1 || f.settle <= 0 || f.exploreTime <= 0 || f.parallel < 0 {
-		return opts, usagef("-workers, -checks, -steps, -settle and -explore-time must be positive, -parallel not negative")
+	if f.workers < 1 || f.checks < 1 || f.steps < 1 || f.settle < 0 || f.takeover < 0 || f.exploreTime <= 0 || f.parallel < 0 {
+		return opts, usagef("-workers, -checks, -steps and -explore-time must be positive, -settle, -takeover and -parallel not negative")
 	}
 	if f.workers > scenarios.MaxWorkers || f.steps > scenarios.MaxActions || f.parallel > 256 {
 		return opts, usagef("-workers %d, -steps %d or -parallel %d too large (at most %d, %d, 256)", f.workers, f.steps, f.parallel, scenarios.MaxWorkers, scenarios.MaxActions)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/workproof/workproof/contract"
 	"github.com/workproof/workproof/reports"
 	"github.com/workproof/workproof/scenarios"
 	"github.com/workproof/workproof/sim/check"
@@ -38,7 +39,8 @@ func (c *cli) replayCmd(ctx context.Context, args []string, stdout, stderr io.Wr
 	fs.StringVar(&program, "program", "", "replay the program saved in this JSON file (a gate's report keeps each drawn failure's as <family>-seed_<N>/program.json)")
 	fs.StringVar(&expect, "expect", "", "the invariant the original run violated: the replay then says whether it reproduced or diverged")
 	fs.IntVar(&attempts, "attempts", 5, "with -expect: run up to this many times until the violation reproduces")
-	fs.DurationVar(&f.settle, "settle", 15*time.Second, "bound of the liveness phase")
+	fs.DurationVar(&f.settle, "settle", 0, "bound of the liveness phase (default: the system's promise, contract.Liveness.Settle)")
+	fs.DurationVar(&f.takeover, "takeover", 0, "bound of a takeover from a silent worker (default: the system's promise, contract.Liveness.Takeover)")
 	fs.StringVar(&f.dsn, "dsn", "", "Postgres server (default: $WORKPROOF_DATABASE_URL or the PG* variables, else a private ephemeral cluster)")
 	fs.StringVar(&f.out, "out", "out", outFlagDoc)
 	fs.Usage = func() {
@@ -106,7 +108,7 @@ Examples:
 		return exitUsage
 	}
 	opts := scenarios.Options{System: sys.New(), Name: sys.Name, Scenarios: sys.Scenarios, Command: c.command, Seed: f.seed, Workers: f.workers,
-		Budget: scenarios.Budget{Settle: f.settle}}
+		Budget: scenarios.Budget{Settle: f.settle}, Liveness: contract.Liveness{Takeover: f.takeover}}
 	var (
 		prog *scenarios.Program
 		sc   *scenarios.Named

@@ -99,6 +99,22 @@ func TestAll(t *testing.T) {
 	}
 }
 
+// Every mutant keeps the reference's liveness promise, whatever timeouts it
+// runs with: a variant with day-long deadlines is held to the reference's
+// takeover and settle bounds, and caught, instead of declaring day-long
+// bounds and passing.
+func TestMutantsKeepTheReferencePromise(t *testing.T) {
+	want := kvx.Promise()
+	if got := contract.LivenessOf(kvx.New(kvx.Options{})); got != want {
+		t.Fatalf("reference declares %+v, want its Promise %+v", got, want)
+	}
+	for _, m := range mutants.All() {
+		if got := contract.LivenessOf(m.New()); got != want {
+			t.Errorf("%s declares %+v, want the reference's %+v", m.Name, got, want)
+		}
+	}
+}
+
 // TestExposed runs each mutant's exposure against the reference (no
 // violation) and the mutant (a violation).
 func TestExposed(t *testing.T) {

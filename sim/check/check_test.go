@@ -581,6 +581,7 @@ func TestReached(t *testing.T) {
 	f.iv("w3.1", "1", "i1", 11, 11.5, "parked")
 	f.event(history.EventCrash, "w1.1", 10)
 	f.event(history.EventLeaseLost, "w2.1", 30)
+	f.event(history.EventSessionLost, "w2.1", 30.5)
 	f.event(history.EventFaultOn, "", 31)
 	f.event(history.EventDeployBug, "", 32)
 	f.event(history.EventDeployFix, "", 33)

@@ -14,7 +14,8 @@ const (
 	PathProviderFault    = "provider-fault"              // a fault-plan rule fired on a provider request
 	PathAmbiguousFault   = "ambiguous-provider-fault"    // a request took effect but its answer was lost or an error
 	PathWorkerCrash      = "worker-crash"                // a worker incarnation crashed
-	PathLeaseLost        = "lease-lost"                  // a worker's database session was cut
+	PathLeaseLost        = "lease-lost"                  // a worker's database session was cut, and with it its claim
+	PathSessionLost      = "session-lost"                // a worker's database session was cut; its claim (a row) outlived it
 	PathCrashInsideItem  = "crash-inside-item"           // a crash or lease loss ended an item interval
 	PathNetworkFault     = "network-fault"               // a fault was switched on
 	PathDeployFix        = "deploy-fix"                  // a bug was deployed and later fixed
@@ -31,7 +32,7 @@ const (
 func Paths() []string {
 	return []string{
 		PathBusy, PathUnknownRequest, PathConcurrentChange, PathReplayed, PathProviderFault,
-		PathAmbiguousFault, PathWorkerCrash, PathLeaseLost, PathCrashInsideItem, PathNetworkFault,
+		PathAmbiguousFault, PathWorkerCrash, PathLeaseLost, PathSessionLost, PathCrashInsideItem, PathNetworkFault,
 		PathDeployFix, PathParkedWork, PathRetriedWork, PathItemRedone, PathResumed, PathRefunded,
 		PathVMTerminated,
 	}
@@ -80,6 +81,8 @@ func (v *view) reached() []string {
 			hit[PathWorkerCrash] = true
 		case history.EventLeaseLost:
 			hit[PathLeaseLost] = true
+		case history.EventSessionLost:
+			hit[PathSessionLost] = true
 		case history.EventFaultOn:
 			hit[PathNetworkFault] = true
 		case history.EventDeployBug:

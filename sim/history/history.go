@@ -105,11 +105,15 @@ type EventKind string
 
 const (
 	EventCrash     EventKind = "crash"      // Worker crashed at Detail (a crash point)
-	EventLeaseLost EventKind = "lease-lost" // a fault (Detail) cut Worker's database session
-	EventFaultOn   EventKind = "fault-on"   // fault Detail applied to Target (a link or a provider)
-	EventFaultOff  EventKind = "fault-off"  // fault Detail removed from Target
-	EventDeployBug EventKind = "deploy-bug" // an intransient bug Detail was deployed
-	EventDeployFix EventKind = "deploy-fix" // the fix for Detail was deployed
+	EventLeaseLost EventKind = "lease-lost" // a fault (Detail) cut Worker's database session, and with it its claim
+	// EventSessionLost: a fault (Detail) cut Worker's database session, and
+	// the system's claims outlive sessions (contract.ClaimRow): the worker
+	// stays inside its item until it says it left.
+	EventSessionLost EventKind = "session-lost"
+	EventFaultOn     EventKind = "fault-on"   // fault Detail applied to Target (a link or a provider)
+	EventFaultOff    EventKind = "fault-off"  // fault Detail removed from Target
+	EventDeployBug   EventKind = "deploy-bug" // an intransient bug Detail was deployed
+	EventDeployFix   EventKind = "deploy-fix" // the fix for Detail was deployed
 )
 
 // Event is one thing the harness did.
@@ -327,6 +331,14 @@ func (r *Recorder) LeaseLost(worker, fault string) (acted func()) {
 			}
 		})
 	}
+}
+
+// SessionLost records that fault is cutting worker's database session of a
+// system whose claims are committed rows (contract.ClaimRow): unlike
+// LeaseLost it ends no interval, since the worker keeps its claim and is
+// still inside its item, however long it takes to notice.
+func (r *Recorder) SessionLost(worker, fault string) {
+	r.Note(Event{Kind: EventSessionLost, Worker: worker, Detail: fault})
 }
 
 // FaultOn records that fault was applied to target (a link or a provider).
