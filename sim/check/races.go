@@ -31,7 +31,10 @@ import (
 //   - "same-item": proven spans of two different worker incarnations inside
 //     the same item overlap;
 //   - "same-instance": proven spans of two different worker incarnations in
-//     different items of the same non-empty key overlap;
+//     different items of the same non-empty key overlap. The key is the
+//     Observer's: the instance an item changes, or, for follow-up work that
+//     runs beside the instance's next change, contract.FollowUpKey(kind,
+//     instance) — compared only with items of that same key;
 //   - "concurrent-mutations": two provider mutation requests (Mutation,
 //     not email) for one owner by different callers overlap, each taken as
 //     [Start, End if answered else Start] and cut at the end of the caller's
