@@ -350,6 +350,13 @@ func (e *Env) TerminateBackends(ctx context.Context, slotName string, which Back
 	var q string
 	switch which {
 	case ListenerBackends:
+		if len(args) > 1 {
+			// A declared listener is ended alone, or nothing is: ending
+			// every session of a worker whose listener is not up yet (or
+			// reconnecting) would cut its claim unrecorded.
+			q = `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE ` + mine + ` AND (` + listening + `)`
+			break
+		}
 		q = `WITH l AS (SELECT pid FROM pg_stat_activity WHERE ` + mine + ` AND (` + listening + `)),
 		          t AS (SELECT pid FROM l UNION ALL
 		                SELECT pid FROM pg_stat_activity WHERE ` + mine + ` AND NOT EXISTS (SELECT FROM l))
@@ -369,9 +376,9 @@ func (e *Env) TerminateBackends(ctx context.Context, slotName string, which Back
 	// Recorded before the sessions end, as in LinkFault: the item a
 	// terminated session held is free to claim at once. When none was
 	// ended the loss is recorded all the same, which only ends intervals
-	// of a worker that held no session. A listener fault may end every
-	// session of a worker whose listener is not told apart: it is recorded
-	// as a loss too.
+	// of a worker that held no session. A listener fault on a system that
+	// declares no listener name may end every session of the worker: it is
+	// recorded as a loss too.
 	if which != ListenerBackends || e.opts.Liveness.ListenerApplicationName == "" {
 		defer e.sessionLost(inc.name, "terminate-backend("+string(which)+")")()
 	}
