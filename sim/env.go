@@ -376,8 +376,8 @@ func (e *Env) start(ctx context.Context, slotName string) error {
 		inc.transports = append(inc.transports, tr)
 		services[spec.Name] = contract.Service{
 			URL: "http://" + inc.links[spec.Name].Addr(),
-			HTTPClient: &http.Client{Transport: callerTransport{caller: inc.name,
-				base: e.gate.Transport(inc.name, callPoint(spec), tr)}},
+			HTTPClient: &http.Client{Transport: proc.CallerTransport{Caller: inc.name,
+				Base: e.gate.Transport(inc.name, callPoint(spec), tr)}},
 		}
 	}
 	deps := contract.Deps{
@@ -538,20 +538,6 @@ func (o gateObserver) Begin(item, key string) func(string) {
 		o.g.Leave(o.worker)
 		end(outcome)
 	}
-}
-
-// callerTransport names the worker incarnation on every provider request
-// (the ledgers' Caller), whatever client the system built on its
-// http.Client.
-type callerTransport struct {
-	caller string
-	base   http.RoundTripper
-}
-
-func (t callerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set(fakes.HeaderCaller, t.caller)
-	return t.base.RoundTrip(r)
 }
 
 func (e *Env) closeLinks(inc *incarnation) {

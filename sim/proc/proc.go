@@ -106,7 +106,7 @@ func Serve(ctx context.Context, sys contract.System, spec Spec, out io.Writer, l
 	defer pool.Close()
 	tr := &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: 30 * time.Second}
 	defer tr.CloseIdleConnections()
-	hc := &http.Client{Transport: callerTransport{caller: spec.Worker, base: tr}}
+	hc := &http.Client{Transport: CallerTransport{Caller: spec.Worker, Base: tr}}
 	services := map[string]contract.Service{}
 	for name, url := range spec.Services {
 		services[name] = contract.Service{URL: url, HTTPClient: hc}
@@ -122,17 +122,18 @@ func Serve(ctx context.Context, sys contract.System, spec Spec, out io.Writer, l
 	return sys.Work(ctx, pool, deps)
 }
 
-// callerTransport names the worker on every provider request, as the
-// in-process harness does.
-type callerTransport struct {
-	caller string
-	base   http.RoundTripper
+// CallerTransport names the worker on every provider request (the ledgers'
+// Caller), whatever client the system built on its http.Client: the
+// in-process harness and a worker process both use it.
+type CallerTransport struct {
+	Caller string
+	Base   http.RoundTripper
 }
 
-func (t callerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+func (t CallerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
-	r.Header.Set(fakes.HeaderCaller, t.caller)
-	return t.base.RoundTrip(r)
+	r.Header.Set(fakes.HeaderCaller, t.Caller)
+	return t.Base.RoundTrip(r)
 }
 
 // reporter is the child's Observer: each Begin and end is a line, written
