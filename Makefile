@@ -14,7 +14,7 @@ help: ## list the targets
 test: ## run every test with the race detector (starts its own Postgres)
 	$(GO) test -race -count=1 -timeout 9m $(TESTFLAGS) $(PKGS)
 
-test-container: ## Postgres in containers: loopback-only dockerd, local image, pgenv + Verify, make test without binaries (root)
+test-container: ## Postgres in containers: loopback-only dockerd, local image, pgenv + Verify, work/kvx/sim without binaries (root)
 	scripts/test-container.sh
 
 test-short: ## the quick subset

@@ -79,6 +79,8 @@ func inShard(sh scenarios.Shard, x scenarios.Experiment) bool { return sh.Has(x.
 // experiment that aims at it — deterministically: every run of the
 // experiment shows the violation on the mutant (but for one that Postgres
 // itself makes a matter of timing, below), and none on the reference.
+// Not parallel with the other tests: SynchronousCommitOff's loss is by
+// chance (below), and seen less often while the whole package runs at once.
 func TestExperimentsExposeUnscriptedMutants(t *testing.T) {
 	for _, c := range []struct {
 		mutant, experiment string
@@ -118,16 +120,16 @@ func TestExperimentsExposeUnscriptedMutants(t *testing.T) {
 				// most it allows) falls at a moment the run does not
 				// choose. Under -race on a loaded machine the window from
 				// the commit to the restart grows to tenths of a second,
-				// so a single run misses it now and then: one of three
+				// so a single run misses it now and then: one of five
 				// must show it.
 				var last scenarios.Example
-				for range 3 {
+				for range 5 {
 					if last = run(m.New(), true); check.HasInvariant(last.Result.Violations, m.Breaks) {
 						break
 					}
 				}
 				if !check.HasInvariant(last.Result.Violations, m.Breaks) {
-					t.Errorf("%s on %s: no %s violation in 3 attempts (last: %s %v)", c.experiment, m.Name, m.Breaks, last.Verdict, last.Result.Violations)
+					t.Errorf("%s on %s: no %s violation in 5 attempts (last: %s %v)", c.experiment, m.Name, m.Breaks, last.Verdict, last.Result.Violations)
 				}
 			} else {
 				for attempt := 1; attempt <= 2; attempt++ {
@@ -162,6 +164,7 @@ func TestExploreReferenceShard(t *testing.T) {
 	if testing.Short() {
 		t.Skip("explores for about a minute")
 	}
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	sh, _ := scenarios.ParseShard("2/4")

