@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Claim throughput of the work runner against pgbench running the same
-# transaction (work/testdata/pgbench_claim.sql: claim one row, enqueue one
-# follow-up, commit) on the same Postgres cluster, plus the runner's no-op
-# drain rate for both claim strategies (BenchmarkClaim).
+# transaction (work/testdata/pgbench_claim*.sql: claim one row, enqueue one
+# follow-up, commit; with a NOTIFY per follow-up, without, and the runner's
+# own statements and pipeline) on the same Postgres cluster, plus the
+# runner's no-op drain rate for both claim strategies (BenchmarkClaim).
 #
 # Usage: scripts/bench-pgbench.sh [benchtime] [rounds]   (defaults: 3s, 5)
 #
@@ -39,13 +40,24 @@ rate() { awk -v name="$1" 'index($1, name) == 1 { for (i = 1; i < NF; i++) if ($
 echo
 bench 'BenchmarkClaim$|BenchmarkClaimFollowUp|BenchmarkPgbench' | tee "$tmp/table"
 
-echo
-echo "# runner (skip-locked, 4 workers, claim + follow-up) vs pgbench -c 4, alternating"
-: >"$tmp/ratios"
-for i in $(seq "$rounds"); do
-	r=$(bench 'BenchmarkClaimFollowUp/strategy=skip-locked/workers=4$' | rate BenchmarkClaimFollowUp/strategy=skip-locked/workers=4)
-	p=$(bench 'BenchmarkPgbench/clients=4$' | rate BenchmarkPgbench/clients=4)
-	awk -v i="$i" -v r="$r" -v p="$p" 'BEGIN { printf "round %d: runner %.0f items/s, pgbench %.0f tps, %.0f%%\n", i, r, p, 100 * r / p }'
-	awk -v r="$r" -v p="$p" 'BEGIN { print r / p }' >>"$tmp/ratios"
-done
-sort -g "$tmp/ratios" | awk '{ a[NR] = $1 } END { m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; printf "median runner / pgbench: %.0f%% (target >= 80%%)\n", 100 * m }'
+# compare POLICY RUNNER PGBENCH: alternating rounds of the runner at 4
+# workers and pgbench -c 4 on one notification policy, and their median ratio.
+compare() {
+	local policy=$1 runner=$2 pg=$3
+	echo
+	echo "# runner (skip-locked, 4 workers, claim + follow-up) vs pgbench -c 4, $policy, alternating"
+	: >"$tmp/ratios"
+	for i in $(seq "$rounds"); do
+		r=$(bench "$runner\$" | rate "$runner")
+		p=$(bench "$pg\$" | rate "$pg")
+		awk -v i="$i" -v r="$r" -v p="$p" 'BEGIN { printf "round %d: runner %.0f items/s, pgbench %.0f tps, %.0f%%\n", i, r, p, 100 * r / p }'
+		awk -v r="$r" -v p="$p" 'BEGIN { print r / p }' >>"$tmp/ratios"
+	done
+	sort -g "$tmp/ratios" | awk -v policy="$policy" '{ a[NR] = $1 } END { m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; printf "median runner / pgbench, %s: %.0f%% (range %.0f-%.0f%%; target >= 100%%)\n", policy, 100 * m, 100 * a[1], 100 * a[NR] }'
+}
+# The runner's default (a follow-up notifies at most every 100ms) against
+# pgbench running the runner's transaction without NOTIFY
+# (pgbench_claim_runner.sql); then both notifying on every follow-up (the
+# runner's listener takes each notification; pgbench has no listener).
+compare "runner's default notifications vs none, pgbench running the runner's own transaction" BenchmarkClaimFollowUp/strategy=skip-locked/workers=4/notify=spaced BenchmarkPgbench/clients=4/notify=none-runner-tx
+compare "a notification per follow-up" BenchmarkClaimFollowUp/strategy=skip-locked/workers=4/notify=every BenchmarkPgbench/clients=4/notify=every

@@ -84,18 +84,18 @@ const steadyQueue = 1000
 
 // BenchmarkClaimFollowUp: every item enqueues one follow-up, so the queue
 // keeps its size: the same transaction as testdata/pgbench_claim.sql, run by
-// the runner. Compare with BenchmarkPgbench at the same concurrency.
-//
-// The nolisten variants run without the LISTEN connection: every follow-up's
-// notification then wakes no backend, as in pgbench, where nobody listens.
+// the runner. Compare with BenchmarkPgbench at the same concurrency and
+// notification policy: notify=spaced is the runner's default
+// (RunnerOptions.NotifyEvery, one notification per 100ms: pgbench's
+// notify=none), notify=every sends one per follow-up (pgbench's
+// notify=every).
 func BenchmarkClaimFollowUp(b *testing.B) {
 	for _, w := range []int{1, 4} {
-		for _, noListen := range []bool{false, true} {
-			name := fmt.Sprintf("strategy=skip-locked/workers=%d", w)
-			if noListen {
-				name += "/nolisten"
-			}
-			b.Run(name, func(b *testing.B) {
+		for _, n := range []struct {
+			name  string
+			every time.Duration
+		}{{"spaced", 0}, {"every", -1}} {
+			b.Run(fmt.Sprintf("strategy=skip-locked/workers=%d/notify=%s", w, n.name), func(b *testing.B) {
 				pool := newPool(b, newDB(b).DSN(), int32(w+2))
 				preload(b, pool, steadyQueue)
 				runUntil(b, pool, work.RunnerOptions{
@@ -103,8 +103,8 @@ func BenchmarkClaimFollowUp(b *testing.B) {
 						_, err := work.Enqueue(ctx, tx, work.Job{Kind: "noop"})
 						return err
 					}},
-					Workers:  w,
-					NoListen: noListen,
+					Workers:     w,
+					NotifyEvery: n.every,
 				}, &countDone{n: int64(b.N), all: make(chan struct{})})
 			})
 		}
@@ -113,33 +113,43 @@ func BenchmarkClaimFollowUp(b *testing.B) {
 
 var tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
 
-// BenchmarkPgbench runs testdata/pgbench_claim.sql with pgbench (skipped if
-// pgbench is not on PATH) against a database of the same cluster, preloaded
-// like BenchmarkClaimFollowUp: the ceiling for the runner's throughput.
+// BenchmarkPgbench runs testdata/pgbench_claim.sql (notify=every) or
+// pgbench_claim_quiet.sql (notify=none) with pgbench (skipped if pgbench is
+// not on PATH) against a database of the same cluster, preloaded like
+// BenchmarkClaimFollowUp: the ceiling for the runner's throughput.
 func BenchmarkPgbench(b *testing.B) {
 	bin, err := exec.LookPath("pgbench")
 	if err != nil {
 		b.Skip("pgbench not on PATH")
 	}
 	for _, c := range []int{1, 4} {
-		b.Run(fmt.Sprintf("clients=%d", c), func(b *testing.B) {
-			db := newDB(b)
-			pool := newPool(b, db.DSN(), 2)
-			preload(b, pool, steadyQueue)
-			perClient := (b.N + c - 1) / c
-			b.ResetTimer()
-			out, err := exec.Command(bin, "-n", "-M", "prepared", "-c", strconv.Itoa(c), "-j", strconv.Itoa(min(c, 2)),
-				"-t", strconv.Itoa(perClient), "-f", "testdata/pgbench_claim.sql", db.DSN()).CombinedOutput()
-			b.StopTimer()
-			if err != nil {
-				b.Fatalf("pgbench: %v\n%s", err, out)
-			}
-			m := tpsRE.FindSubmatch(out)
-			if m == nil {
-				b.Fatalf("no tps in pgbench output:\n%s", out)
-			}
-			tps, _ := strconv.ParseFloat(string(m[1]), 64)
-			b.ReportMetric(tps, "items/s")
-		})
+		for _, script := range []struct{ notify, file string }{
+			{"every", "testdata/pgbench_claim.sql"}, {"none", "testdata/pgbench_claim_quiet.sql"},
+			{"none-runner-tx", "testdata/pgbench_claim_runner.sql"},
+		} {
+			b.Run(fmt.Sprintf("clients=%d/notify=%s", c, script.notify), func(b *testing.B) {
+				pgbench(b, bin, c, script.file)
+			})
+		}
 	}
+}
+
+func pgbench(b *testing.B, bin string, c int, file string) {
+	db := newDB(b)
+	pool := newPool(b, db.DSN(), 2)
+	preload(b, pool, steadyQueue)
+	perClient := (b.N + c - 1) / c
+	b.ResetTimer()
+	out, err := exec.Command(bin, "-n", "-M", "prepared", "-c", strconv.Itoa(c), "-j", strconv.Itoa(min(c, 2)),
+		"-t", strconv.Itoa(perClient), "-f", file, db.DSN()).CombinedOutput()
+	b.StopTimer()
+	if err != nil {
+		b.Fatalf("pgbench: %v\n%s", err, out)
+	}
+	m := tpsRE.FindSubmatch(out)
+	if m == nil {
+		b.Fatalf("no tps in pgbench output:\n%s", out)
+	}
+	tps, _ := strconv.ParseFloat(string(m[1]), 64)
+	b.ReportMetric(tps, "items/s")
 }

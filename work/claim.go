@@ -50,7 +50,8 @@ type Handler func(ctx context.Context, tx *Tx, it Item) error
 type Tx struct {
 	pgx.Tx
 
-	fence *fence // nil outside a runner's claim
+	fence  *fence    // nil outside a runner's claim
+	notify *notifier // nil outside a runner's claim: every Enqueue notifies
 
 	mu    sync.Mutex
 	after []func(ctx context.Context)
@@ -266,8 +267,9 @@ func (r *run) handle(ctx context.Context, tx pgx.Tx, it Item) Outcome {
 	}
 	start := r.o.Clock.Now()
 	wtx := &Tx{
-		Tx:    &boundTx{tx: tx, timeout: r.o.StatementTimeout + r.o.DBTimeout, top: true},
-		fence: &fence{db: r.db, timeout: r.o.DBTimeout, item: it, claim: r.claimToken()},
+		Tx:     &boundTx{tx: tx, timeout: r.o.StatementTimeout + r.o.DBTimeout, top: true},
+		fence:  &fence{db: r.db, timeout: r.o.DBTimeout, item: it, claim: r.claimToken()},
+		notify: r.notify,
 	}
 	hctx, hdone := handlerContext(ctx, r.o.ShutdownGrace)
 	defer hdone()

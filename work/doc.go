@@ -9,7 +9,8 @@
 //   - schema.go: the work table (every column documented), [Migrate], and the
 //     operator calls [List] and [Release].
 //   - enqueue.go: [Enqueue] inside the caller's transaction, with a
-//     pg_notify that Postgres delivers on commit only.
+//     pg_notify that Postgres delivers on commit only (a handler's
+//     follow-ups: one per RunnerOptions.NotifyEvery).
 //   - claim.go: one claim — DELETE … WHERE id = (SELECT … FOR UPDATE SKIP
 //     LOCKED LIMIT 1) RETURNING … in a transaction, the [Tx] a [Handler] gets,
 //     the savepoint that lets a failed attempt be recorded atomically with
@@ -97,9 +98,13 @@
 // hijacked; its application_name gets the suffix ListenerApplicationName) and
 // a notification wakes one idle worker; a worker that claims something wakes
 // another, so a burst enqueued in one transaction (one notification) fans out.
-// Workers also poll every PollInterval, or sooner when the next item is due
-// sooner, so a dead listener or a lost notification costs latency, never
-// work. A listener that errors, or that stays silent and then fails a ping,
+// A worker that commits claims again at once, so a handler's follow-up needs
+// no wake-up of its own: follow-ups notify at most once per NotifyEvery,
+// which keeps other runners' idle workers coming while NOTIFY, which
+// serialises every notifying commit of the cluster on one lock, stays off
+// the hot path. Workers also poll every PollInterval, or sooner when the
+// next item is due sooner, so a dead listener, a spaced-out or a lost
+// notification costs latency, never work. A listener that errors, or that stays silent and then fails a ping,
 // is reconnected with backoff.
 //
 // # Shutdown

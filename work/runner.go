@@ -80,6 +80,16 @@ type RunnerOptions struct {
 	// NoListen turns LISTEN/NOTIFY wake-up off (polling only); zero: listen
 	// on a dedicated connection and poll as a fallback.
 	NoListen bool
+	// NotifyEvery is the least time between two notifications sent by the
+	// follow-ups of this runner's handlers (Enqueue on their *Tx). A NOTIFY
+	// serialises commits on a global lock (about 30% of the throughput of a
+	// claim + follow-up), and a follow-up needs none: the worker that
+	// commits it claims again at once. One every NotifyEvery still wakes
+	// other runners' idle workers, who then claim until the queue is empty;
+	// polling stays the fallback. Enqueue outside a handler (a request's
+	// transaction) always notifies. zero: 100ms; negative: every follow-up
+	// notifies.
+	NotifyEvery time.Duration
 	// ShutdownGrace is how long a handler's ctx outlives Run's ctx, so the
 	// item in hand can finish and commit. A handler that gives up (returns
 	// an error after its ctx ended) is rolled back and its item reappears
@@ -130,6 +140,7 @@ func (o RunnerOptions) normalize() (RunnerOptions, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	def(&o.NotifyEvery, 100*time.Millisecond)
 	return o, nil
 }
 
@@ -171,7 +182,8 @@ func (r *Runner) Run(ctx context.Context) error {
 		log:  o.Logger,
 		wake: make(chan struct{}, o.Workers),
 
-		nonce: r.nonce,
+		notify: &notifier{every: o.NotifyEvery, clock: o.Clock},
+		nonce:  r.nonce,
 	}
 	rn.prepare()
 	need := int32(o.Workers)
@@ -203,8 +215,32 @@ type run struct {
 
 	setSQL, seedLockSQL, claimSQL, dueSQL string
 
+	notify *notifier
+
 	nonce  uint64
 	claims atomic.Uint64
+}
+
+// notifier spaces the notifications of a runner's follow-ups
+// (RunnerOptions.NotifyEvery).
+type notifier struct {
+	every time.Duration // negative: no spacing
+	clock interface{ Now() time.Time }
+	last  atomic.Int64 // UnixNano of the last follow-up that notified
+}
+
+// due reports whether a follow-up enqueued now is to notify, and if so
+// counts it as sent. A nil notifier (a Tx outside a runner's claim) always
+// notifies.
+func (n *notifier) due() bool {
+	if n == nil || n.every < 0 {
+		return true
+	}
+	now, last := n.clock.Now().UnixNano(), n.last.Load()
+	if now-last < int64(n.every) {
+		return false
+	}
+	return n.last.CompareAndSwap(last, now)
 }
 
 // claimToken names one claim uniquely across runners, for the fence it may

@@ -1,0 +1,22 @@
+-- The runner's own transaction, statement for statement and round trip for
+-- round trip (BenchmarkPgbench notify=none-runner): pgbench_claim_quiet.sql
+-- plus the runner's SET LOCAL timeouts and its savepoint, sent in one
+-- pipeline with the claim as the runner batches them, and the fence
+-- anti-join of its claim.
+\startpipeline
+BEGIN;
+SELECT set_config('statement_timeout', '30000', true), set_config('idle_in_transaction_session_timeout', '10000', true);
+DELETE FROM work WHERE id = (
+	SELECT id FROM work w WHERE NOT parked AND run_after <= now() AND NOT EXISTS (SELECT 1 FROM work_fence f
+		WHERE f.key = w.key AND f.item <> w.id AND f.until > now())
+	ORDER BY run_after, id FOR UPDATE SKIP LOCKED LIMIT 1)
+RETURNING id, time, kind, key, spec, attempts;
+SAVEPOINT work_handler;
+\endpipeline
+WITH ins AS (
+	INSERT INTO work (kind, key, spec, run_after)
+	VALUES ('noop', '', '{}', now())
+	RETURNING id, kind
+)
+SELECT ins.id FROM ins;
+COMMIT;
