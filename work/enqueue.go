@@ -27,13 +27,7 @@ var ErrInvalidJob = errors.New("work: invalid job")
 // folds identical notifications of one transaction into one, so a
 // transaction that enqueues many items of one kind wakes one worker; a worker
 // that claims something wakes the next (see Runner).
-const enqueueSQL = `
-WITH ins AS (
-	INSERT INTO work (kind, key, spec, run_after)
-	VALUES ($1, $2, $3, coalesce($4::timestamptz, now()))
-	RETURNING id, kind
-)
-SELECT ins.id FROM ins, LATERAL pg_notify('` + Channel + `', ins.kind)`
+const enqueueSQL = enqueueQuietSQL + `, LATERAL pg_notify('` + Channel + `', ins.kind)`
 
 // enqueueQuietSQL is enqueueSQL without the notification, for a follow-up
 // that RunnerOptions.NotifyEvery lets go unannounced. (The same shape, so
