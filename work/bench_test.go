@@ -87,7 +87,7 @@ const steadyQueue = 1000
 // the runner. Compare with BenchmarkPgbench at the same concurrency and
 // notification policy: notify=spaced is the runner's default
 // (RunnerOptions.NotifyEvery, one notification per 100ms: pgbench's
-// notify=none), notify=every sends one per follow-up (pgbench's
+// notify=none and none-runner-tx), notify=every sends one per follow-up (pgbench's
 // notify=every).
 func BenchmarkClaimFollowUp(b *testing.B) {
 	for _, w := range []int{1, 4} {
@@ -113,10 +113,11 @@ func BenchmarkClaimFollowUp(b *testing.B) {
 
 var tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
 
-// BenchmarkPgbench runs testdata/pgbench_claim.sql (notify=every) or
-// pgbench_claim_quiet.sql (notify=none) with pgbench (skipped if pgbench is
-// not on PATH) against a database of the same cluster, preloaded like
-// BenchmarkClaimFollowUp: the ceiling for the runner's throughput.
+// BenchmarkPgbench runs testdata/pgbench_claim.sql (notify=every),
+// pgbench_claim_quiet.sql (notify=none) or pgbench_claim_runner.sql (the
+// runner's own statements and pipeline, no NOTIFY) with pgbench (skipped if
+// pgbench is not on PATH) against a database of the same cluster, preloaded
+// like BenchmarkClaimFollowUp: the ceiling for the runner's throughput.
 func BenchmarkPgbench(b *testing.B) {
 	bin, err := exec.LookPath("pgbench")
 	if err != nil {

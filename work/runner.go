@@ -82,9 +82,10 @@ type RunnerOptions struct {
 	NoListen bool
 	// NotifyEvery is the least time between two notifications sent by the
 	// follow-ups of this runner's handlers (Enqueue on their *Tx). A NOTIFY
-	// serialises commits on a global lock (about 30% of the throughput of a
-	// claim + follow-up), and a follow-up needs none: the worker that
-	// commits it claims again at once. One every NotifyEvery still wakes
+	// serialises commits on a global lock and wakes every listener (one per
+	// follow-up cost the runner about a fifth of its claim + follow-up
+	// throughput), and a follow-up needs none: the worker that commits it
+	// claims again at once. One every NotifyEvery still wakes
 	// other runners' idle workers, who then claim until the queue is empty;
 	// polling stays the fallback. Enqueue outside a handler (a request's
 	// transaction) always notifies. zero: 100ms; negative: every follow-up
