@@ -57,6 +57,12 @@ func Migrate(ctx context.Context, db *pgxpool.Pool) error {
 	if err := work.Migrate(ctx, db); err != nil {
 		return fmt.Errorf("kvx: migrate work table: %w", err)
 	}
+	return MigrateInstances(ctx, db)
+}
+
+// MigrateInstances creates the instances table alone, for a system that
+// keeps its work elsewhere (a third-party queue). It is idempotent.
+func MigrateInstances(ctx context.Context, db *pgxpool.Pool) error {
 	if err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, schema)
 		return err

@@ -121,6 +121,29 @@ const acceptAttempts = 3
 // completes) and for a resize or delete of an instance with active work,
 // contract.ErrNotFound for a resize or delete of an absent instance.
 func Accept(ctx context.Context, db *pgxpool.Pool, req contract.Request) (contract.Response, error) {
+	return AcceptWith(ctx, db, req, AcceptSteps{Enqueue: func(ctx context.Context, tx pgx.Tx, c Change) error {
+		_, err := EnqueueChange(ctx, tx, c)
+		return err
+	}})
+}
+
+// AcceptSteps are the steps of Accept that a variant or a system on another
+// queue replaces.
+type AcceptSteps struct {
+	// Record checks and sets the change; zero: RecordChange.
+	Record func(ctx context.Context, tx pgx.Tx, req contract.Request) (c Change, ok bool, err error)
+	// Enqueue puts the accepted change's work in the same transaction;
+	// required.
+	Enqueue func(ctx context.Context, tx pgx.Tx, c Change) error
+}
+
+// AcceptWith is Accept with its record and enqueue steps replaced: the same
+// transaction, lock timeout, refusals and retry of a stale refusal.
+func AcceptWith(ctx context.Context, db *pgxpool.Pool, req contract.Request, steps AcceptSteps) (contract.Response, error) {
+	record := steps.Record
+	if record == nil {
+		record = RecordChange
+	}
 	for attempt := 1; ; attempt++ {
 		var (
 			resp    contract.Response
@@ -131,7 +154,7 @@ func Accept(ctx context.Context, db *pgxpool.Pool, req contract.Request) (contra
 			if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = `+strconv.FormatInt(lockTimeout.Milliseconds(), 10)); err != nil {
 				return err
 			}
-			c, ok, err := RecordChange(ctx, tx, req)
+			c, ok, err := record(ctx, tx, req)
 			if isLockTimeout(err) {
 				// The row is locked by the work completing on it (or by
 				// another change): it has active work right now.
@@ -148,7 +171,7 @@ func Accept(ctx context.Context, db *pgxpool.Pool, req contract.Request) (contra
 				}
 				return errRefused
 			}
-			if _, err := EnqueueChange(ctx, tx, c); err != nil {
+			if err := steps.Enqueue(ctx, tx, c); err != nil {
 				return err
 			}
 			resp = contract.Response{Instance: c.ID, Generation: c.Generation, Size: c.Size,

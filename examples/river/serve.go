@@ -2,14 +2,11 @@ package riverkvx
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
-	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
@@ -20,30 +17,6 @@ import (
 	"github.com/workproof/workproof/kvx"
 )
 
-// instancesSchema is kvx's instances table (see package kvx's schema for
-// why each column exists), without kvx's own work table: River's jobs are
-// the work.
-const instancesSchema = `
-CREATE SEQUENCE IF NOT EXISTS kvx_generation;
-
-CREATE TABLE IF NOT EXISTS instances (
-	id              text        PRIMARY KEY CHECK (length(id) BETWEEN 1 AND 64),
-	uid             uuid        NOT NULL UNIQUE DEFAULT gen_random_uuid(),
-	customer        text        NOT NULL,
-	generation      bigint      NOT NULL,
-	created_gen     bigint      NOT NULL,
-	desired_size    text        CHECK (desired_size IN ('small', 'medium', 'large')),
-	deleting        boolean     NOT NULL DEFAULT false,
-	state           text        NOT NULL,
-	has_active_work boolean     NOT NULL,
-	vm_id           text        NOT NULL DEFAULT '',
-	observed_size   text        NOT NULL DEFAULT '',
-	observed_gen    bigint      NOT NULL DEFAULT 0,
-	created_at      timestamptz NOT NULL DEFAULT now(),
-	CHECK (deleting = (desired_size IS NULL))
-);
-`
-
 func migrate(ctx context.Context, db *pgxpool.Pool) error {
 	m, err := rivermigrate.New(riverpgxv5.New(db), nil)
 	if err != nil {
@@ -52,20 +25,11 @@ func migrate(ctx context.Context, db *pgxpool.Pool) error {
 	if _, err := m.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
 		return fmt.Errorf("riverkvx: migrate river: %w", err)
 	}
-	if _, err := db.Exec(ctx, instancesSchema); err != nil {
-		return fmt.Errorf("riverkvx: migrate instances: %w", err)
-	}
-	return nil
+	return kvx.MigrateInstances(ctx, db)
 }
 
 // dbTimeout bounds each Serve and Inspect.
 const dbTimeout = 3 * time.Second
-
-// lockTimeout bounds how long accepting a change waits for the instance's
-// row lock: only a worker completing a change holds it, for milliseconds; a
-// longer wait means that worker stalled mid-commit, and the truthful answer
-// is busy.
-const lockTimeout = time.Second
 
 // Serve handles one request: get reads, resume retries parked jobs, and a
 // create, resize or delete records the change and inserts its job in one
@@ -93,69 +57,19 @@ func (s *System) Serve(ctx context.Context, db *pgxpool.Pool, req contract.Reque
 // one statement checks and sets (kvx.RecordChange), the job goes in with
 // it, and a refusal made stale by a completion in between is tried again.
 func (s *System) accept(ctx context.Context, db *pgxpool.Pool, req contract.Request) (contract.Response, error) {
-	record := s.v.record
-	if record == nil {
-		record = kvx.RecordChange
-	}
-	for attempt := 1; ; attempt++ {
-		var (
-			resp    contract.Response
-			refusal error
-			stale   bool
-		)
-		err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = `+strconv.FormatInt(lockTimeout.Milliseconds(), 10)); err != nil {
-				return err
-			}
-			c, ok, err := record(ctx, tx, req)
-			if pgErr, isPg := errors.AsType[*pgconn.PgError](err); isPg && pgErr.Code == pgerrcode.LockNotAvailable {
-				refusal = fmt.Errorf("riverkvx: %s %q: instance row locked: %w", req.Op, req.Instance, contract.ErrBusy)
-				return errRefused
-			}
-			if err != nil {
-				return err
-			}
-			if !ok {
-				if refusal, stale, err = kvx.Refusal(ctx, tx, req); err != nil {
-					return err
-				}
-				return errRefused
-			}
-			if _, err := s.inserts.InsertTx(ctx, tx, changeArgs(c), s.insertOpts()); err != nil {
-				return fmt.Errorf("insert job: %w", err)
-			}
-			resp = contract.Response{Instance: c.ID, Generation: c.Generation, Size: c.Size,
-				State: stateOf(c.Op), HasActiveWork: true}
-			return nil
-		})
-		switch {
-		case err == nil:
-			return resp, nil
-		case !errors.Is(err, errRefused):
-			return contract.Response{}, fmt.Errorf("riverkvx: %s %q: %w", req.Op, req.Instance, err)
-		case !stale || attempt == 3:
-			return contract.Response{}, refusal
+	return kvx.AcceptWith(ctx, db, req, kvx.AcceptSteps{Record: s.v.record, Enqueue: func(ctx context.Context, tx pgx.Tx, c kvx.Change) error {
+		if _, err := s.inserts.InsertTx(ctx, tx, changeArgs(c), s.insertOpts()); err != nil {
+			return fmt.Errorf("insert job: %w", err)
 		}
-	}
+		return nil
+	}})
 }
-
-var errRefused = errors.New("riverkvx: change refused")
 
 func (s *System) insertOpts() *river.InsertOpts {
 	if s.v.unique == nil {
 		return nil
 	}
 	return &river.InsertOpts{UniqueOpts: *s.v.unique}
-}
-
-func stateOf(op contract.Op) string {
-	switch op {
-	case contract.OpCreate:
-		return kvx.StateProvisioning
-	case contract.OpResize:
-		return kvx.StateResizing
-	}
-	return kvx.StateDeleting
 }
 
 // parkedStates are the job states this system shows as parked work: a
