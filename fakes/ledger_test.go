@@ -180,3 +180,24 @@ func TestClocks(t *testing.T) {
 		t.Fatal("real clock")
 	}
 }
+
+func TestWorldForgetsEndedRequestsKeepsState(t *testing.T) {
+	w := world(t, Options{})
+	c := clientsFor(w, "w1")
+	val(c.cloud.CreateVM(ctxT(t), CreateVMRequest{Owner: "i1", Size: "s", Region: "r"})).must(t)
+	val(c.billing.CreateCharge(ctxT(t), ChargeRequest{Customer: "c", Owner: "i1", Amount: 1, Event: "e"})).must(t)
+	upTo := w.Snapshot()
+	val(c.kube.Apply(ctxT(t), Deployment{Name: "d", Owner: "i1"})).must(t)
+	w.Forget(upTo)
+	s := w.Snapshot()
+	if len(s.Requests) != 1 || s.Requests[0].Seq != 3 || s.Requests[0].Service != "kube" {
+		t.Fatalf("requests after Forget: %+v, want only kube's, seq 3", s.Requests)
+	}
+	if len(s.VMs) != 1 || len(s.Charges) != 1 || len(s.Deployments) != 1 {
+		t.Fatalf("state after Forget %+v: want the VM, charge and deployment kept", s)
+	}
+	val(c.email.Send(ctxT(t), EmailRequest{To: "t", Owner: "i1", Event: "e"})).must(t)
+	if s := w.Snapshot(); len(s.Requests) != 2 || s.Requests[1].Seq != 4 {
+		t.Fatalf("numbering after Forget: %+v, want seq 4 next", s.Requests)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	pathpkg "path"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -220,6 +221,18 @@ func (s *server) requests() []Record {
 		out[i] = *r
 	}
 	return out
+}
+
+// forget drops the oldest records with Seq below mark, as far as they
+// have ended (see World.Forget).
+func (s *server) forget(mark int64) {
+	s.ledgerMu.Lock()
+	defer s.ledgerMu.Unlock()
+	n := 0
+	for n < len(s.records) && s.records[n].Seq < mark && !s.records[n].End.IsZero() {
+		n++
+	}
+	s.records = slices.Clone(s.records[n:])
 }
 
 func (s *server) recordCount() int {

@@ -118,6 +118,23 @@ func (w *World) Snapshot() Snapshot {
 	return m
 }
 
+// Forget drops from every server's ledger the oldest requests, up to the
+// last one in upTo, as far as they have ended; what a server keeps as
+// state (VMs, deployments, charges, emails, idempotency records) stays. It
+// is for a run of hours that has proven what those requests did (see
+// history.Recorder.Forget).
+func (w *World) Forget(upTo Snapshot) {
+	var mark int64
+	for _, r := range upTo.Requests {
+		mark = max(mark, r.Seq+1)
+	}
+	for _, s := range w.servers {
+		if f, ok := s.(interface{ forget(int64) }); ok {
+			f.forget(mark)
+		}
+	}
+}
+
 // SetFaults replaces every server's plan with the faults for its service.
 func (w *World) SetFaults(p Plan) error {
 	if err := p.Validate(); err != nil {

@@ -187,7 +187,7 @@ func (m md) checkpoints(r *Report) {
 		m.p("None ran.\n\n")
 		return
 	}
-	m.p("| # | traffic time | wall clock | settled | verdict | violations (new) | paused |\n|---:|---|---|---|---|---|---|\n")
+	m.p("| # | traffic time | wall clock | settled | verdict | violations (new) | paused | checking |\n|---:|---|---|---|---|---|---|---|\n")
 	for _, c := range r.Checkpoints {
 		idx := fmt.Sprint(c.Index)
 		if c.Final {
@@ -197,7 +197,7 @@ func (m md) checkpoints(r *Report) {
 		if c.Error != "" {
 			verdict = "error: " + oneLine(c.Error)
 		}
-		m.p("| %s | %s | %s | %s | %s | %d (%d) | %s |\n", idx, dur(c.At), dur(c.Elapsed), yesNo(c.Settled), cell(orDash(verdict)), c.Violations, c.New, dur(c.Took))
+		m.p("| %s | %s | %s | %s | %s | %d (%d) | %s | %s |\n", idx, dur(c.At), dur(c.Elapsed), yesNo(c.Settled), cell(orDash(verdict)), c.Violations, c.New, dur(c.Took), dur(c.Checked))
 	}
 	m.p("\n")
 }

@@ -136,6 +136,9 @@ type Settings struct {
 	CheckEvery      Duration `json:"check_every_ms"`      // traffic time between checkpoints
 	ConvergeTimeout Duration `json:"converge_timeout_ms"` // bound of each liveness phase
 	KeepGoing       bool     `json:"keep_going"`          // go on after a violation
+	// WholeHistory: every checkpoint checked the run from its start, where
+	// by default each valid checkpoint forgets what it proved.
+	WholeHistory bool `json:"whole_history,omitempty"`
 	// ProcessWorkers: every worker was a process of its own, killed with
 	// SIGKILL (soak -process-workers).
 	ProcessWorkers bool `json:"process_workers,omitempty"`
@@ -163,6 +166,12 @@ type Requests struct {
 	Gets     int `json:"gets"`     // reads
 }
 
+// Add is the sum of r and o.
+func (r Requests) Add(o Requests) Requests {
+	return Requests{Sent: r.Sent + o.Sent, Changes: r.Changes + o.Changes, Accepted: r.Accepted + o.Accepted,
+		Busy: r.Busy + o.Busy, Rejected: r.Rejected + o.Rejected, Unknown: r.Unknown + o.Unknown, Gets: r.Gets + o.Gets}
+}
+
 // Work counts worker item intervals (a worker inside a work item) by how
 // they ended.
 type Work struct {
@@ -172,6 +181,12 @@ type Work struct {
 	Parked  int `json:"parked"`  // parked after an intransient error
 	Errored int `json:"errored"` // left with an unknown outcome (lost connection, unanswered COMMIT)
 	Cut     int `json:"cut"`     // ended by a crash or a lost database session
+}
+
+// Add is the sum of w and o.
+func (w Work) Add(o Work) Work {
+	return Work{Entered: w.Entered + o.Entered, Done: w.Done + o.Done, Retried: w.Retried + o.Retried,
+		Parked: w.Parked + o.Parked, Errored: w.Errored + o.Errored, Cut: w.Cut + o.Cut}
 }
 
 // Throughput is per second of traffic time.
@@ -189,7 +204,7 @@ type Count struct {
 
 // Checkpoint is one quiescent check: traffic and faults paused, every fault
 // healed, the liveness phase run (sim.Env.Converge), then every invariant
-// checked on the whole history so far.
+// checked on the history so far.
 type Checkpoint struct {
 	Index int `json:"index"` // from 0
 	// At is the traffic time at which it ran; Elapsed the wall-clock time.
@@ -206,6 +221,9 @@ type Checkpoint struct {
 	New int `json:"new"`
 	// Took is how long the checkpoint paused the run (converge and check).
 	Took Duration `json:"took_ms"`
+	// Checked is the part of Took spent reading the history, ledgers and
+	// state and running the checkers: what grows with the history checked.
+	Checked Duration `json:"checked_ms"`
 	// Error is why the checkpoint could not finish, if it could not.
 	Error string `json:"error,omitempty"`
 }

@@ -134,7 +134,11 @@ type Env struct {
 	closing    bool
 	bugs       map[string]fakes.Fault // deployed bugs by name
 	// observed are the violations the scenario saw itself (Violate).
-	observed  []check.Violation
+	observed []check.Violation
+	// carry is what Compact kept of the history it forgot, and forgotOps
+	// the Index of the first op the recorder still holds.
+	carry     check.Input
+	forgotOps int
 	nfaults   int      // provider faults so far, for unique IDs
 	lagged    bool     // SetProviderLag changed the cloud's lag
 	sqlFaults int      // injected SQL errors so far, for unique names
@@ -764,6 +768,9 @@ type Result struct {
 	// Settled says the system settled within Options.Settle in the liveness
 	// phase of Finish; false for CheckSafety.
 	Settled bool
+	// Checked is how long reading the three sources and running the
+	// checkers took: the part of a check that grows with what it reads.
+	Checked time.Duration
 }
 
 // Finish ends a run the one way every run ends: the liveness phase — heal
@@ -828,6 +835,7 @@ func (e *Env) check(ctx context.Context, healed bool) (Result, error) {
 	// reads then shows in the later one as something the earlier one may
 	// not explain yet (a pending request, an effect), which the checkers
 	// treat as unknown or as evidence, never as a missing cause.
+	began := time.Now()
 	history := e.rec.Snapshot()
 	state, err := e.Inspect(ctx)
 	if err != nil {
@@ -835,6 +843,7 @@ func (e *Env) check(ctx context.Context, healed bool) (Result, error) {
 	}
 	e.mu.Lock()
 	observed := slices.Clone(e.observed)
+	carry := e.carry
 	e.mu.Unlock()
 	in := check.Input{
 		History:  history,
@@ -842,8 +851,39 @@ func (e *Env) check(ctx context.Context, healed bool) (Result, error) {
 		State:    state,
 		Healed:   healed,
 		Observed: observed,
+	}.Merge(carry)
+	res := check.Check(in)
+	return Result{Result: res, Input: in, Crashes: e.gate.Hits(), Points: e.gate.Reached(), Checked: time.Since(began)}, nil
+}
+
+// ErrNotCompactable is Compact's answer to a check that proved nothing to
+// forget.
+var ErrNotCompactable = errors.New("sim: only a valid check of Finish can be compacted")
+
+// Compact forgets what res, a Valid result of Finish, proved: the recorded
+// history and the providers' requests it was taken on, except what later
+// checks still need (check.Compact), which every later check reads with
+// the new history. It returns what the recorder forgot, for a caller that
+// counts the whole run. A run of hours (a soak) calls it after each valid
+// checkpoint, so that its memory and the time of each check stay those of
+// one window between checkpoints; the report of a later check then shows
+// its window (and the carried ops), not the whole run. Nothing may act
+// between Finish and Compact: res must have been taken at a quiescent
+// point, with traffic and faults stopped.
+func (e *Env) Compact(res Result) (history.Snapshot, error) {
+	if res.Verdict != check.Valid || !res.Input.Healed {
+		return history.Snapshot{}, ErrNotCompactable
 	}
-	return Result{Result: check.Check(in), Input: in, Crashes: e.gate.Hits(), Points: e.gate.Reached()}, nil
+	carry := check.Compact(res.Input)
+	forgot := e.rec.Forget(history.MarkOf(res.Input.History))
+	e.world.Forget(res.Input.Ledger)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.forgotOps = max(e.forgotOps, history.MarkOf(forgot).Ops)
+	// An op the recorder still holds is in every later history already.
+	carry.History.Ops = slices.DeleteFunc(carry.History.Ops, func(o history.Op) bool { return o.Index >= e.forgotOps })
+	e.carry = carry
+	return forgot, nil
 }
 
 // awaitInFlight waits, at most bound, until no provider request is in

@@ -34,6 +34,7 @@ type soakFlags struct {
 	dsn        string
 	checkEvery time.Duration
 	keepGoing  bool
+	whole      bool
 	verbose    bool
 	processes  bool
 }
@@ -53,6 +54,7 @@ func (c *cli) soakFlagSet(f *soakFlags, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&f.dsn, "dsn", "", "Postgres server to use (default: $WORKPROOF_DATABASE_URL or the PG* variables, else a private ephemeral cluster started and removed by simrun); simrun only creates and drops its own databases on it")
 	fs.DurationVar(&f.checkEvery, "check-every", 30*time.Second, "traffic time between quiescent checkpoints (pause, heal, converge, check every invariant)")
 	fs.BoolVar(&f.keepGoing, "keep-going", false, "go on after a checkpoint found a violation (default: stop there)")
+	fs.BoolVar(&f.whole, "whole-history", false, "check the whole run at every checkpoint (default: each valid checkpoint forgets what it proved, so memory and pauses stay flat)")
 	fs.BoolVar(&f.processes, "process-workers", false, "run every worker as a process of its own (this binary's worker command) that kills SIGKILL for real: what a pod kill does to open sessions, LISTEN and requests in flight; crashes at a point become kills")
 	fs.BoolVar(&f.verbose, "v", false, "log the harness, the workers and the fakes to stderr (debug level)")
 	fs.Usage = func() {
@@ -63,7 +65,10 @@ Runs a system under steady user traffic and a fault profile. Every
 -check-every of traffic time, and at the end, traffic and faults pause and a
 quiescent checkpoint runs: every fault healed, fixes deployed, crashed workers
 restarted, the queue drained (bounded), then every invariant checked on the
-whole history so far. A violation ends the run at that checkpoint.
+history so far. A violation ends the run at that checkpoint. A valid
+checkpoint forgets what it proved but for what later checks judge against the
+state (the last lifetime of every instance), so memory and checkpoint pauses
+stay flat on runs of hours; -whole-history checks the whole run every time.
 
 The report goes to a new directory under -out: summary.md (verdict, seed,
 replay command, settings, counts, throughput, faults, crash points, paths
@@ -142,6 +147,9 @@ func (f *soakFlags) replay() string {
 	if f.keepGoing {
 		args = append(args, "-keep-going")
 	}
+	if f.whole {
+		args = append(args, "-whole-history")
+	}
 	if f.processes {
 		args = append(args, "-process-workers")
 	}
@@ -208,21 +216,22 @@ func (c *cli) soakCmd(ctx context.Context, args []string, stdout, stderr io.Writ
 	}
 	prog := &progress{w: stdout, tty: tty, total: f.duration, log: log}
 	rep, err := soak.Run(ctx, soak.Options{
-		Process:    process,
-		System:     sys.New(),
-		SystemName: sys.Name,
-		Server:     srv,
-		Seed:       f.seed,
-		Duration:   f.duration,
-		Workers:    f.workers,
-		Rate:       f.rate,
-		Instances:  f.instances,
-		Faults:     f.faults,
-		CheckEvery: f.checkEvery,
-		KeepGoing:  f.keepGoing,
-		Progress:   prog.show,
-		Logger:     log,
-		EnvLogger:  envLog,
+		Process:      process,
+		System:       sys.New(),
+		SystemName:   sys.Name,
+		Server:       srv,
+		Seed:         f.seed,
+		Duration:     f.duration,
+		Workers:      f.workers,
+		Rate:         f.rate,
+		Instances:    f.instances,
+		Faults:       f.faults,
+		CheckEvery:   f.checkEvery,
+		KeepGoing:    f.keepGoing,
+		WholeHistory: f.whole,
+		Progress:     prog.show,
+		Logger:       log,
+		EnvLogger:    envLog,
 	})
 	prog.done()
 	if errors.Is(err, soak.ErrOptions) {

@@ -57,6 +57,11 @@ type Options struct {
 	// KeepGoing goes on after a checkpoint found a violation; zero: the
 	// run ends at that checkpoint.
 	KeepGoing bool
+	// WholeHistory keeps everything recorded, so that every checkpoint
+	// checks the run from its start; zero: each valid checkpoint forgets
+	// what it proved (sim.Env.Compact), and memory and checkpoint pauses
+	// stay those of one window between checkpoints.
+	WholeHistory bool
 	// SampleEvery is the interval of the report's time series and of
 	// Progress; zero: 1s.
 	SampleEvery time.Duration
@@ -137,7 +142,7 @@ func (o *Options) defaults() error {
 // and off. Every CheckEvery of traffic time, and at the end, traffic and
 // faults pause and a checkpoint runs: sim.Env.Finish (heal everything,
 // deploy fixes, restart crashed workers, wait for the queue to drain, then
-// every check on the whole history so far). A violation
+// every check on the history so far). A violation
 // ends the run at that checkpoint unless KeepGoing.
 //
 // Every random draw (requests, fault choices, hold times, crash rules)
@@ -145,12 +150,14 @@ func (o *Options) defaults() error {
 // interleaving, so a soak is not replayed exactly; the same seed repeats the
 // same draws.
 //
-// sim.Env.Finish reads the whole history, ledgers and state each time, so a
-// checkpoint costs time proportional to everything recorded so far: 0.1–0.3s
-// after 2 minutes at 20 requests/s, ~2s after 25,000 requests. For runs of
-// hours checkpoints grow slower and Report.Evidence (the deciding check's
-// whole input) grows large; space checkpoints out. Sampling copies the
-// history once per SampleEvery, which stays cheap far longer.
+// A valid checkpoint is a quiescent point: everything before it was proven,
+// and nothing before it overlaps anything after. So the soak forgets it
+// (sim.Env.Compact) but for the ops a later check still judges against the
+// state (check.Compact), and each checkpoint checks one window: memory and
+// checkpoint pauses stay flat however long the run (Options.WholeHistory
+// keeps everything instead). Report.Evidence then holds the deciding
+// check's window, not the whole run; the counts and samples are the whole
+// run's.
 //
 // Cancelling ctx (Ctrl-C) stops traffic and faults, runs a safety-only
 // check of what was recorded (the liveness phase is skipped, so the verdict
@@ -188,6 +195,7 @@ func Run(ctx context.Context, opts Options) (reports.Report, error) {
 			CheckEvery:      reports.Duration(opts.CheckEvery),
 			ConvergeTimeout: reports.Duration(opts.ConvergeTimeout),
 			KeepGoing:       opts.KeepGoing,
+			WholeHistory:    opts.WholeHistory,
 			ProcessWorkers:  opts.Process != nil,
 		},
 		Postgres: reports.Postgres{
@@ -216,6 +224,11 @@ type soak struct {
 	violations int
 
 	evidenceFixed bool // rep.Evidence is the first check that found a violation
+
+	// forgot counts what compaction dropped from the recorder, so that
+	// counts of the live history plus it are the whole run's.
+	forgotRequests reports.Requests
+	forgotWork     reports.Work
 }
 
 func (s *soak) run(ctx context.Context) (err error) {
@@ -286,7 +299,7 @@ func (s *soak) run(ctx context.Context) (err error) {
 			return fmt.Errorf("soak: checkpoint %d: %w", i, cerr)
 		}
 		s.log.Info("soak: checkpoint", "index", i, "traffic", cp.At.D(), "settled", cp.Settled,
-			"verdict", cp.Verdict, "violations", cp.Violations, "new", cp.New, "took", cp.Took.D())
+			"verdict", cp.Verdict, "violations", cp.Violations, "new", cp.New, "took", cp.Took.D(), "checked", cp.Checked.D())
 		if cp.New > 0 && !s.opts.KeepGoing {
 			s.rep.Ended = reports.EndViolation
 			s.rep.Reason = fmt.Sprintf("stopped at checkpoint %d, which found a violation (Options.KeepGoing, -keep-going, runs on)", i)
@@ -298,7 +311,30 @@ func (s *soak) run(ctx context.Context) (err error) {
 			s.finish(res)
 			return nil
 		}
+		s.compact(res)
 	}
+}
+
+// compact forgets what a valid checkpoint proved (Options.WholeHistory).
+func (s *soak) compact(res sim.Result) {
+	if s.opts.WholeHistory || res.Verdict != check.Valid {
+		return
+	}
+	forgot, err := s.env.Compact(res)
+	if err != nil {
+		s.log.Warn("soak: compacting the history", "err", err)
+		return
+	}
+	s.mu.Lock()
+	s.forgotRequests = s.forgotRequests.Add(reports.CountRequests(forgot))
+	s.forgotWork = s.forgotWork.Add(reports.CountWork(forgot))
+	s.mu.Unlock()
+}
+
+// countLocked counts the whole run's requests and work: what the recorder
+// holds and what compaction forgot.
+func (s *soak) countLocked(h history.Snapshot) (reports.Requests, reports.Work) {
+	return s.forgotRequests.Add(reports.CountRequests(h)), s.forgotWork.Add(reports.CountWork(h))
 }
 
 func (s *soak) trafficTime() time.Duration {
@@ -341,7 +377,7 @@ func (s *soak) segment(ctx context.Context, d time.Duration, tr *traffic, nem *n
 	s.mu.Unlock()
 }
 
-// checkpoint converges and checks every invariant on the whole history.
+// checkpoint converges and checks every invariant on the history so far.
 func (s *soak) checkpoint(ctx context.Context, i int, final bool) (reports.Checkpoint, sim.Result, error) {
 	began := time.Now()
 	cp := reports.Checkpoint{Index: i, At: reports.Duration(s.trafficTime().Round(time.Millisecond)), Elapsed: s.elapsed(), Final: final}
@@ -356,6 +392,7 @@ func (s *soak) checkpoint(ctx context.Context, i int, final bool) (reports.Check
 		return cp, sim.Result{}, err
 	}
 	cp.Settled, cp.Verdict, cp.Violations = res.Settled, res.Verdict, len(res.Violations)
+	cp.Checked = reports.Duration(res.Checked.Round(time.Millisecond))
 	s.mu.Lock()
 	cp.New = s.rep.Merge(cp, res.Violations)
 	s.violations = len(s.rep.Violations)
@@ -415,6 +452,9 @@ func (s *soak) finish(res sim.Result) {
 	defer s.mu.Unlock()
 	s.rep.TrafficTime = reports.Duration(s.traffic.Round(time.Millisecond))
 	s.rep.Observe(res)
+	// The check's history holds carried ops twice over and misses the forgotten.
+	s.rep.Requests, s.rep.Work = s.countLocked(s.env.Recorder().Snapshot())
+	s.rep.Throughput = reports.ThroughputOf(s.rep.Requests, s.rep.Work, s.rep.TrafficTime.D())
 	s.rep.Faults = reports.Counts(s.faults)
 	s.decideLocked()
 }
@@ -425,8 +465,7 @@ func (s *soak) decide() {
 	s.rep.TrafficTime = reports.Duration(s.traffic.Round(time.Millisecond))
 	s.rep.Faults = reports.Counts(s.faults)
 	if s.env != nil {
-		h := s.env.Recorder().Snapshot()
-		s.rep.Requests, s.rep.Work = reports.CountRequests(h), reports.CountWork(h)
+		s.rep.Requests, s.rep.Work = s.countLocked(s.env.Recorder().Snapshot())
 		s.rep.CrashPoints = reports.CrashPoints(s.env.Gate().Hits())
 	}
 	s.decideLocked()
@@ -470,6 +509,9 @@ func (s *soak) sample(ctx context.Context) {
 	var q reports.Requests
 	var w reports.Work
 	s.env.Recorder().View(func(h history.Snapshot) { q, w = reports.CountRequests(h), reports.CountWork(h) })
+	s.mu.Lock()
+	q, w = s.forgotRequests.Add(q), s.forgotWork.Add(w)
+	s.mu.Unlock()
 	depth := -1
 	ictx, cancel := context.WithTimeout(ctx, time.Second)
 	if snap, err := s.env.Inspect(ictx); err == nil {

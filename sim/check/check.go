@@ -32,6 +32,10 @@ type Input struct {
 	// while a fault lasted (no other worker took over a stalled item). They
 	// are reported as they are, with the checkers' own.
 	Observed []Violation `json:"observed,omitempty"`
+	// Compacted is set when the history before a valid quiescent
+	// checkpoint was forgotten but for what later checks need (Compact);
+	// nil: the history is whole.
+	Compacted *Compaction `json:"compacted,omitempty"`
 }
 
 // Invariant names a property the checkers prove: the first word of every

@@ -328,8 +328,14 @@ func (v *view) acceptRaces() []Violation {
 }
 
 func (v *view) acceptedWhileActive(inst string, a, b history.Op) (string, bool) {
-	if len(v.in.History.Intervals) == 0 {
+	if len(v.in.History.Intervals) == 0 && (v.in.Compacted == nil || !v.in.Compacted.Intervals) {
 		return "", false // the system does not report its items: completion cannot be judged
+	}
+	if c := v.in.Compacted; c != nil && a.Invoke.Before(c.Since) {
+		// Accepted before a quiescent point, where its work was complete:
+		// a b accepted before it too was judged then, one after it came
+		// after the work. The intervals that showed it are forgotten.
+		return "", false
 	}
 	sequential := completeOf(a).Before(b.Invoke)
 	if !a.Response.HasActiveWork || (!sequential && !b.Response.HasActiveWork) {

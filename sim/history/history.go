@@ -2,6 +2,7 @@ package history
 
 import (
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -158,7 +159,11 @@ type Recorder struct {
 	ops       []Op
 	intervals []Interval
 	events    []Event
-	crashed   map[string]bool // worker incarnations that crashed
+	// Forget drops a prefix of each slice; the base is the Index or Seq of
+	// its first entry, so that numbering goes on where it was.
+	opBase, ivBase, evBase int
+
+	crashed map[string]bool // worker incarnations that crashed
 	// Per worker incarnation, cutting counts the lease losses whose fault
 	// has not acted yet and doomedUntil is when the window of the last one
 	// that has closes (see LeaseLost); doomed holds the Seq of the
@@ -187,7 +192,7 @@ func New(opts Options) *Recorder {
 func (r *Recorder) Invoke(client string, req contract.Request) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	i := len(r.ops)
+	i := r.opBase + len(r.ops)
 	r.ops = append(r.ops, Op{Index: i, Client: client, Request: req, Invoke: r.clock.Now()})
 	return i
 }
@@ -198,6 +203,7 @@ func (r *Recorder) Complete(index int, resp contract.Response, err error) {
 	out, kind := Classify(err)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	index -= r.opBase
 	if index < 0 || index >= len(r.ops) || r.ops[index].Outcome != Pending {
 		return
 	}
@@ -241,7 +247,7 @@ func (r *Recorder) BeginAt(worker, item, key string, at time.Time) (endAt func(o
 	if at.IsZero() || at.After(now) {
 		at = now
 	}
-	seq := len(r.intervals)
+	seq := r.ivBase + len(r.intervals)
 	iv := Interval{Seq: seq, Worker: worker, Item: item, Key: key, Start: at}
 	if r.crashed[worker] {
 		// A frozen incarnation should not get here; if it does, it is not
@@ -265,7 +271,10 @@ func (r *Recorder) end(seq int, outcome string, at time.Time) {
 	if at.IsZero() || at.After(now) {
 		at = now
 	}
-	iv := &r.intervals[seq]
+	if seq < r.ivBase {
+		return // forgotten: it had ended
+	}
+	iv := &r.intervals[seq-r.ivBase]
 	if at.Before(iv.Start) {
 		at = iv.Start
 	}
@@ -367,7 +376,7 @@ func (r *Recorder) Note(e Event) {
 }
 
 func (r *Recorder) addEvent(e Event) time.Time {
-	e.Seq = len(r.events)
+	e.Seq = r.evBase + len(r.events)
 	e.Time = r.clock.Now()
 	r.events = append(r.events, e)
 	return e.Time
@@ -405,6 +414,63 @@ func (r *Recorder) Snapshot() Snapshot {
 		Events:    append([]Event{}, r.events...),
 		Taken:     r.clock.Now(),
 	}
+}
+
+// Mark is where a snapshot ends: the Index or Seq its next op, interval and
+// event would have.
+type Mark struct {
+	Ops, Intervals, Events int
+}
+
+// MarkOf is the mark just past the last entry of s.
+func MarkOf(s Snapshot) Mark {
+	var m Mark
+	for _, o := range s.Ops {
+		m.Ops = max(m.Ops, o.Index+1)
+	}
+	for _, iv := range s.Intervals {
+		m.Intervals = max(m.Intervals, iv.Seq+1)
+	}
+	for _, e := range s.Events {
+		m.Events = max(m.Events, e.Seq+1)
+	}
+	return m
+}
+
+// Forget drops the oldest entries up to mark, as far as they have ended:
+// completed ops, ended intervals, and events. Each kind stops at its first
+// entry that has not ended, so nothing in progress is lost. It returns what
+// it dropped; Index and Seq numbering goes on unchanged.
+//
+// It is for runs of hours (a soak), which forget what a valid quiescent
+// checkpoint proved, so that memory and the cost of each check stay those
+// of one checkpoint's window instead of growing with the run
+// (sim.Env.Compact keeps what later checks still need).
+func (r *Recorder) Forget(mark Mark) Snapshot {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out Snapshot
+	n := 0
+	for n < len(r.ops) && r.ops[n].Index < mark.Ops && r.ops[n].Outcome != Pending {
+		n++
+	}
+	out.Ops, r.ops = r.ops[:n:n], slices.Clone(r.ops[n:])
+	r.opBase += n
+	n = 0
+	for n < len(r.intervals) && r.intervals[n].Seq < mark.Intervals && !r.intervals[n].Open() {
+		delete(r.doomed, r.intervals[n].Seq)
+		n++
+	}
+	out.Intervals, r.intervals = r.intervals[:n:n], slices.Clone(r.intervals[n:])
+	r.ivBase += n
+	n = 0
+	for n < len(r.events) && r.events[n].Seq < mark.Events {
+		n++
+	}
+	out.Events, r.events = r.events[:n:n], slices.Clone(r.events[n:])
+	r.evBase += n
+	out.Taken = r.clock.Now()
+	return out
 }
 
 // View calls fn with the history as it is now, without copying it: for a

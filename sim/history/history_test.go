@@ -299,3 +299,47 @@ func TestIntervalBegunOnACutSession(t *testing.T) {
 		t.Errorf("intervals (-want +got):\n%s", d)
 	}
 }
+
+func TestForgetDropsEndedPrefix(t *testing.T) {
+	r := history.New(history.Options{Clock: newClock()})
+	a := r.Invoke("c1", contract.Request{Op: contract.OpCreate, Instance: "i1"})
+	b := r.Invoke("c1", contract.Request{Op: contract.OpGet, Instance: "i1"})
+	c := r.Invoke("c1", contract.Request{Op: contract.OpGet, Instance: "i1"})
+	r.Complete(a, contract.Response{Generation: 1}, nil)
+	r.Complete(c, contract.Response{Generation: 1}, nil)
+	r.Begin("w1.1", "1", "i1")("done")
+	open := r.Begin("w1.1", "2", "i1")
+	r.DeployBug("b1")
+	mark := history.MarkOf(r.Snapshot())
+	late := r.Invoke("c2", contract.Request{Op: contract.OpGet, Instance: "i1"})
+
+	forgot := r.Forget(mark)
+	if len(forgot.Ops) != 1 || forgot.Ops[0].Index != a || len(forgot.Intervals) != 1 || len(forgot.Events) != 1 {
+		t.Fatalf("forgot %+v: want op %d (the first, up to the pending one), interval 0 and the event", forgot, a)
+	}
+	r.Complete(b, contract.Response{Generation: 1}, nil)
+	r.Complete(a, contract.Response{Generation: 9}, nil) // forgotten: ignored
+	open("done")
+	r.Complete(late, contract.Response{}, nil)
+	s := r.Snapshot()
+	var idx []int
+	for _, o := range s.Ops {
+		if o.Outcome != history.OK {
+			t.Errorf("op %d: %s after Forget, want ok", o.Index, o.Outcome)
+		}
+		idx = append(idx, o.Index)
+	}
+	if want := []int{b, c, late}; !slices.Equal(idx, want) {
+		t.Errorf("ops kept %v, want %v", idx, want)
+	}
+	if len(s.Intervals) != 1 || s.Intervals[0].Seq != 1 || s.Intervals[0].Outcome != "done" {
+		t.Errorf("intervals kept %+v, want #1 ended done", s.Intervals)
+	}
+	if i := r.Invoke("c1", contract.Request{Op: contract.OpGet}); i != late+1 {
+		t.Errorf("next index %d, want %d", i, late+1)
+	}
+	r.Note(history.Event{Kind: history.EventDeployFix})
+	if ev := r.Snapshot().Events; len(ev) != 1 || ev[0].Seq != 1 {
+		t.Errorf("events after Forget %+v, want seq 1", ev)
+	}
+}
