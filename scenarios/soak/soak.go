@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -229,6 +230,9 @@ type soak struct {
 	// counts of the live history plus it are the whole run's.
 	forgotRequests reports.Requests
 	forgotWork     reports.Work
+	// reached are the paths every check so far reached: a compacted check
+	// sees only its window's.
+	reached map[string]bool
 }
 
 func (s *soak) run(ctx context.Context) (err error) {
@@ -331,6 +335,18 @@ func (s *soak) compact(res sim.Result) {
 	s.mu.Unlock()
 }
 
+// reach adds the paths a check reached to the run's.
+func (s *soak) reach(paths []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reached == nil {
+		s.reached = map[string]bool{}
+	}
+	for _, p := range paths {
+		s.reached[p] = true
+	}
+}
+
 // countLocked counts the whole run's requests and work: what the recorder
 // holds and what compaction forgot.
 func (s *soak) countLocked(h history.Snapshot) (reports.Requests, reports.Work) {
@@ -393,6 +409,7 @@ func (s *soak) checkpoint(ctx context.Context, i int, final bool) (reports.Check
 	}
 	cp.Settled, cp.Verdict, cp.Violations = res.Settled, res.Verdict, len(res.Violations)
 	cp.Checked = reports.Duration(res.Checked.Round(time.Millisecond))
+	s.reach(res.Reached)
 	s.mu.Lock()
 	cp.New = s.rep.Merge(cp, res.Violations)
 	s.violations = len(s.rep.Violations)
@@ -455,6 +472,13 @@ func (s *soak) finish(res sim.Result) {
 	// The check's history holds carried ops twice over and misses the forgotten.
 	s.rep.Requests, s.rep.Work = s.countLocked(s.env.Recorder().Snapshot())
 	s.rep.Throughput = reports.ThroughputOf(s.rep.Requests, s.rep.Work, s.rep.TrafficTime.D())
+	s.rep.Reached = nil
+	for _, p := range check.Paths() {
+		if s.reached[p] || slices.Contains(res.Reached, p) {
+			s.rep.Reached = append(s.rep.Reached, p)
+		}
+	}
+	s.rep.Unreached = reports.Unreached(s.rep.Reached)
 	s.rep.Faults = reports.Counts(s.faults)
 	s.decideLocked()
 }
