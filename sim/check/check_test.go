@@ -82,6 +82,20 @@ func TestCorrectHistories(t *testing.T) {
 			f.iv("w3.1", "1", "i1", 8, 11, "done")
 			f.rec("w3.1", "cloud", "CreateVM", "vm:i1:g1", "i1", 8.2, 8.6, replayed)
 		}},
+		{"a claim lost at its start inside another worker's takeover", func(f *fx) {
+			// Seen in a false-alarm gate (network, seed 2): w2.1's session
+			// was cut under item 1, w1.1 claimed the freed row on a session
+			// being cut too, and its claim's answer came after w2.1 had
+			// claimed again; its Begin, recorded late, is lost at its start.
+			f.in.History.Intervals[0].End, f.in.History.Intervals[0].Outcome = at(6.5), history.IntervalLeaseLost
+			f.event(history.EventLeaseLost, "w1.1", 6.5)
+			f.iv("w3.1", "1", "i1", 7, 11, "done")
+			f.rec("w3.1", "cloud", "CreateVM", "vm:i1:g1", "i1", 7.5, 8.5, replayed)
+			f.iv("w4.1", "1", "i1", 8, 0, "")
+			last := &f.in.History.Intervals[len(f.in.History.Intervals)-1]
+			last.End, last.Outcome, last.LostAtStart = at(8), history.IntervalLeaseLost, true
+			last.Reported, last.ReportedOutcome = at(8.4), "error"
+		}},
 		{"a recorded end after the commit overlaps the next claim by a hair", func(f *fx) {
 			// w1.1 committed after its last request (ends 9) and reported
 			// leaving at 10; w3.1 had claimed the follow-up at 9.5.
@@ -315,6 +329,15 @@ func TestRaces(t *testing.T) {
 			f.iv("w3.1", "9", "i1", 2.5, 12, "done")
 			f.rec("w3.1", "kube", "Get", "", "i1", 4.2, 4.8, func(r *fakes.Record) { r.Mutation, r.Effect = false, false })
 		}, check.Races, []string{"race/same-instance"}},
+		{"a zero-length interval cut at its start still proves its start", func(f *fx) {
+			// Cut by a lease loss the moment it began, not lost at its start
+			// (history.Interval.LostAtStart unset): inside at 8.
+			f.in.History.Intervals[0].End, f.in.History.Intervals[0].Outcome = at(6.5), history.IntervalLeaseLost
+			f.event(history.EventLeaseLost, "w1.1", 6.5)
+			f.iv("w3.1", "1", "i1", 7, 11, "done")
+			f.rec("w3.1", "cloud", "CreateVM", "vm:i1:g1", "i1", 7.5, 8.5, replayed)
+			f.iv("w4.1", "1", "i1", 8, 8, history.IntervalLeaseLost)
+		}, check.Races, []string{"race/same-item"}},
 		{"open interval of a stuck worker overlapping a later claim", func(f *fx) {
 			f.iv("w3.1", "9", "i1", 60, 0, "")
 			f.rec("w3.1", "cloud", "ResizeVM", "", "i1", 61, 62)

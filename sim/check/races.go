@@ -26,7 +26,11 @@ import (
 // to a waiting client (else its Start), cut at the interval's End (End is
 // already cut at a crash or lease loss, so nothing a worker does after it
 // lost its lease counts). Two spans overlap when they share a moment strictly
-// (equal clock readings do not order events). Rules:
+// (equal clock readings do not order events). An interval lost at its
+// start (history.Interval.LostAtStart: begun on a session a fault was
+// cutting, ended in error) has no span: its claim may have died before the
+// worker recorded its Begin, and another worker may have claimed the freed
+// item before that Begin. Rules:
 //
 //   - "same-item": proven spans of two different worker incarnations inside
 //     the same item overlap;
@@ -119,9 +123,11 @@ func (v *view) intervalRaces() []Violation {
 		ivs := v.intervals[key]
 		// Items without a key are about no instance: only the same item
 		// twice is a race among them.
-		ps := make([]proven, len(ivs))
-		for i, iv := range ivs {
-			ps[i] = v.provenSpan(iv)
+		ps := make([]proven, 0, len(ivs))
+		for _, iv := range ivs {
+			if !iv.LostAtStart {
+				ps = append(ps, v.provenSpan(iv))
+			}
 		}
 		slices.SortStableFunc(ps, func(a, b proven) int { return a.s.from.Compare(b.s.from) })
 		for i := range ps {

@@ -96,6 +96,11 @@ type Interval struct {
 	// came after a crash or lease loss had already ended the interval.
 	Reported        time.Time `json:"reported,omitzero"`
 	ReportedOutcome string    `json:"reported_outcome,omitempty"`
+	// LostAtStart marks an interval begun on a session a fault was cutting
+	// that ended in error (see Recorder.LeaseLost): its claim may have died
+	// before the worker recorded its Begin, so it proves the worker was
+	// inside nothing, not even at Start.
+	LostAtStart bool `json:"lost_at_start,omitempty"`
 }
 
 // Open reports whether the interval has not ended.
@@ -285,7 +290,7 @@ func (r *Recorder) end(seq int, outcome string, at time.Time) {
 	if r.doomed[seq] && outcome == "error" {
 		// Begun on a session a fault was cutting (see LeaseLost): the
 		// worker was inside nothing it could commit.
-		iv.End, iv.Outcome = iv.Start, IntervalLeaseLost
+		iv.End, iv.Outcome, iv.LostAtStart = iv.Start, IntervalLeaseLost, true
 		iv.Reported, iv.ReportedOutcome = at, outcome
 		return
 	}
