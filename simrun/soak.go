@@ -54,7 +54,7 @@ func (c *cli) soakFlagSet(f *soakFlags, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&f.dsn, "dsn", "", "Postgres server to use (default: $WORKPROOF_DATABASE_URL or the PG* variables, else a private ephemeral cluster started and removed by simrun); simrun only creates and drops its own databases on it")
 	fs.DurationVar(&f.checkEvery, "check-every", 30*time.Second, "traffic time between quiescent checkpoints (pause, heal, converge, check every invariant)")
 	fs.BoolVar(&f.keepGoing, "keep-going", false, "go on after a checkpoint found a violation (default: stop there)")
-	fs.BoolVar(&f.whole, "whole-history", false, "check the whole run at every checkpoint (default: each valid checkpoint forgets what it proved, so memory and pauses stay flat)")
+	fs.BoolVar(&f.whole, "whole-history", false, "check the whole run at every checkpoint (default: each valid checkpoint forgets what it proved, so memory and check time stay flat)")
 	fs.BoolVar(&f.processes, "process-workers", false, "run every worker as a process of its own (this binary's worker command) that kills SIGKILL for real: what a pod kill does to open sessions, LISTEN and requests in flight; crashes at a point become kills")
 	fs.BoolVar(&f.verbose, "v", false, "log the harness, the workers and the fakes to stderr (debug level)")
 	fs.Usage = func() {
@@ -67,7 +67,7 @@ quiescent checkpoint runs: every fault healed, fixes deployed, crashed workers
 restarted, the queue drained (bounded), then every invariant checked on the
 history so far. A violation ends the run at that checkpoint. A valid
 checkpoint forgets what it proved but for what later checks judge against the
-state (the last lifetime of every instance), so memory and checkpoint pauses
+state (the last lifetime of every instance), so memory and the time to check
 stay flat on runs of hours; -whole-history checks the whole run every time.
 
 The report goes to a new directory under -out: summary.md (verdict, seed,

@@ -60,7 +60,7 @@ type Options struct {
 	KeepGoing bool
 	// WholeHistory keeps everything recorded, so that every checkpoint
 	// checks the run from its start; zero: each valid checkpoint forgets
-	// what it proved (sim.Env.Compact), and memory and checkpoint pauses
+	// what it proved (sim.Env.Compact), and memory and the time to check
 	// stay those of one window between checkpoints.
 	WholeHistory bool
 	// SampleEvery is the interval of the report's time series and of
@@ -155,7 +155,7 @@ func (o *Options) defaults() error {
 // and nothing before it overlaps anything after. So the soak forgets it
 // (sim.Env.Compact) but for the ops a later check still judges against the
 // state (check.Compact), and each checkpoint checks one window: memory and
-// checkpoint pauses stay flat however long the run (Options.WholeHistory
+// the time to check stay flat however long the run (Options.WholeHistory
 // keeps everything instead). Report.Evidence then holds the deciding
 // check's window, not the whole run; the counts and samples are the whole
 // run's.
