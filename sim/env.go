@@ -877,6 +877,7 @@ func (e *Env) Compact(res Result) (history.Snapshot, error) {
 	carry := check.Compact(res.Input)
 	forgot := e.rec.Forget(history.MarkOf(res.Input.History))
 	e.world.Forget(res.Input.Ledger)
+	e.gate.ForgetEntries()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.forgotOps = max(e.forgotOps, history.MarkOf(forgot).Ops)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -172,6 +173,19 @@ func (g *Gate) Enter(worker, item, key string) {
 	g.entries[item]++
 	w.item, w.key, w.entry = item, key, g.entries[item]
 	clear(w.nth)
+}
+
+// ForgetEntries drops the entry counts of every item no worker is inside
+// now: at a quiescent point no item is left to be entered again, and a
+// run of hours would otherwise keep one count per item it ever ran.
+func (g *Gate) ForgetEntries() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	inside := map[string]bool{}
+	for _, w := range g.w {
+		inside[w.item] = true
+	}
+	maps.DeleteFunc(g.entries, func(item string, _ int) bool { return !inside[item] })
 }
 
 // Inside returns the work item worker is inside and the instance it works

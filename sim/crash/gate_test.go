@@ -298,3 +298,28 @@ func TestBuryLetsOneCrashedWorkerGo(t *testing.T) {
 		t.Fatalf("after Close: %v", err)
 	}
 }
+
+// ForgetEntries keeps the count of an item a worker is inside and drops the
+// others: an item entered again after it counts from its first entry.
+func TestForgetEntries(t *testing.T) {
+	g := crash.New(nil, crash.Options{})
+	t.Cleanup(g.Close)
+	g.SetTracing(true)
+	g.Enter("w1", "7", "i1")
+	g.Leave("w1")
+	g.Enter("w1", "8", "i2")
+	g.Enter("w2", "7", "i1") // entry 2 of item 7
+	g.Leave("w2")
+	g.ForgetEntries()
+	g.Enter("w2", "7", "i1") // counted from 1 again: nobody was inside 7
+	g.Enter("w3", "8", "i2") // entry 2 of item 8: w1 is still inside it
+	for _, w := range []string{"w2", "w3"} {
+		if err := g.Point(context.Background(), w, "sql:update"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr := g.Trace()
+	if len(tr) != 2 || tr[0].Item != "7" || tr[0].Entry != 1 || tr[1].Item != "8" || tr[1].Entry != 2 {
+		t.Fatalf("trace after ForgetEntries %+v, want item 7 entry 1 and item 8 entry 2", tr)
+	}
+}
