@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -95,6 +96,17 @@ func TestCorrectHistories(t *testing.T) {
 			last := &f.in.History.Intervals[len(f.in.History.Intervals)-1]
 			last.End, last.Outcome, last.LostAtStart = at(8), history.IntervalLeaseLost, true
 			last.Reported, last.ReportedOutcome = at(8.4), "error"
+		}},
+		{"a claim begun on a cut session, still open, beside the takeover", func(f *fx) {
+			// Seen in a false-alarm gate (network, seed 2, checked before
+			// the liveness phase): w1.1 began item 1 after its lease loss was
+			// recorded, the fault killed its session, w3.1 claimed the freed
+			// row, and w1.1's late CreateVM landed while both were open.
+			f.in.History.Intervals[0].BegunCut = true
+			f.in.History.Intervals[0].End, f.in.History.Intervals[0].Outcome = time.Time{}, ""
+			f.event(history.EventLeaseLost, "w1.1", 2.9)
+			f.iv("w3.1", "1", "i1", 4.2, 11, "done")
+			f.rec("w3.1", "cloud", "CreateVM", "vm:i1:g1", "i1", 4.3, 4.8, replayed)
 		}},
 		{"a recorded end after the commit overlaps the next claim by a hair", func(f *fx) {
 			// w1.1 committed after its last request (ends 9) and reported
@@ -329,6 +341,11 @@ func TestRaces(t *testing.T) {
 			f.iv("w3.1", "9", "i1", 2.5, 12, "done")
 			f.rec("w3.1", "kube", "Get", "", "i1", 4.2, 4.8, func(r *fakes.Record) { r.Mutation, r.Effect = false, false })
 		}, check.Races, []string{"race/same-instance"}},
+		{"a claim begun on a cut session proves its span once it committed", func(f *fx) {
+			f.in.History.Intervals[0].BegunCut = true
+			f.iv("w3.1", "1", "i1", 4.2, 11, "done")
+			f.rec("w3.1", "cloud", "CreateVM", "vm:i1:g1", "i1", 4.3, 4.8, replayed)
+		}, check.Races, []string{"race/concurrent-mutations", "race/same-item"}},
 		{"a zero-length interval cut at its start still proves its start", func(f *fx) {
 			// Cut by a lease loss the moment it began, not lost at its start
 			// (history.Interval.LostAtStart unset): inside at 8.

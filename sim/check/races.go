@@ -26,11 +26,12 @@ import (
 // to a waiting client (else its Start), cut at the interval's End (End is
 // already cut at a crash or lease loss, so nothing a worker does after it
 // lost its lease counts). Two spans overlap when they share a moment strictly
-// (equal clock readings do not order events). An interval lost at its
-// start (history.Interval.LostAtStart: begun on a session a fault was
-// cutting, ended in error) has no span: its claim may have died before the
-// worker recorded its Begin, and another worker may have claimed the freed
-// item before that Begin. Rules:
+// (equal clock readings do not order events). An interval begun on a
+// session a fault was cutting (history.Interval.BegunCut) proves nothing
+// while it is open or once it ended in error (LostAtStart): its claim may
+// have died before the worker recorded its Begin, and another worker may
+// have claimed the freed item since; it has no span, and no request is
+// inside it. Rules:
 //
 //   - "same-item": proven spans of two different worker incarnations inside
 //     the same item overlap;
@@ -109,6 +110,10 @@ func (v *view) provenSpan(iv history.Interval) proven {
 	return p
 }
 
+// unproven reports whether an interval proves no presence at all (see
+// Races): lost at its start, or begun on a cut session and still open.
+func unproven(iv history.Interval) bool { return iv.LostAtStart || (iv.BegunCut && iv.Open()) }
+
 // evidenceEnd is the last moment a request proves its caller was waiting.
 func evidenceEnd(r fakes.Record) time.Time {
 	if answered(r) && !r.End.IsZero() && r.End.After(r.Start) {
@@ -125,7 +130,7 @@ func (v *view) intervalRaces() []Violation {
 		// twice is a race among them.
 		ps := make([]proven, 0, len(ivs))
 		for _, iv := range ivs {
-			if !iv.LostAtStart {
+			if !unproven(iv) {
 				ps = append(ps, v.provenSpan(iv))
 			}
 		}
@@ -223,7 +228,7 @@ func (v *view) insideEnd(r fakes.Record) (time.Time, bool) {
 	for k := n - 1; k >= 0 && !maxEnd[k].Before(r.Start); k-- {
 		iv := ivs[k]
 		e := endOf(iv)
-		if r.Start.After(e) {
+		if r.Start.After(e) || unproven(iv) {
 			continue
 		}
 		if !found || e.After(end) {

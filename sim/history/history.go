@@ -96,10 +96,13 @@ type Interval struct {
 	// came after a crash or lease loss had already ended the interval.
 	Reported        time.Time `json:"reported,omitzero"`
 	ReportedOutcome string    `json:"reported_outcome,omitempty"`
-	// LostAtStart marks an interval begun on a session a fault was cutting
-	// that ended in error (see Recorder.LeaseLost): its claim may have died
-	// before the worker recorded its Begin, so it proves the worker was
-	// inside nothing, not even at Start.
+	// BegunCut marks an interval begun on a session a fault was cutting
+	// (see Recorder.LeaseLost): its claim may have died before the worker
+	// recorded its Begin. Ended in error, it is LostAtStart; its commit
+	// succeeded, it is an interval like any other; open, it is undecided.
+	BegunCut bool `json:"begun_cut,omitempty"`
+	// LostAtStart marks a BegunCut interval that ended in error: it proves
+	// the worker was inside nothing, not even at Start.
 	LostAtStart bool `json:"lost_at_start,omitempty"`
 }
 
@@ -261,6 +264,7 @@ func (r *Recorder) BeginAt(worker, item, key string, at time.Time) (endAt func(o
 	}
 	if until, ok := r.doomedUntil[worker]; r.cutting[worker] > 0 || ok && !at.After(until) {
 		r.doomed[seq] = true
+		iv.BegunCut = true
 	}
 	r.intervals = append(r.intervals, iv)
 	var once sync.Once

@@ -138,7 +138,7 @@ func TestIntervalsCrashAndLeaseLoss(t *testing.T) {
 			Reported: ms(10), ReportedOutcome: "error"},
 		{Seq: 3, Worker: "w1.1", Item: "10", Key: "i1", Start: ms(7), End: ms(7), Outcome: history.IntervalCrashed,
 			Reported: ms(8), ReportedOutcome: "done"},
-		{Seq: 4, Worker: "w2.1", Item: "11", Key: "i3", Start: ms(11)},
+		{Seq: 4, Worker: "w2.1", Item: "11", Key: "i3", Start: ms(11), BegunCut: true}, // the lease-cutting fault has not acted
 	}
 	wantEv := []history.Event{
 		{Seq: 0, Time: ms(5), Kind: history.EventCrash, Worker: "w1.1", Detail: "sql:COMMIT"},
@@ -288,10 +288,10 @@ func TestIntervalBegunOnACutSession(t *testing.T) {
 	g := history.LeaseGrace
 	want := []history.Interval{
 		{Seq: 0, Worker: "w1.1", Item: "1", Key: "i1", Start: ms(2), End: ms(2), Outcome: history.IntervalLeaseLost,
-			Reported: ms(3), ReportedOutcome: "error", LostAtStart: true},
-		{Seq: 1, Worker: "w1.1", Item: "2", Key: "i1", Start: ms(4), End: ms(5), Outcome: "done"},
+			Reported: ms(3), ReportedOutcome: "error", BegunCut: true, LostAtStart: true},
+		{Seq: 1, Worker: "w1.1", Item: "2", Key: "i1", Start: ms(4), End: ms(5), Outcome: "done", BegunCut: true},
 		{Seq: 2, Worker: "w1.1", Item: "3", Key: "i1", Start: ms(7), End: ms(7), Outcome: history.IntervalLeaseLost,
-			Reported: ms(8), ReportedOutcome: "error", LostAtStart: true},
+			Reported: ms(8), ReportedOutcome: "error", BegunCut: true, LostAtStart: true},
 		{Seq: 3, Worker: "w1.1", Item: "4", Key: "i1", Start: ms(9).Add(g), End: ms(10).Add(g), Outcome: "error"},
 		{Seq: 4, Worker: "w2.1", Item: "5", Key: "i2", Start: ms(11).Add(g), End: ms(12).Add(g), Outcome: "error"},
 	}
