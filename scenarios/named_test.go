@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/workproof/workproof/contract"
 	"github.com/workproof/workproof/fakes"
 	"github.com/workproof/workproof/kvx"
@@ -206,5 +208,36 @@ func TestNoNamedScenarioCatchesUnscriptedMutants(t *testing.T) {
 				t.Errorf("named scenario %s catches %s, which is meant to be unscripted: %v", f.Name, m.Name, f.Violations)
 			}
 		})
+	}
+}
+
+// slowCreate is kvx with a create that answers only when its request
+// times out: a system too slow for a loaded machine's step.
+type slowCreate struct{ contract.System }
+
+func (s slowCreate) Serve(ctx context.Context, db *pgxpool.Pool, req contract.Request) (contract.Response, error) {
+	if req.Op == contract.OpCreate {
+		<-ctx.Done()
+		return contract.Response{}, ctx.Err()
+	}
+	return s.System.Serve(ctx, db, req)
+}
+
+// A scenario's create that times out is the system being slow (seen on a
+// loaded machine: "create i1: ... context deadline exceeded" was a harness
+// error that failed the whole gate), not a harness error.
+func TestTimedOutCreateIsInconclusiveNotAnError(t *testing.T) {
+	var sc scenarios.Named
+	for _, n := range scenarios.NamedScenarios() {
+		if n.Name == "crash-mid-delete" {
+			sc = n
+		}
+	}
+	ex, err := scenarios.RunScenario(context.Background(), scenarios.Options{System: slowCreate{kvx.New(kvx.Options{})}, Server: pgenvtest.Server(t)}, sc)
+	if err != nil {
+		t.Fatalf("a timed-out create made a harness error: %v", err)
+	}
+	if ex.Verdict != check.Unknown || !strings.Contains(ex.Result.Reason, "create i1") {
+		t.Fatalf("verdict %s (%s), want unknown, naming the create", ex.Verdict, ex.Result.Reason)
 	}
 }
