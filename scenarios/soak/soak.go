@@ -348,9 +348,13 @@ func (s *soak) reach(paths []string) {
 }
 
 // countLocked counts the whole run's requests and work: what the recorder
-// holds and what compaction forgot.
-func (s *soak) countLocked(h history.Snapshot) (reports.Requests, reports.Work) {
-	return s.forgotRequests.Add(reports.CountRequests(h)), s.forgotWork.Add(reports.CountWork(h))
+// holds (counted in place, Recorder.View: a copy would cost a long soak its
+// whole history) and what compaction forgot.
+func (s *soak) countLocked() (reports.Requests, reports.Work) {
+	var q reports.Requests
+	var w reports.Work
+	s.env.Recorder().View(func(h history.Snapshot) { q, w = reports.CountRequests(h), reports.CountWork(h) })
+	return s.forgotRequests.Add(q), s.forgotWork.Add(w)
 }
 
 func (s *soak) trafficTime() time.Duration {
@@ -470,7 +474,7 @@ func (s *soak) finish(res sim.Result) {
 	s.rep.TrafficTime = reports.Duration(s.traffic.Round(time.Millisecond))
 	s.rep.Observe(res)
 	// The check's history holds carried ops twice over and misses the forgotten.
-	s.rep.Requests, s.rep.Work = s.countLocked(s.env.Recorder().Snapshot())
+	s.rep.Requests, s.rep.Work = s.countLocked()
 	s.rep.Throughput = reports.ThroughputOf(s.rep.Requests, s.rep.Work, s.rep.TrafficTime.D())
 	s.rep.Reached = nil
 	for _, p := range check.Paths() {
@@ -489,7 +493,7 @@ func (s *soak) decide() {
 	s.rep.TrafficTime = reports.Duration(s.traffic.Round(time.Millisecond))
 	s.rep.Faults = reports.Counts(s.faults)
 	if s.env != nil {
-		s.rep.Requests, s.rep.Work = s.countLocked(s.env.Recorder().Snapshot())
+		s.rep.Requests, s.rep.Work = s.countLocked()
 		s.rep.CrashPoints = reports.CrashPoints(s.env.Gate().Hits())
 	}
 	s.decideLocked()
@@ -526,15 +530,10 @@ func (s *soak) sampleLoop(ctx context.Context) {
 	}
 }
 
-// sample records one point of the time series. It counts over the whole
-// history in place (Recorder.View): a copy every second would cost a soak
-// of hours as much as its history, every second.
+// sample records one point of the time series.
 func (s *soak) sample(ctx context.Context) {
-	var q reports.Requests
-	var w reports.Work
-	s.env.Recorder().View(func(h history.Snapshot) { q, w = reports.CountRequests(h), reports.CountWork(h) })
 	s.mu.Lock()
-	q, w = s.forgotRequests.Add(q), s.forgotWork.Add(w)
+	q, w := s.countLocked()
 	s.mu.Unlock()
 	depth := -1
 	ictx, cancel := context.WithTimeout(ctx, time.Second)
