@@ -9,7 +9,9 @@
 #
 # The runner-vs-pgbench comparison alternates the two for several rounds and
 # reports the median of the per-round ratios, so that load from other
-# processes hits both alike.
+# processes hits both alike. Each round also gives the CPU per item of the
+# client (the runner's process, or pgbench) and of the whole machine: on a
+# machine the two saturate, the rate is the cores divided by the latter.
 #
 # Postgres comes from package sim/pgenv: $WORKPROOF_DATABASE_URL when set,
 # else a private ephemeral cluster (fsync off). Quote the server line with
@@ -34,8 +36,8 @@ go test -c -o "$tmp/work.test" ./work/
 cd work # the benchmarks read testdata/ relative to the package
 
 bench() { "$tmp/work.test" -test.run '^$' -test.bench "$1" -test.benchtime "$benchtime" | grep '^Benchmark'; }
-# items/s of the last line matching a name
-rate() { awk -v name="$1" 'index($1, name) == 1 { for (i = 1; i < NF; i++) if ($(i+1) == "items/s") r = $i } END { print r }'; }
+# rate NAME UNIT: the figure in UNIT (items/s, client-µs/item, machine-µs/item) of the last line matching NAME
+rate() { awk -v name="$1" -v unit="$2" 'index($1, name) == 1 { for (i = 1; i < NF; i++) if ($(i+1) == unit) r = $i } END { print r }'; }
 
 echo
 bench 'BenchmarkClaim$|BenchmarkClaimFollowUp|BenchmarkPgbench' | tee "$tmp/table"
@@ -48,9 +50,12 @@ compare() {
 	echo "# runner (skip-locked, 4 workers, claim + follow-up) vs pgbench -c 4, $policy, alternating"
 	: >"$tmp/ratios"
 	for i in $(seq "$rounds"); do
-		r=$(bench "$runner\$" | rate "$runner")
-		p=$(bench "$pg\$" | rate "$pg")
-		awk -v i="$i" -v r="$r" -v p="$p" 'BEGIN { printf "round %d: runner %.0f items/s, pgbench %.0f tps, %.0f%%\n", i, r, p, 100 * r / p }'
+		bench "$runner\$" >"$tmp/r"
+		bench "$pg\$" >"$tmp/p"
+		r=$(rate "$runner" items/s <"$tmp/r") p=$(rate "$pg" items/s <"$tmp/p")
+		awk -v i="$i" -v r="$r" -v p="$p" -v rc="$(rate "$runner" client-µs/item <"$tmp/r")" -v pc="$(rate "$pg" client-µs/item <"$tmp/p")" \
+			-v rm="$(rate "$runner" machine-µs/item <"$tmp/r")" -v pm="$(rate "$pg" machine-µs/item <"$tmp/p")" \
+			'BEGIN { printf "round %d: runner %.0f items/s, pgbench %.0f tps, %.0f%%; CPU per item: client %.0f against %.0f µs, machine %.0f against %.0f µs\n", i, r, p, 100 * r / p, rc, pc, rm, pm }'
 		awk -v r="$r" -v p="$p" 'BEGIN { print r / p }' >>"$tmp/ratios"
 	done
 	sort -g "$tmp/ratios" | awk -v policy="$policy" '{ a[NR] = $1 } END { m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; printf "median runner / pgbench, %s: %.0f%% (range %.0f-%.0f%%; target >= 100%%)\n", policy, 100 * m, 100 * a[1], 100 * a[NR] }'

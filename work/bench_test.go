@@ -3,10 +3,13 @@ package work_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -49,16 +52,69 @@ func runUntil(b *testing.B, pool *pgxpool.Pool, opts work.RunnerOptions, c *coun
 	defer cancel()
 	ran := make(chan error, 1)
 	b.ResetTimer()
+	m := startCPU()
 	t0 := time.Now()
 	go func() { ran <- work.NewRunner(pool, opts).Run(ctx) }()
 	<-c.all
 	elapsed := time.Since(t0)
+	m.report(b, c.n, selfCPU())
 	b.StopTimer()
 	cancel()
 	if err := <-ran; err != nil {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(c.n)/elapsed.Seconds(), "items/s")
+}
+
+// cpuMeter says where the CPU of a run went, per item: the client's (this
+// process, or pgbench) and the whole machine's (Postgres, the kernel's
+// loopback, the client), so that the runner and pgbench are compared on
+// what each costs and not only on the rate a shared machine let them reach.
+type cpuMeter struct {
+	machine time.Duration
+	self    time.Duration
+}
+
+func startCPU() cpuMeter { return cpuMeter{machine: machineCPU(), self: selfCPU()} }
+
+// report adds client-µs/item (the client's CPU since start; self is its
+// reading now) and machine-µs/item.
+func (m cpuMeter) report(b *testing.B, items int64, client time.Duration) {
+	if items <= 0 {
+		return
+	}
+	b.ReportMetric(float64((client-m.self).Microseconds())/float64(items), "client-µs/item")
+	if busy := machineCPU() - m.machine; busy > 0 {
+		b.ReportMetric(float64(busy.Microseconds())/float64(items), "machine-µs/item")
+	}
+}
+
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// machineCPU is the busy time of every CPU (/proc/stat; 0 where there is
+// none), at the kernel's tick of 10ms: enough over a run of seconds.
+func machineCPU() time.Duration {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	f := strings.Fields(line)
+	var busy int64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		busy += n
+	}
+	return time.Duration(busy) * 10 * time.Millisecond
 }
 
 // BenchmarkClaim: claim + commit throughput with a no-op handler, draining a
@@ -141,8 +197,14 @@ func pgbench(b *testing.B, bin string, c int, file string) {
 	preload(b, pool, steadyQueue)
 	perClient := (b.N + c - 1) / c
 	b.ResetTimer()
-	out, err := exec.Command(bin, "-n", "-M", "prepared", "-c", strconv.Itoa(c), "-j", strconv.Itoa(min(c, 2)),
-		"-t", strconv.Itoa(perClient), "-f", file, db.DSN()).CombinedOutput()
+	meter := startCPU()
+	cmd := exec.Command(bin, "-n", "-M", "prepared", "-c", strconv.Itoa(c), "-j", strconv.Itoa(min(c, 2)),
+		"-t", strconv.Itoa(perClient), "-f", file, db.DSN())
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		meter.self = 0
+		meter.report(b, int64(perClient*c), cmd.ProcessState.UserTime()+cmd.ProcessState.SystemTime())
+	}
 	b.StopTimer()
 	if err != nil {
 		b.Fatalf("pgbench: %v\n%s", err, out)
