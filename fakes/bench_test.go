@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -157,5 +158,65 @@ func BenchmarkHandler(b *testing.B) {
 				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
 			})
 		}
+	}
+}
+
+// BenchmarkStateKept reports the live heap each kind of effect leaves in the
+// fakes once World.Forget dropped its requests (B/kept): the provider state
+// (VMs, charges with their idempotency records, emails, deployments) that a
+// real provider keeps too, and so the part of a long soak's memory that
+// grows with its traffic. Run:
+//
+//	go test -run '^$' -bench StateKept -benchtime 2000x ./fakes
+func BenchmarkStateKept(b *testing.B) {
+	effects := []struct {
+		name string
+		do   func(ctx context.Context, c clients, id string) error
+	}{
+		{"vm", func(ctx context.Context, c clients, id string) error {
+			_, err := c.cloud.CreateVM(ctx, CreateVMRequest{Owner: id, Size: "small", Region: "eu-1", ClientToken: "tok-" + id})
+			return err
+		}},
+		{"charge", func(ctx context.Context, c clients, id string) error {
+			_, err := c.billing.CreateCharge(ctx, ChargeRequest{Customer: "cus", Owner: id, Amount: 100, Event: "provision:" + id + ":g1", IdempotencyKey: "key-" + id})
+			return err
+		}},
+		{"email", func(ctx context.Context, c clients, id string) error {
+			_, err := c.email.Send(ctx, EmailRequest{To: "a@example.com", Owner: id, Event: "provision:" + id + ":g1"})
+			return err
+		}},
+		{"deployment", func(ctx context.Context, c clients, id string) error {
+			_, err := c.kube.Apply(ctx, Deployment{Name: "d-" + id, Owner: id, Size: "small", Replicas: 1})
+			return err
+		}},
+	}
+	live := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	for _, e := range effects {
+		b.Run(e.name, func(b *testing.B) {
+			w := world(b, Options{})
+			c := clientsFor(w, "w1")
+			ctx := ctxT(b)
+			// One effect first, so that connections and lazily built
+			// tables are not counted as state.
+			if err := e.do(ctx, c, "warm"); err != nil {
+				b.Fatal(err)
+			}
+			w.Forget(w.Snapshot())
+			before := live()
+			b.ResetTimer()
+			for i := range b.N {
+				if err := e.do(ctx, c, "i"+strconv.Itoa(i)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			w.Forget(w.Snapshot())
+			b.ReportMetric(float64(int64(live())-int64(before))/float64(b.N), "B/kept")
+		})
 	}
 }
