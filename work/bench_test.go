@@ -57,7 +57,7 @@ func runUntil(b *testing.B, pool *pgxpool.Pool, opts work.RunnerOptions, c *coun
 	go func() { ran <- work.NewRunner(pool, opts).Run(ctx) }()
 	<-c.all
 	elapsed := time.Since(t0)
-	m.report(b, c.n, selfCPU())
+	m.report(b, c.n, selfCPU()-m.self)
 	b.StopTimer()
 	cancel()
 	if err := <-ran; err != nil {
@@ -71,19 +71,19 @@ func runUntil(b *testing.B, pool *pgxpool.Pool, opts work.RunnerOptions, c *coun
 // loopback, the client), so that the runner and pgbench are compared on
 // what each costs and not only on the rate a shared machine let them reach.
 type cpuMeter struct {
-	machine time.Duration
-	self    time.Duration
+	machine time.Duration // every CPU's busy time at the start
+	self    time.Duration // this process's CPU at the start
 }
 
 func startCPU() cpuMeter { return cpuMeter{machine: machineCPU(), self: selfCPU()} }
 
-// report adds client-µs/item (the client's CPU since start; self is its
-// reading now) and machine-µs/item.
+// report adds client-µs/item (client is the CPU the client used since the
+// meter started) and machine-µs/item.
 func (m cpuMeter) report(b *testing.B, items int64, client time.Duration) {
 	if items <= 0 {
 		return
 	}
-	b.ReportMetric(float64((client-m.self).Microseconds())/float64(items), "client-µs/item")
+	b.ReportMetric(float64(client.Microseconds())/float64(items), "client-µs/item")
 	if busy := machineCPU() - m.machine; busy > 0 {
 		b.ReportMetric(float64(busy.Microseconds())/float64(items), "machine-µs/item")
 	}
@@ -202,7 +202,6 @@ func pgbench(b *testing.B, bin string, c int, file string) {
 		"-t", strconv.Itoa(perClient), "-f", file, db.DSN())
 	out, err := cmd.CombinedOutput()
 	if err == nil {
-		meter.self = 0
 		meter.report(b, int64(perClient*c), cmd.ProcessState.UserTime()+cmd.ProcessState.SystemTime())
 	}
 	b.StopTimer()
