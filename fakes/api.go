@@ -142,12 +142,15 @@ func NewEmailClient(baseURL string, opts ClientOptions) *EmailClient {
 type Snapshot struct {
 	// AtMostOnce names the services without idempotency (Spec.AtMostOnce),
 	// so a checker reading the snapshot knows which effects must not repeat.
-	AtMostOnce  []string     `json:"at_most_once,omitempty"`
-	VMs         []VM         `json:"vms,omitempty"`         // every VM ever created, terminated ones too
+	AtMostOnce []string `json:"at_most_once,omitempty"`
+	// VMs, Charges and Emails are every one ever made (terminated VMs and
+	// refunded charges too) but those of ended lifetimes World.Forget
+	// dropped.
+	VMs         []VM         `json:"vms,omitempty"`
 	Deployments []Deployment `json:"deployments,omitempty"` // live deployments
-	Charges     []Charge     `json:"charges,omitempty"`     // every charge, refunded ones too
-	Emails      []Email      `json:"emails,omitempty"`      // every email sent
-	Requests    []Record     `json:"requests,omitempty"`    // every request, in arrival order
+	Charges     []Charge     `json:"charges,omitempty"`
+	Emails      []Email      `json:"emails,omitempty"`
+	Requests    []Record     `json:"requests,omitempty"` // every request, in arrival order
 }
 
 // Record is one request a fake received, with what it did.

@@ -165,31 +165,51 @@ func BenchmarkHandler(b *testing.B) {
 // fakes once World.Forget dropped its requests (B/kept): the provider state
 // (VMs, charges with their idempotency records, emails, deployments) that a
 // real provider keeps too, and so the part of a long soak's memory that
-// grows with its traffic. Run:
+// grows with its traffic; and what an ended lifetime (a VM made and
+// terminated, a charge, an email, of an owner the system no longer has)
+// leaves once Forget was told it ended (forgetting every 100 effects, as a
+// soak does at each checkpoint). Run:
 //
 //	go test -run '^$' -bench StateKept -benchtime 2000x ./fakes
 func BenchmarkStateKept(b *testing.B) {
 	effects := []struct {
-		name string
-		do   func(ctx context.Context, c clients, id string) error
+		name  string
+		do    func(ctx context.Context, c clients, id string) error
+		ended func(owner string) bool // World.Forget's
 	}{
 		{"vm", func(ctx context.Context, c clients, id string) error {
 			_, err := c.cloud.CreateVM(ctx, CreateVMRequest{Owner: id, Size: "small", Region: "eu-1", ClientToken: "tok-" + id})
 			return err
-		}},
+		}, nil},
 		{"charge", func(ctx context.Context, c clients, id string) error {
 			_, err := c.billing.CreateCharge(ctx, ChargeRequest{Customer: "cus", Owner: id, Amount: 100, Event: "provision:" + id + ":g1", IdempotencyKey: "key-" + id})
 			return err
-		}},
+		}, nil},
 		{"email", func(ctx context.Context, c clients, id string) error {
 			_, err := c.email.Send(ctx, EmailRequest{To: "a@example.com", Owner: id, Event: "provision:" + id + ":g1"})
 			return err
-		}},
+		}, nil},
 		{"deployment", func(ctx context.Context, c clients, id string) error {
 			_, err := c.kube.Apply(ctx, Deployment{Name: "d-" + id, Owner: id, Size: "small", Replicas: 1})
 			return err
-		}},
+		}, nil},
+		{"ended-lifetime", func(ctx context.Context, c clients, id string) error {
+			vm, err := c.cloud.CreateVM(ctx, CreateVMRequest{Owner: id, Size: "small", Region: "eu-1", ClientToken: "tok-" + id})
+			if err == nil {
+				_, err = c.cloud.TerminateVM(ctx, vm.ID)
+			}
+			if err == nil {
+				_, err = c.billing.CreateCharge(ctx, ChargeRequest{Customer: "cus", Owner: id, Amount: 100, Event: "provision:" + id + ":g1", IdempotencyKey: "key-" + id})
+			}
+			if err == nil {
+				_, err = c.email.Send(ctx, EmailRequest{To: "a@example.com", Owner: id, Event: "welcome:" + id + ":g1"})
+			}
+			return err
+		}, func(string) bool { return true }},
 	}
+	// As a soak forgets at each checkpoint: what an ended lifetime leaves
+	// is then the maps' and slices' room for one window, not its state.
+	const forgetEvery = 100
 	live := func() uint64 {
 		runtime.GC()
 		var m runtime.MemStats
@@ -206,16 +226,19 @@ func BenchmarkStateKept(b *testing.B) {
 			if err := e.do(ctx, c, "warm"); err != nil {
 				b.Fatal(err)
 			}
-			w.Forget(w.Snapshot())
+			w.Forget(w.Snapshot(), e.ended)
 			before := live()
 			b.ResetTimer()
 			for i := range b.N {
 				if err := e.do(ctx, c, "i"+strconv.Itoa(i)); err != nil {
 					b.Fatal(err)
 				}
+				if i%forgetEvery == forgetEvery-1 {
+					w.Forget(w.Snapshot(), e.ended)
+				}
 			}
 			b.StopTimer()
-			w.Forget(w.Snapshot())
+			w.Forget(w.Snapshot(), e.ended)
 			b.ReportMetric(float64(int64(live())-int64(before))/float64(b.N), "B/kept")
 		})
 	}

@@ -3,8 +3,10 @@ package fakes
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 )
@@ -40,12 +42,15 @@ type BillingServer struct {
 	mu      sync.Mutex
 	ttl     time.Duration
 	charges []*Charge // creation order
+	made    int       // charges ever made, for their ids (World.Forget shortens charges)
 	byID    map[string]*Charge
 	keys    map[string]*idemEntry
 }
 
 type idemEntry struct {
 	fingerprint string
+	owner       string // the request's, as far as it names one (World.Forget)
+	seq         int64  // the ledger Seq of the request that stored it
 	inFlight    bool
 	status      int
 	body        []byte
@@ -118,6 +123,29 @@ func (s *BillingServer) Snapshot() Snapshot {
 	return Snapshot{Charges: chs, Requests: s.requests()}
 }
 
+// forgetOwners drops the charges of the gone owners that upTo shows, and
+// their idempotency records stored before mark (see World.Forget).
+func (s *BillingServer) forgetOwners(upTo Snapshot, gone map[string]bool, mark int64) {
+	drop := map[string]bool{}
+	for _, ch := range upTo.Charges {
+		if gone[ch.Owner] {
+			drop[ch.ID] = true
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.charges = slices.DeleteFunc(s.charges, func(ch *Charge) bool {
+		if !drop[ch.ID] {
+			return false
+		}
+		delete(s.byID, ch.ID)
+		return true
+	})
+	maps.DeleteFunc(s.keys, func(_ string, e *idemEntry) bool {
+		return gone[e.owner] && !e.inFlight && e.seq < mark
+	})
+}
+
 // claim looks a key up before the request executes. It answers (and returns
 // nil, false) on a conflict or mismatch; returns the stored entry and false
 // for a replay; returns a fresh in-flight entry and true when the request
@@ -131,7 +159,7 @@ func (s *BillingServer) claim(c *rctx, key, fingerprint string) (*idemEntry, boo
 	}
 	switch {
 	case e == nil:
-		e = &idemEntry{fingerprint: fingerprint, inFlight: true}
+		e = &idemEntry{fingerprint: fingerprint, owner: c.rec.Owner, inFlight: true}
 		s.keys[key] = e
 		s.mu.Unlock()
 		return e, true
@@ -169,7 +197,7 @@ func (s *BillingServer) storeLocked(c *rctx, e *idemEntry, status int, body []by
 	if st, b, ok := c.afterAnswer(); ok {
 		status, body = st, b
 	}
-	e.status, e.body, e.inFlight = status, body, false
+	e.status, e.body, e.inFlight, e.seq = status, body, false, c.rec.Seq
 	e.expires = s.now().Add(s.ttl)
 }
 
@@ -241,8 +269,9 @@ func (s *BillingServer) newCharge(req ChargeRequest, currency string) Charge {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.made++
 	ch := Charge{
-		ID:        fmt.Sprintf("ch_%014d", len(s.charges)+1),
+		ID:        fmt.Sprintf("ch_%014d", s.made),
 		Customer:  req.Customer,
 		Owner:     req.Owner,
 		Amount:    req.Amount,

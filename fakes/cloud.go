@@ -2,7 +2,9 @@ package fakes
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 )
@@ -37,6 +39,7 @@ type CloudServer struct {
 	ttl    time.Duration
 	lag    time.Duration
 	vms    []*vmState // creation order
+	made   int        // VMs ever made, for their ids (World.Forget shortens vms)
 	byID   map[string]*vmState
 	tokens map[string]*tokenBinding
 }
@@ -123,6 +126,27 @@ func (s *CloudServer) Snapshot() Snapshot {
 	return Snapshot{VMs: vms, Requests: s.requests()}
 }
 
+// forgetOwners drops the VMs of the gone owners that upTo shows
+// terminated, and the client tokens bound to them (see World.Forget).
+func (s *CloudServer) forgetOwners(upTo Snapshot, gone map[string]bool, _ int64) {
+	drop := map[string]bool{}
+	for _, vm := range upTo.VMs {
+		if gone[vm.Owner] && vm.State == "terminated" {
+			drop[vm.ID] = true
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.vms = slices.DeleteFunc(s.vms, func(st *vmState) bool {
+		if !drop[st.vm.ID] || st.vm.State != "terminated" {
+			return false
+		}
+		delete(s.byID, st.vm.ID)
+		return true
+	})
+	maps.DeleteFunc(s.tokens, func(_ string, b *tokenBinding) bool { return s.byID[b.st.vm.ID] != b.st })
+}
+
 // boundLocked returns the live binding of a token, forgetting an expired one.
 func (s *CloudServer) boundLocked(token string, now time.Time) *tokenBinding {
 	b := s.tokens[token]
@@ -176,9 +200,10 @@ func (s *CloudServer) createVM(req CreateVMRequest, wire vmWire, extra string) (
 			return b.st.vm, false, nil
 		}
 	}
+	s.made++
 	st := &vmState{
 		vm: VM{
-			ID:          fmt.Sprintf("i-%017x", len(s.vms)+1),
+			ID:          fmt.Sprintf("i-%017x", s.made),
 			Owner:       req.Owner,
 			Size:        req.Size,
 			Region:      req.Region,

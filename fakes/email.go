@@ -3,6 +3,7 @@ package fakes
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 )
 
@@ -22,6 +23,7 @@ type EmailServer struct {
 
 	mu     sync.Mutex
 	emails []Email
+	sent   int // emails ever sent, for their ids (World.Forget shortens emails)
 }
 
 func emailSpec() Spec {
@@ -59,6 +61,20 @@ func (s *EmailServer) Snapshot() Snapshot {
 	return Snapshot{Emails: es, Requests: s.requests()}
 }
 
+// forgetOwners drops the emails of the gone owners that upTo shows (see
+// World.Forget).
+func (s *EmailServer) forgetOwners(upTo Snapshot, gone map[string]bool, _ int64) {
+	drop := map[string]bool{}
+	for _, e := range upTo.Emails {
+		if gone[e.Owner] {
+			drop[e.ID] = true
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.emails = slices.DeleteFunc(s.emails, func(e Email) bool { return drop[e.ID] })
+}
+
 func (s *EmailServer) send(c *rctx) {
 	var req EmailRequest
 	if !c.decode(&req) {
@@ -78,8 +94,9 @@ func (s *EmailServer) send(c *rctx) {
 		return
 	}
 	s.mu.Lock()
+	s.sent++
 	e := Email{
-		ID:     fmt.Sprintf("em_%014d", len(s.emails)+1),
+		ID:     fmt.Sprintf("em_%014d", s.sent),
 		To:     req.To,
 		Owner:  req.Owner,
 		Event:  req.Event,

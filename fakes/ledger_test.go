@@ -3,6 +3,7 @@ package fakes
 import (
 	"encoding/json"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 )
@@ -188,7 +189,7 @@ func TestWorldForgetsEndedRequestsKeepsState(t *testing.T) {
 	val(c.billing.CreateCharge(ctxT(t), ChargeRequest{Customer: "c", Owner: "i1", Amount: 1, Event: "e"})).must(t)
 	upTo := w.Snapshot()
 	val(c.kube.Apply(ctxT(t), Deployment{Name: "d", Owner: "i1"})).must(t)
-	w.Forget(upTo)
+	w.Forget(upTo, nil)
 	s := w.Snapshot()
 	if len(s.Requests) != 1 || s.Requests[0].Seq != 3 || s.Requests[0].Service != "kube" {
 		t.Fatalf("requests after Forget: %+v, want only kube's, seq 3", s.Requests)
@@ -199,5 +200,77 @@ func TestWorldForgetsEndedRequestsKeepsState(t *testing.T) {
 	val(c.email.Send(ctxT(t), EmailRequest{To: "t", Owner: "i1", Event: "e"})).must(t)
 	if s := w.Snapshot(); len(s.Requests) != 2 || s.Requests[1].Seq != 4 {
 		t.Fatalf("numbering after Forget: %+v, want seq 4 next", s.Requests)
+	}
+}
+
+// An ended lifetime's state goes with Forget: its terminated VM and client
+// token, its charges and idempotency records, its emails. A live owner's,
+// an owner the system still has, and what came after upTo stay, and ids
+// are never made twice.
+func TestWorldForgetsEndedOwners(t *testing.T) {
+	w := world(t, Options{})
+	c := clientsFor(w, "w1")
+	ctx := ctxT(t)
+	ended := func(owner string) bool { return owner != "kept" }
+	lifetime := func(owner string, terminate bool) VM {
+		t.Helper()
+		vm := val(c.cloud.CreateVM(ctx, CreateVMRequest{Owner: owner, Size: "s", Region: "r", ClientToken: "tok-" + owner})).must(t)
+		val(c.billing.CreateCharge(ctx, ChargeRequest{Customer: "c", Owner: owner, Amount: 1, Event: "provision:" + owner, IdempotencyKey: "key-" + owner})).must(t)
+		val(c.email.Send(ctx, EmailRequest{To: "t", Owner: owner, Event: "welcome:" + owner})).must(t)
+		if terminate {
+			val(c.cloud.TerminateVM(ctx, vm.ID)).must(t)
+		}
+		return vm
+	}
+	old := lifetime("gone", true)
+	lifetime("running", false)
+	lifetime("kept", true)
+	upTo := w.Snapshot()
+	later := val(c.billing.CreateCharge(ctx, ChargeRequest{Customer: "c", Owner: "gone", Amount: 2, Event: "resize:gone", IdempotencyKey: "key2-gone"})).must(t)
+	w.Forget(upTo, ended)
+
+	s := w.Snapshot()
+	owners := func(n int, owner func(int) string) map[string]int {
+		m := map[string]int{}
+		for i := range n {
+			m[owner(i)]++
+		}
+		return m
+	}
+	if got := owners(len(s.VMs), func(i int) string { return s.VMs[i].Owner }); got["gone"] != 0 || got["running"] != 1 || got["kept"] != 1 {
+		t.Errorf("VMs by owner after Forget: %v, want gone's dropped, running's and kept's kept", got)
+	}
+	if got := owners(len(s.Emails), func(i int) string { return s.Emails[i].Owner }); got["gone"] != 0 || got["running"] != 1 || got["kept"] != 1 {
+		t.Errorf("emails by owner after Forget: %v", got)
+	}
+	if len(s.Charges) != 3 || !slices.ContainsFunc(s.Charges, func(ch Charge) bool { return ch.ID == later.ID }) {
+		t.Errorf("charges after Forget: %+v, want running's, kept's and gone's made after upTo", s.Charges)
+	}
+	if _, err := c.cloud.DescribeVM(ctx, old.ID); !IsNotFound(err) {
+		t.Errorf("DescribeVM of a forgotten VM: %v, want not found", err)
+	}
+
+	// The token and the key of the ended lifetime are free again: a new
+	// VM and a new charge, with ids never made before.
+	again := lifetime("gone", false)
+	s = w.Snapshot()
+	ids := map[string]bool{}
+	for _, vm := range append(upTo.VMs, s.VMs...) {
+		ids[vm.ID] = true
+	}
+	if again.ID == old.ID || len(ids) != 4 {
+		t.Errorf("VM ids %v after a forgotten one, want 4 distinct (the new one %s)", ids, again.ID)
+	}
+	chIDs := map[string]bool{}
+	for _, ch := range append(upTo.Charges, s.Charges...) {
+		chIDs[ch.ID] = true
+	}
+	if len(s.Charges) != 4 || len(chIDs) != 5 {
+		t.Errorf("charges %+v: want the charge key forgotten (a new charge) and 5 distinct ids, got %d", s.Charges, len(chIDs))
+	}
+	// kept's key was not forgotten: the same request replays.
+	r := val(c.billing.CreateCharge(ctx, ChargeRequest{Customer: "c", Owner: "kept", Amount: 1, Event: "provision:kept", IdempotencyKey: "key-kept"})).must(t)
+	if s2 := w.Snapshot(); len(s2.Charges) != 4 || !slices.ContainsFunc(s2.Charges, func(ch Charge) bool { return ch.ID == r.ID }) {
+		t.Errorf("charge of a kept owner's key: %+v, want a replay of the kept charge", r)
 	}
 }

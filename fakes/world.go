@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -119,20 +120,76 @@ func (w *World) Snapshot() Snapshot {
 }
 
 // Forget drops from every server's ledger the oldest requests, up to the
-// last one in upTo, as far as they have ended; what a server keeps as
-// state (VMs, deployments, charges, emails, idempotency records) stays. It
-// is for a run of hours that has proven what those requests did (see
-// history.Recorder.Forget).
-func (w *World) Forget(upTo Snapshot) {
+// last one in upTo, as far as they have ended. It is for a run of hours
+// that has proven what those requests did (see history.Recorder.Forget).
+//
+// What a server keeps as state (VMs, deployments, charges, emails,
+// idempotency records) stays, but for the owners whose lifetime upTo shows
+// ended: ended reports the owners the system under test no longer has an
+// instance for (nil: none), and of those, the ones upTo shows with no live
+// VM, no deployment and no request in flight have their terminated VMs,
+// charges and emails in upTo dropped, with the client tokens and
+// idempotency records that lead to them. A real cloud forgets terminated
+// VMs too; a real billing service keeps charges, but no correct worker
+// reads an ended lifetime's state again (its keys derive from the
+// lifetime), and without this a soak's memory grows with every lifetime it
+// ever ran. What a server made after upTo stays, ended owner or not.
+func (w *World) Forget(upTo Snapshot, ended func(owner string) bool) {
 	var mark int64
 	for _, r := range upTo.Requests {
 		mark = max(mark, r.Seq+1)
 	}
+	gone := endedOwners(upTo, ended)
 	for _, s := range w.servers {
 		if f, ok := s.(interface{ forget(int64) }); ok {
 			f.forget(mark)
 		}
+		if f, ok := s.(interface {
+			forgetOwners(upTo Snapshot, gone map[string]bool, mark int64)
+		}); ok && len(gone) > 0 {
+			f.forgetOwners(upTo, gone, mark)
+		}
 	}
+}
+
+// endedOwners returns the owners of upTo's state that ended reports and
+// that upTo shows nothing live or in flight for.
+func endedOwners(upTo Snapshot, ended func(string) bool) map[string]bool {
+	if ended == nil {
+		return nil
+	}
+	gone := map[string]bool{}
+	note := func(owner string) {
+		if owner != "" {
+			if _, seen := gone[owner]; !seen {
+				gone[owner] = ended(owner)
+			}
+		}
+	}
+	for _, vm := range upTo.VMs {
+		note(vm.Owner)
+	}
+	for _, ch := range upTo.Charges {
+		note(ch.Owner)
+	}
+	for _, e := range upTo.Emails {
+		note(e.Owner)
+	}
+	for _, vm := range upTo.VMs {
+		if vm.State != "terminated" {
+			gone[vm.Owner] = false
+		}
+	}
+	for _, d := range upTo.Deployments {
+		gone[d.Owner] = false
+	}
+	for _, r := range upTo.Requests {
+		if r.End.IsZero() {
+			gone[r.Owner] = false
+		}
+	}
+	maps.DeleteFunc(gone, func(_ string, g bool) bool { return !g })
+	return gone
 }
 
 // SetFaults replaces every server's plan with the faults for its service.

@@ -863,7 +863,9 @@ var ErrNotCompactable = errors.New("sim: only a valid check of Finish can be com
 // Compact forgets what res, a Valid result of Finish, proved: the recorded
 // history and the providers' requests it was taken on, except what later
 // checks still need (check.Compact), which every later check reads with
-// the new history. It returns what the recorder forgot, for a caller that
+// the new history, and the providers' state of the lifetimes that ended:
+// the VMs, charges and emails of instances res's state no longer has
+// (fakes.World.Forget). It returns what the recorder forgot, for a caller that
 // counts the whole run. A run of hours (a soak) calls it after each valid
 // checkpoint, so that its memory and the time of each check stay those of
 // one window between checkpoints; the report of a later check then shows
@@ -876,7 +878,11 @@ func (e *Env) Compact(res Result) (history.Snapshot, error) {
 	}
 	carry := check.Compact(res.Input)
 	forgot := e.rec.Forget(history.MarkOf(res.Input.History))
-	e.world.Forget(res.Input.Ledger)
+	instances := map[string]bool{}
+	for _, in := range res.Input.State.Instances {
+		instances[in.ID] = true
+	}
+	e.world.Forget(res.Input.Ledger, func(owner string) bool { return !instances[owner] })
 	e.gate.ForgetEntries()
 	e.mu.Lock()
 	defer e.mu.Unlock()
