@@ -299,3 +299,68 @@ func TestReleaseCrashed(t *testing.T) {
 		t.Fatalf("finish: settled=%v verdict=%s err=%v %v", res.Settled, res.Verdict, err, res.Violations)
 	}
 }
+
+// Compact forgets the provider state of a lifetime its valid check found
+// ended (an instance deleted: its terminated VM, its charge, its email),
+// keeps a live instance's, and the checks after it stay valid through a
+// re-create of the same id, which makes its state anew.
+func TestCompactForgetsEndedLifetimes(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 1)
+	serve := func(req contract.Request) {
+		t.Helper()
+		if _, err := e.Serve(ctx, "u", req); err != nil {
+			t.Fatalf("%s %s: %v", req.Op, req.Instance, err)
+		}
+	}
+	finish := func(step string) sim.Result {
+		t.Helper()
+		res, err := e.Finish(ctx)
+		if err != nil || res.Verdict != check.Valid {
+			t.Fatalf("%s: finish %s %v, %v", step, res.Verdict, res.Violations, err)
+		}
+		return res
+	}
+	owned := func(owner string) (vms, charges, emails int) {
+		s := e.Providers().Snapshot()
+		for _, vm := range s.VMs {
+			vms += b2i(vm.Owner == owner)
+		}
+		for _, ch := range s.Charges {
+			charges += b2i(ch.Owner == owner)
+		}
+		for _, m := range s.Emails {
+			emails += b2i(m.Owner == owner)
+		}
+		return vms, charges, emails
+	}
+	serve(contract.Request{Op: contract.OpCreate, Instance: "i1", Size: "small"})
+	serve(contract.Request{Op: contract.OpCreate, Instance: "i2", Size: "small"})
+	finish("create")
+	serve(contract.Request{Op: contract.OpDelete, Instance: "i1"})
+	res := finish("delete")
+	if v, c, m := owned("i1"); v != 1 || c != 1 || m != 1 {
+		t.Fatalf("i1 before Compact: %d VMs, %d charges, %d emails, want 1 each", v, c, m)
+	}
+	if _, err := e.Compact(res); err != nil {
+		t.Fatal(err)
+	}
+	if v, c, m := owned("i1"); v+c+m != 0 {
+		t.Errorf("deleted i1 after Compact: %d VMs, %d charges, %d emails, want none", v, c, m)
+	}
+	if v, c, m := owned("i2"); v != 1 || c != 1 || m != 1 {
+		t.Errorf("live i2 after Compact: %d VMs, %d charges, %d emails, want 1 each", v, c, m)
+	}
+	serve(contract.Request{Op: contract.OpCreate, Instance: "i1", Size: "large"})
+	finish("re-create")
+	if v, c, m := owned("i1"); v != 1 || c != 1 || m != 1 {
+		t.Errorf("re-created i1: %d VMs, %d charges, %d emails, want 1 each", v, c, m)
+	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
