@@ -50,7 +50,11 @@ func (m md) run(r *Report) {
 		if b.Only != "" {
 			m.p("| named scenarios matching | `%s` |\n", strings.ReplaceAll(b.Only, "`", "'"))
 		}
-		m.p("| budget | %d workers, %d programs per family of at most %d actions, settle %s |\n", b.Workers, b.Checks, b.Steps, dur(b.Settle))
+		on := ""
+		if b.Instances > 0 {
+			on = fmt.Sprintf(" on %d instance ids", b.Instances)
+		}
+		m.p("| budget | %d workers, %d programs per family of at most %d actions%s, settle %s |\n", b.Workers, b.Checks, b.Steps, on, dur(b.Settle))
 		if b.Runs > 0 {
 			m.p("| runs per system | %d |\n", b.Runs)
 		}

@@ -17,13 +17,16 @@ import (
 
 // Budget is what a gate, a bench or Verify ran with, after defaults.
 type Budget struct {
-	Families []string `json:"families"`  // in the order they ran
-	Only     string   `json:"only"`      // the -run expression; empty: every named scenario
-	Workers  int      `json:"workers"`   // worker slots per run
-	Checks   int      `json:"checks"`    // programs drawn per property family
-	Steps    int      `json:"steps"`     // most actions per drawn program
-	Settle   Duration `json:"settle_ms"` // bound of each run's liveness phase
-	Runs     int      `json:"runs"`      // bench: gates per system; zero otherwise
+	Families []string `json:"families"` // in the order they ran
+	Only     string   `json:"only"`     // the -run expression; empty: every named scenario
+	Workers  int      `json:"workers"`  // worker slots per run
+	Checks   int      `json:"checks"`   // programs drawn per property family
+	Steps    int      `json:"steps"`    // most actions per drawn program
+	// Instances is how many instance ids a drawn program uses; zero: not
+	// recorded (a report from before it was).
+	Instances int      `json:"instances,omitempty"`
+	Settle    Duration `json:"settle_ms"` // bound of each run's liveness phase
+	Runs      int      `json:"runs"`      // bench: gates per system; zero otherwise
 }
 
 // Outcomes of a replay asked to reproduce a violation (Report.Outcome).

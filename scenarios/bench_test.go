@@ -15,7 +15,7 @@ import (
 // convergence and every check. Target: median ≤ 1 s.
 func BenchmarkExample(b *testing.B) {
 	opts := scenarios.Options{System: kvx.New(kvx.Options{}), Server: pgenvtest.Server(b), Workers: 2}
-	gen := scenarios.ProgramGen(scenarios.FamilyChaos, 2, 30)
+	gen := scenarios.ProgramGen(scenarios.FamilyChaos, 2, 30, 0)
 	// Programs of exactly 30 actions: draw until one is that long.
 	var progs []scenarios.Program
 	for seed := 0; len(progs) < 8; seed++ {

@@ -73,9 +73,10 @@ func (p Program) String() string {
 
 // Bounds of a program a harness accepts (a saved one may hold anything).
 const (
-	MaxWorkers = 16
-	MaxActions = 1000
-	MaxWait    = 60_000 // ms
+	MaxInstances = 64 // the instance ids a drawn program uses: i1 to iN
+	MaxWorkers   = 16
+	MaxActions   = 1000
+	MaxWait      = 60_000 // ms
 )
 
 // Check reports the first thing wrong with p, naming the action: a saved
@@ -134,10 +135,21 @@ func (p Program) needsPrivateServer() bool {
 
 // The vocabularies of draws. Every draw picks from a sorted slice, never
 // from a map, so a seed always draws the same program.
-var (
-	instanceIDs = []string{"i1", "i2", "i3"}
-	sizes       = []string{"large", "medium", "small"}
-)
+var sizes = []string{"large", "medium", "small"}
+
+// DefaultInstances is how many instance ids a drawn program uses unless
+// told otherwise; a seed draws the program it drew before only with the
+// same count.
+const DefaultInstances = 3
+
+// instanceIDs is i1 to in, sorted as drawn.
+func instanceIDs(n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("i%d", i+1)
+	}
+	return ids
+}
 
 // Families of property programs: each draws user requests plus faults of
 // some classes of the catalogue, so a failure points at its cause.
@@ -205,9 +217,13 @@ func (d rapidDrawer) Draw(label string, n int) int { return rapid.IntRange(0, n-
 var userKinds = []string{ActCreate, ActCreate, ActResize, ActDelete, ActGet, ActRace, ActWait, ActWait}
 
 // ProgramGen draws programs of family with 1 to steps actions for workers
-// workers.
-func ProgramGen(family string, workers, steps int) *rapid.Generator[Program] {
+// workers, on instances instance ids (zero: DefaultInstances).
+func ProgramGen(family string, workers, steps, instances int) *rapid.Generator[Program] {
 	fam := families()[family]
+	if instances <= 0 {
+		instances = DefaultInstances
+	}
+	ids := instanceIDs(instances)
 	space := nemesis.NewSpace(workers)
 	// Every entry once per unit of weight; faults, as a whole, about as
 	// likely as requests.
@@ -228,10 +244,10 @@ func ProgramGen(family string, workers, steps int) *rapid.Generator[Program] {
 		a := Action{Kind: rapid.SampledFrom(kinds).Draw(t, "kind")}
 		switch a.Kind {
 		case ActCreate, ActResize, ActRace:
-			a.Instance = rapid.SampledFrom(instanceIDs).Draw(t, "instance")
+			a.Instance = rapid.SampledFrom(ids).Draw(t, "instance")
 			a.Size = rapid.SampledFrom(sizes).Draw(t, "size")
 		case ActDelete, ActGet:
-			a.Instance = rapid.SampledFrom(instanceIDs).Draw(t, "instance")
+			a.Instance = rapid.SampledFrom(ids).Draw(t, "instance")
 		case ActFault:
 			k, _ := nemesis.KindNamed(rapid.SampledFrom(faultKinds).Draw(t, "fault"))
 			f := k.Draw(rapidDrawer{t}, space)
@@ -249,7 +265,7 @@ func ProgramGen(family string, workers, steps int) *rapid.Generator[Program] {
 	trigger := rapid.Custom(func(t *rapid.T) []Action {
 		return []Action{
 			{Kind: rapid.SampledFrom([]string{ActCreate, ActCreate, ActResize, ActDelete}).Draw(t, "trigger"),
-				Instance: rapid.SampledFrom(instanceIDs).Draw(t, "instance"),
+				Instance: rapid.SampledFrom(ids).Draw(t, "instance"),
 				Size:     rapid.SampledFrom(sizes).Draw(t, "size")},
 			{Kind: ActWait, N: rapid.SampledFrom([]int{100, 400}).Draw(t, "ms")},
 		}

@@ -24,6 +24,9 @@ type Budget struct {
 	Checks int
 	// Steps is the most actions a drawn program has; zero: 20.
 	Steps int
+	// Instances is how many instance ids a drawn program uses (i1 to iN);
+	// zero: DefaultInstances.
+	Instances int
 	// Time bounds each family: no new program starts after it; zero: 2m.
 	Time time.Duration
 	// ShrinkTime bounds the search for a shorter counterexample; zero: 60s.
@@ -47,6 +50,9 @@ func (b Budget) withDefaults() Budget {
 	}
 	if b.Steps <= 0 {
 		b.Steps = 20
+	}
+	if b.Instances <= 0 {
+		b.Instances = DefaultInstances
 	}
 	if b.Time <= 0 {
 		b.Time = 2 * time.Minute
@@ -303,7 +309,7 @@ func runFamily(ctx context.Context, opts Options, family string) (FamilyResult, 
 	if !isPropertyFamily(family) {
 		return fr, fmt.Errorf("scenarios: unknown family %q (want one of %v)", family, Families())
 	}
-	gen := ProgramGen(family, opts.Workers, opts.Budget.Steps)
+	gen := ProgramGen(family, opts.Workers, opts.Budget.Steps, opts.Budget.Instances)
 	ex, k, err := firstInvalid(ctx, opts, opts.Budget.Checks, func(k int) (Example, error) {
 		if time.Since(start) > opts.Budget.Time {
 			return Example{}, errOverBudget
@@ -323,8 +329,18 @@ func runFamily(ctx context.Context, opts Options, family string) (FamilyResult, 
 	shrunk.Seed, shrunk.Name = ex.Seed, ex.Name
 	fr.Verdict = check.Invalid
 	fr.Failure = &Failure{Example: shrunk, Original: ex.Program, Violations: shrunk.Result.Violations, Detect: ex.found,
-		Replay: fmt.Sprintf("%s replay -system %s -family %s -seed %d -workers %d -steps %d -expect %s", opts.Command, opts.Name, family, ex.Seed, opts.Workers, opts.Budget.Steps, shrunk.Result.Violations[0].Invariant)}
+		Replay: fmt.Sprintf("%s replay -system %s -family %s -seed %d -workers %d -steps %d%s -expect %s", opts.Command, opts.Name, family, ex.Seed, opts.Workers, opts.Budget.Steps,
+			instancesFlag(opts.Budget.Instances), shrunk.Result.Violations[0].Invariant)}
 	return finish(), nil
+}
+
+// instancesFlag is the replay command's -instances, left out at the
+// default.
+func instancesFlag(n int) string {
+	if n == DefaultInstances {
+		return ""
+	}
+	return fmt.Sprintf(" -instances %d", n)
 }
 
 // errOverBudget skips an example that would start after Budget.Time.

@@ -2,6 +2,7 @@ package scenarios_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -16,13 +17,35 @@ import (
 // Programs are data drawn from sorted vocabularies: one seed, one program.
 func TestProgramGenIsDeterministic(t *testing.T) {
 	for _, fam := range []string{scenarios.FamilyCrash, scenarios.FamilyNetwork, scenarios.FamilyProvider, scenarios.FamilyChaos} {
-		gen := scenarios.ProgramGen(fam, 2, 20)
+		gen := scenarios.ProgramGen(fam, 2, 20, 0)
 		for seed := range 20 {
 			a, b := gen.Example(seed), gen.Example(seed)
 			if a.String() != b.String() {
 				t.Fatalf("%s seed %d drew two programs:\n%s\n%s", fam, seed, a, b)
 			}
 		}
+	}
+}
+
+// Budget.Instances widens the ids drawn programs use: i1 to iN, every one
+// of them in some program, none beyond.
+func TestProgramGenInstances(t *testing.T) {
+	seen := map[string]bool{}
+	gen := scenarios.ProgramGen(scenarios.FamilyCrash, 2, 20, 10)
+	for seed := range 100 {
+		for _, a := range gen.Example(seed).Actions {
+			if a.Instance != "" {
+				seen[a.Instance] = true
+			}
+		}
+	}
+	for i := 1; i <= 10; i++ {
+		if !seen[fmt.Sprintf("i%d", i)] {
+			t.Errorf("no program of 100 used i%d (seen %v)", i, seen)
+		}
+	}
+	if len(seen) != 10 {
+		t.Errorf("ids used: %v, want i1 to i10", seen)
 	}
 }
 

@@ -27,6 +27,7 @@ type runFlags struct {
 	system, dsn, only, families, out, shard string
 	seed                                    uint64
 	workers, checks, steps, parallel        int
+	instances                               int
 	settle, takeover, exploreTime           time.Duration
 	exploreAll, verbose                     bool
 }
@@ -40,6 +41,7 @@ func (f *runFlags) register(c *cli, fs *flag.FlagSet, defaultFamilies string) {
 	fs.IntVar(&f.workers, "workers", 2, "worker slots per run")
 	fs.IntVar(&f.checks, "checks", 8, "programs drawn per property family")
 	fs.IntVar(&f.steps, "steps", 20, "most actions per drawn program")
+	fs.IntVar(&f.instances, "instances", scenarios.DefaultInstances, "instance ids a drawn program uses (i1 to iN); a seed draws the same program only with the same count")
 	fs.DurationVar(&f.settle, "settle", 0, "bound of each run's liveness phase (heal, then wait for the system to settle), overriding the system's promise (contract.Liveness.Settle; default: the promise)")
 	fs.DurationVar(&f.takeover, "takeover", 0, "bound of a takeover from a silent worker, overriding the system's promise (contract.Liveness.Takeover; default: the promise)")
 	fs.IntVar(&f.parallel, "parallel", 0, "explore: experiments run at once (default 4 per CPU)")
@@ -50,6 +52,14 @@ func (f *runFlags) register(c *cli, fs *flag.FlagSet, defaultFamilies string) {
 	fs.BoolVar(&f.verbose, "v", false, "log the harness, the workers and the fakes to stderr (debug level)")
 }
 
+// checkInstances bounds -instances.
+func (f *runFlags) checkInstances() error {
+	if f.instances < 1 || f.instances > scenarios.MaxInstances {
+		return usagef("-instances %d outside [1, %d]", f.instances, scenarios.MaxInstances)
+	}
+	return nil
+}
+
 func (f *runFlags) options(fs *flag.FlagSet, stderr io.Writer) (scenarios.Options, error) {
 	sys, err := f.c.systemNamed(f.system)
 	if err != nil {
@@ -57,7 +67,7 @@ func (f *runFlags) options(fs *flag.FlagSet, stderr io.Writer) (scenarios.Option
 	}
 	opts := scenarios.Options{
 		System: sys.New(), Name: sys.Name, Scenarios: sys.Scenarios, Command: f.c.command, Seed: f.seed, Workers: f.workers, Parallel: f.parallel,
-		Budget: scenarios.Budget{Checks: f.checks, Steps: f.steps, Settle: f.settle, Time: time.Hour,
+		Budget: scenarios.Budget{Checks: f.checks, Steps: f.steps, Instances: f.instances, Settle: f.settle, Time: time.Hour,
 			ExploreTime: f.exploreTime, ExploreAll: f.exploreAll},
 		Liveness: contract.Liveness{Takeover: f.takeover},
 	}
@@ -66,6 +76,9 @@ func (f *runFlags) options(fs *flag.FlagSet, stderr io.Writer) (scenarios.Option
 	}
 	if f.workers > scenarios.MaxWorkers || f.steps > scenarios.MaxActions || f.parallel > 256 {
 		return opts, usagef("-workers %d, -steps %d or -parallel %d too large (at most %d, %d, 256)", f.workers, f.steps, f.parallel, scenarios.MaxWorkers, scenarios.MaxActions)
+	}
+	if err := f.checkInstances(); err != nil {
+		return opts, err
 	}
 	if f.shard != "" {
 		sh, err := scenarios.ParseShard(f.shard)

@@ -34,6 +34,7 @@ func (c *cli) replayCmd(ctx context.Context, args []string, stdout, stderr io.Wr
 	fs.StringVar(&family, "family", "", "regenerate the program of this property family drawn from -seed")
 	fs.IntVar(&f.workers, "workers", 2, "with -family: worker slots the program was drawn for")
 	fs.IntVar(&f.steps, "steps", 20, "with -family: most actions the program was drawn with")
+	fs.IntVar(&f.instances, "instances", scenarios.DefaultInstances, "with -family: instance ids the program was drawn with")
 	fs.StringVar(&scenario, "scenario", "", "replay this named scenario")
 	fs.StringVar(&experiment, "experiment", "", "replay this explore experiment, by the id gate prints ('workload|spot|fault'); -seed is the gate's root seed")
 	fs.StringVar(&program, "program", "", "replay the program saved in this JSON file (a gate's report keeps each drawn failure's as <family>-seed_<N>/program.json)")
@@ -143,7 +144,15 @@ Examples:
 			fmt.Fprintf(stderr, "simrun replay: -family %q is not a property family (want one of %s)\n", family, strings.Join(scenarios.Families()[1:], ", "))
 			return exitUsage
 		}
-		p := scenarios.ProgramGen(family, f.workers, f.steps).Example(int(f.seed))
+		if f.workers < 1 || f.workers > scenarios.MaxWorkers || f.steps < 1 || f.steps > scenarios.MaxActions {
+			fmt.Fprintf(stderr, "simrun replay: -workers %d or -steps %d outside [1, %d] and [1, %d]\n", f.workers, f.steps, scenarios.MaxWorkers, scenarios.MaxActions)
+			return exitUsage
+		}
+		if err := f.checkInstances(); err != nil {
+			fmt.Fprintf(stderr, "simrun replay: %v\n", err)
+			return exitUsage
+		}
+		p := scenarios.ProgramGen(family, f.workers, f.steps, f.instances).Example(int(f.seed))
 		prog = &p
 	default:
 		for _, n := range append(scenarios.NamedScenarios(), sys.Scenarios...) {

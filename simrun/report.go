@@ -97,7 +97,7 @@ func failureOf(f *scenarios.Failure, dir, system, command string) *reports.Examp
 
 // budgetOf is the budget a gate or bench ran with.
 func budgetOf(opts scenarios.Options, f *runFlags) reports.Budget {
-	return reports.Budget{Families: opts.Families, Only: f.only, Workers: f.workers, Checks: f.checks, Steps: f.steps, Settle: reports.Duration(opts.Settle())}
+	return reports.Budget{Families: opts.Families, Only: f.only, Workers: f.workers, Checks: f.checks, Steps: f.steps, Instances: f.instances, Settle: reports.Duration(opts.Settle())}
 }
 
 // gateReport is a gate's report: every family, every named scenario, each
