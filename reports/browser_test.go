@@ -90,7 +90,8 @@ func orphanGate(t *testing.T) reports.Report {
 	return reports.Report{
 		Schema: reports.Schema, Kind: reports.KindGate, System: "FreshTokenPerAttempt", Seed: 1, Replay: ex.Replay,
 		Started: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC), Elapsed: ex.Duration, Ended: reports.EndCompleted, Verdict: check.Invalid,
-		Families: []reports.Family{{Name: "named", Verdict: check.Invalid, Examples: 1, Duration: ex.Duration, Scenarios: []reports.Example{row}, Failure: &ex}},
+		Families: []reports.Family{{Name: "named", Verdict: check.Invalid, Examples: 1, Duration: ex.Duration,
+			ExampleMedian: ex.Duration, ExampleMax: ex.Duration, CheckMedian: reports.Duration(2 * time.Millisecond), Scenarios: []reports.Example{row}, Failure: &ex}},
 	}
 }
 

@@ -72,9 +72,13 @@ func (m md) run(r *Report) {
 }
 
 func (m md) families(r *Report) {
-	m.p("## Families\n\n| family | verdict | examples | time | paths reached |\n|---|---|---:|---|---|\n")
+	m.p("## Families\n\n| family | verdict | examples | time | an example (median, longest) | its check (median) | paths reached |\n|---|---|---:|---|---|---|---|\n")
 	for _, f := range r.Families {
-		m.p("| %s | %s | %d | %s | %s |\n", f.Name, verdictWord(f.Verdict), f.Examples, dur(f.Duration), cell(orDash(strings.Join(f.Reached, ", "))))
+		each, check := "—", "—"
+		if f.ExampleMax > 0 {
+			each, check = dur(f.ExampleMedian)+", "+dur(f.ExampleMax), dur(f.CheckMedian)
+		}
+		m.p("| %s | %s | %d | %s | %s | %s | %s |\n", f.Name, verdictWord(f.Verdict), f.Examples, dur(f.Duration), each, check, cell(orDash(strings.Join(f.Reached, ", "))))
 	}
 	m.p("\n")
 	for _, f := range r.Families {

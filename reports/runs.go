@@ -41,8 +41,15 @@ type Family struct {
 	Verdict  check.Verdict `json:"verdict"`
 	Examples int           `json:"examples"` // examples run
 	Duration Duration      `json:"duration_ms"`
-	Reached  []string      `json:"reached"`           // fault paths some example exercised
-	Unknown  []string      `json:"unknown,omitempty"` // examples that could not be decided, and why
+	// ExampleMedian and ExampleMax are its examples' own durations, and
+	// CheckMedian the median time their checks took (reading the history,
+	// ledgers and state, and every checker): what a CI budget grows with.
+	// Zero: not recorded.
+	ExampleMedian Duration `json:"example_median_ms,omitempty"`
+	ExampleMax    Duration `json:"example_max_ms,omitempty"`
+	CheckMedian   Duration `json:"check_median_ms,omitempty"`
+	Reached       []string `json:"reached"`           // fault paths some example exercised
+	Unknown       []string `json:"unknown,omitempty"` // examples that could not be decided, and why
 	// Scenarios is one entry per named scenario run (the named family only),
 	// in order, without evidence: JUnit gives each its own testcase.
 	Scenarios []Example `json:"scenarios,omitempty"`

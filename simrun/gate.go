@@ -200,12 +200,14 @@ Examples:
 	defer srv.Close()
 	opts.Server = srv
 	var seen []scenarios.Example
+	times := exampleTimes{}
 	started := time.Now()
 	explored := 0
 	var mu sync.Mutex // families report their examples at once
 	opts.Progress = func(ex scenarios.Example) {
 		mu.Lock()
 		defer mu.Unlock()
+		times.add(ex)
 		// Kept for the report: the named scenarios' rows, and what failed
 		// (an explore family's hundreds of valid experiments are counted).
 		if ex.Family == scenarios.FamilyNamed || ex.Verdict == check.Invalid {
@@ -244,7 +246,7 @@ Examples:
 		}
 		return exitUsage
 	}
-	rep := gateReport(res, seen, opts, &f, started, dir)
+	rep := gateReport(res, seen, times, opts, &f, started, dir)
 	printRun(stdout, res, rep)
 	if _, err := writeReport(dir, &rep, stdout, stderr); err != nil {
 		fmt.Fprintf(stderr, "simrun gate: writing the report: %v\n", err)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -102,7 +103,7 @@ func budgetOf(opts scenarios.Options, f *runFlags) reports.Budget {
 
 // gateReport is a gate's report: every family, every named scenario, each
 // failure with its evidence.
-func gateReport(res scenarios.Result, seen []scenarios.Example, opts scenarios.Options, f *runFlags, started time.Time, dir string) reports.Report {
+func gateReport(res scenarios.Result, seen []scenarios.Example, times exampleTimes, opts scenarios.Options, f *runFlags, started time.Time, dir string) reports.Report {
 	rep := reports.Report{
 		Schema: reports.Schema, Kind: reports.KindGate, System: res.System, Seed: res.Seed, Started: started,
 		Elapsed: reports.Duration(res.Duration), Ended: reports.EndCompleted, Verdict: res.Verdict, Budget: budgetOf(opts, f),
@@ -110,6 +111,7 @@ func gateReport(res scenarios.Result, seen []scenarios.Example, opts scenarios.O
 	for _, fr := range res.Families {
 		fam := reports.Family{Name: fr.Family, Verdict: fr.Verdict, Examples: fr.Examples, Duration: reports.Duration(fr.Duration),
 			Reached: fr.Reached, Unknown: fr.Unknown, Coverage: coverageOf(fr.Coverage, opts.Shard)}
+		fam.ExampleMedian, fam.ExampleMax, fam.CheckMedian = times.of(fr.Family)
 		if fr.Family == scenarios.FamilyNamed {
 			for _, ex := range seen {
 				if ex.Family == scenarios.FamilyNamed {
@@ -126,6 +128,33 @@ func gateReport(res scenarios.Result, seen []scenarios.Example, opts scenarios.O
 		rep.Families = append(rep.Families, fam)
 	}
 	return rep
+}
+
+// exampleTimes is each family's example durations and check times, as a
+// gate's examples come in (every example, where the report keeps only the
+// named ones and the failures).
+type exampleTimes map[string]*familyTimes
+
+type familyTimes struct{ took, checked []time.Duration }
+
+func (t exampleTimes) add(ex scenarios.Example) {
+	ft := t[ex.Family]
+	if ft == nil {
+		ft = &familyTimes{}
+		t[ex.Family] = ft
+	}
+	ft.took, ft.checked = append(ft.took, ex.Duration), append(ft.checked, ex.Result.Checked)
+}
+
+// of is the median and longest duration of family's examples, and the
+// median time their checks took; zeros when none ran.
+func (t exampleTimes) of(family string) (median, longest, check reports.Duration) {
+	ft := t[family]
+	if ft == nil || len(ft.took) == 0 {
+		return 0, 0, 0
+	}
+	took, checked := slices.Sorted(slices.Values(ft.took)), slices.Sorted(slices.Values(ft.checked))
+	return reports.Duration(took[len(took)/2]), reports.Duration(took[len(took)-1]), reports.Duration(checked[len(checked)/2])
 }
 
 // coverageOf converts the explore family's coverage.
