@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,6 +39,7 @@ type soakFlags struct {
 	whole      bool
 	verbose    bool
 	processes  bool
+	heap       bool
 }
 
 func (c *cli) soakFlagSet(f *soakFlags, stderr io.Writer) *flag.FlagSet {
@@ -56,6 +59,7 @@ func (c *cli) soakFlagSet(f *soakFlags, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&f.keepGoing, "keep-going", false, "go on after a checkpoint found a violation (default: stop there)")
 	fs.BoolVar(&f.whole, "whole-history", false, "check the whole run at every checkpoint (default: each valid checkpoint forgets what it proved, so memory and check time stay flat)")
 	fs.BoolVar(&f.processes, "process-workers", false, "run every worker as a process of its own (this binary's worker command) that kills SIGKILL for real: what a pod kill does to open sessions, LISTEN and requests in flight; crashes at a point become kills")
+	fs.BoolVar(&f.heap, "heap-profiles", false, "write the harness's heap profile to the report directory after the first checkpoint ("+heapFirst+") and after every later one ("+heapLast+"); go tool pprof -base "+heapFirst+" "+heapLast+" shows what grew")
 	fs.BoolVar(&f.verbose, "v", false, "log the harness, the workers and the fakes to stderr (debug level)")
 	fs.Usage = func() {
 		w := fs.Output()
@@ -128,6 +132,41 @@ func (f *soakFlags) validate() error {
 		return usageError{err.Error()}
 	}
 	return nil
+}
+
+// Heap profiles of -heap-profiles, in the report directory.
+const (
+	heapFirst = "heap-first.pprof"
+	heapLast  = "heap-last.pprof"
+)
+
+// profiler is soak.Options.OnCheckpoint for -heap-profiles: the live heap
+// (after a collection, so that it is current) at the first checkpoint, and
+// at the latest one. Nil without the flag.
+func (f *soakFlags) profiler(dir string, log *slog.Logger) func(reports.Checkpoint) {
+	if !f.heap {
+		return nil
+	}
+	name := heapFirst
+	return func(reports.Checkpoint) {
+		runtime.GC()
+		if err := writeHeapProfile(filepath.Join(dir, name)); err != nil {
+			log.Warn("soak: heap profile", "err", err)
+		}
+		name = heapLast
+	}
+}
+
+func writeHeapProfile(path string) error {
+	fh, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.WriteHeapProfile(fh); err != nil {
+		fh.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return fh.Close()
 }
 
 // replay is the paste-ready command for the same seed and settings; it
@@ -230,6 +269,7 @@ func (c *cli) soakCmd(ctx context.Context, args []string, stdout, stderr io.Writ
 		KeepGoing:    f.keepGoing,
 		WholeHistory: f.whole,
 		Progress:     prog.show,
+		OnCheckpoint: f.profiler(dir, log),
 		Logger:       log,
 		EnvLogger:    envLog,
 	})

@@ -110,12 +110,13 @@ func TestHelp(t *testing.T) {
 }
 
 // A 3-second soak of the reference system ends valid (exit 0), writes its
-// report, and prints where and how to replay it.
+// report (and, with -heap-profiles, the heap profile of its one checkpoint),
+// and prints where and how to replay it.
 func TestSoakWritesReport(t *testing.T) {
 	t.Parallel()
 	dsn := pgenvtest.Server(t).DSN()
 	out := filepath.Join(t.TempDir(), "soak")
-	cmd, stdout, stderr := simrun(t, "soak", "-duration", "3s", "-check-every", "3s", "-seed", "5", "-rate", "30", "-dsn", dsn, "-out", out)
+	cmd, stdout, stderr := simrun(t, "soak", "-duration", "3s", "-check-every", "3s", "-seed", "5", "-rate", "30", "-heap-profiles", "-dsn", dsn, "-out", out)
 	if code := exitCode(t, cmd.Run()); code != 0 {
 		t.Fatalf("exit %d, want 0\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
@@ -136,6 +137,10 @@ func TestSoakWritesReport(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(out, reports.EvidenceFile)); !os.IsNotExist(err) {
 		t.Errorf("evidence.json written for a valid run (%v)", err)
+	}
+	// A pprof profile is gzipped protobuf.
+	if b, err := os.ReadFile(filepath.Join(out, "heap-first.pprof")); err != nil || len(b) < 100 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Errorf("heap-first.pprof: %d bytes, %v; want a gzipped profile", len(b), err)
 	}
 }
 

@@ -69,6 +69,11 @@ type Options struct {
 	// Progress, when set, is called with every sample, from the sampling
 	// goroutine (never concurrently with itself). Zero: none.
 	Progress func(reports.Sample)
+	// OnCheckpoint, when set, is called after every checkpoint the run
+	// goes on from (once a valid one forgot what it proved) and after the
+	// final one, from the soak's goroutine: for a caller that profiles the
+	// harness at quiescent points. Zero: none.
+	OnCheckpoint func(reports.Checkpoint)
 	// Logger receives the soak's own log (checkpoints, nemesis errors);
 	// zero: discard.
 	Logger *slog.Logger
@@ -310,12 +315,17 @@ func (s *soak) run(ctx context.Context) (err error) {
 			s.finish(res)
 			return nil
 		}
+		if !final {
+			s.compact(res)
+		}
+		if s.opts.OnCheckpoint != nil {
+			s.opts.OnCheckpoint(cp)
+		}
 		if final {
 			s.rep.Ended = reports.EndCompleted
 			s.finish(res)
 			return nil
 		}
-		s.compact(res)
 	}
 }
 
