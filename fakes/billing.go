@@ -41,10 +41,15 @@ type BillingServer struct {
 
 	mu      sync.Mutex
 	ttl     time.Duration
-	charges []*Charge // creation order
-	made    int       // charges ever made, for their ids (World.Forget shortens charges)
+	charges []*chargeState // creation order
+	made    int            // charges ever made, for their ids (World.Forget shortens charges)
 	byID    map[string]*Charge
 	keys    map[string]*idemEntry
+}
+
+type chargeState struct {
+	ch  Charge
+	seq int64 // the ledger Seq of the request that made it (World.Forget)
 }
 
 type idemEntry struct {
@@ -116,34 +121,39 @@ func (s *BillingServer) Service() string { return "billing" }
 func (s *BillingServer) Snapshot() Snapshot {
 	s.mu.Lock()
 	chs := make([]Charge, len(s.charges))
-	for i, ch := range s.charges {
-		chs[i] = *ch
+	for i, st := range s.charges {
+		chs[i] = st.ch
 	}
 	s.mu.Unlock()
 	return Snapshot{Charges: chs, Requests: s.requests()}
 }
 
-// forgetOwners drops the charges of the gone owners that upTo shows, and
-// their idempotency records stored before mark (see World.Forget).
-func (s *BillingServer) forgetOwners(upTo Snapshot, gone map[string]bool, mark int64) {
-	drop := map[string]bool{}
-	for _, ch := range upTo.Charges {
-		if gone[ch.Owner] {
-			drop[ch.ID] = true
-		}
+// madeSince reports whether a charge of owner was made by a request of
+// Seq seq or later (see World.Forget).
+func (s *BillingServer) madeSince(owner string, seq int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.ContainsFunc(s.charges, func(st *chargeState) bool { return st.ch.Owner == owner && st.seq >= seq })
+}
+
+// forgetBefore drops the charges of each owner in before made by a request
+// of a lower Seq, and the owner's idempotency records stored by one (see
+// World.Forget).
+func (s *BillingServer) forgetBefore(before map[string]int64) {
+	older := func(owner string, seq int64) bool {
+		m, ok := before[owner]
+		return ok && seq < m
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.charges = slices.DeleteFunc(s.charges, func(ch *Charge) bool {
-		if !drop[ch.ID] {
+	s.charges = slices.DeleteFunc(s.charges, func(st *chargeState) bool {
+		if !older(st.ch.Owner, st.seq) {
 			return false
 		}
-		delete(s.byID, ch.ID)
+		delete(s.byID, st.ch.ID)
 		return true
 	})
-	maps.DeleteFunc(s.keys, func(_ string, e *idemEntry) bool {
-		return gone[e.owner] && !e.inFlight && e.seq < mark
-	})
+	maps.DeleteFunc(s.keys, func(_ string, e *idemEntry) bool { return !e.inFlight && older(e.owner, e.seq) })
 }
 
 // claim looks a key up before the request executes. It answers (and returns
@@ -253,7 +263,7 @@ func (s *BillingServer) create(c *rctx) {
 		}
 		return
 	}
-	ch := s.newCharge(req, "")
+	ch := s.newCharge(c, req, "")
 	// The key stays in flight (409 to a concurrent request) until stored.
 	body := mustJSON(ch)
 	if e != nil {
@@ -265,7 +275,7 @@ func (s *BillingServer) create(c *rctx) {
 }
 
 // newCharge records a charge.
-func (s *BillingServer) newCharge(req ChargeRequest, currency string) Charge {
+func (s *BillingServer) newCharge(c *rctx, req ChargeRequest, currency string) Charge {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -279,9 +289,9 @@ func (s *BillingServer) newCharge(req ChargeRequest, currency string) Charge {
 		Currency:  currency,
 		CreatedAt: now,
 	}
-	stored := ch
-	s.charges = append(s.charges, &stored)
-	s.byID[ch.ID] = &stored
+	st := &chargeState{ch: ch, seq: c.rec.Seq}
+	s.charges = append(s.charges, st)
+	s.byID[ch.ID] = &st.ch
 	return ch
 }
 
@@ -373,9 +383,9 @@ func (s *BillingServer) list(c *rctx) {
 	}
 	l := chargeList{Charges: []Charge{}}
 	s.mu.Lock()
-	for _, ch := range s.charges {
-		if owner == "" || ch.Owner == owner {
-			l.Charges = append(l.Charges, *ch)
+	for _, st := range s.charges {
+		if owner == "" || st.ch.Owner == owner {
+			l.Charges = append(l.Charges, st.ch)
 		}
 	}
 	s.mu.Unlock()

@@ -77,7 +77,7 @@ func (s *BillingServer) stripeCreate(c *rctx) {
 		}
 		return
 	}
-	ch := s.newCharge(req, strings.ToLower(f.Get("currency")))
+	ch := s.newCharge(c, req, strings.ToLower(f.Get("currency")))
 	body := stripeObject(c.r.URL.Path, ch)
 	if e != nil {
 		s.mu.Lock()
@@ -183,9 +183,10 @@ func (s *BillingServer) stripeList(c *rctx) {
 	}
 	l := stripeList{Object: map[bool]string{false: "list", true: "search_result"}[search], URL: c.r.URL.Path, Data: []json.RawMessage{}}
 	s.mu.Lock()
-	for _, ch := range s.charges {
+	for _, st := range s.charges {
+		ch := st.ch
 		if (p.Customer == "" || ch.Customer == p.Customer) && (p.Owner == "" || ch.Owner == p.Owner) && (p.Event == "" || ch.Event == p.Event) {
-			l.Data = append(l.Data, stripeObject(c.r.URL.Path, *ch))
+			l.Data = append(l.Data, stripeObject(c.r.URL.Path, ch))
 		}
 	}
 	s.mu.Unlock()

@@ -46,6 +46,7 @@ type CloudServer struct {
 
 type vmState struct {
 	vm        VM
+	seq       int64 // the ledger Seq of the request that made it (World.Forget)
 	visibleAt time.Time
 	wire      vmWire // what the EC2 API shows besides the VM
 }
@@ -126,19 +127,23 @@ func (s *CloudServer) Snapshot() Snapshot {
 	return Snapshot{VMs: vms, Requests: s.requests()}
 }
 
-// forgetOwners drops the VMs of the gone owners that upTo shows
-// terminated, and the client tokens bound to them (see World.Forget).
-func (s *CloudServer) forgetOwners(upTo Snapshot, gone map[string]bool, _ int64) {
-	drop := map[string]bool{}
-	for _, vm := range upTo.VMs {
-		if gone[vm.Owner] && vm.State == "terminated" {
-			drop[vm.ID] = true
-		}
-	}
+// madeSince reports whether a VM of owner was made by a request of Seq
+// seq or later (see World.Forget).
+func (s *CloudServer) madeSince(owner string, seq int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.ContainsFunc(s.vms, func(st *vmState) bool { return st.vm.Owner == owner && st.seq >= seq })
+}
+
+// forgetBefore drops the terminated VMs of each owner in before made by a
+// request of a lower Seq, and the client tokens bound to them (see
+// World.Forget).
+func (s *CloudServer) forgetBefore(before map[string]int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.vms = slices.DeleteFunc(s.vms, func(st *vmState) bool {
-		if !drop[st.vm.ID] || st.vm.State != "terminated" {
+		m, ok := before[st.vm.Owner]
+		if !ok || st.seq >= m || st.vm.State != "terminated" {
 			return false
 		}
 		delete(s.byID, st.vm.ID)
@@ -175,7 +180,7 @@ func (s *CloudServer) create(c *rctx) {
 	if !c.begin() {
 		return
 	}
-	vm, effect, err := s.createVM(req, vmWire{tags: [][2]string{{OwnerKey, req.Owner}}}, "")
+	vm, effect, err := s.createVM(c, req, vmWire{tags: [][2]string{{OwnerKey, req.Owner}}}, "")
 	if err != nil {
 		c.failWith(err)
 		return
@@ -187,7 +192,7 @@ func (s *CloudServer) create(c *rctx) {
 // createVM makes the VM req asks for, or answers the one its client token
 // is bound to (effect false) when the token's parameters (req and extra)
 // match.
-func (s *CloudServer) createVM(req CreateVMRequest, wire vmWire, extra string) (VM, bool, *apiError) {
+func (s *CloudServer) createVM(c *rctx, req CreateVMRequest, wire vmWire, extra string) (VM, bool, *apiError) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -211,6 +216,7 @@ func (s *CloudServer) createVM(req CreateVMRequest, wire vmWire, extra string) (
 			State:       "running",
 			CreatedAt:   now,
 		},
+		seq:       c.rec.Seq,
 		visibleAt: now.Add(s.lag),
 		wire:      wire,
 	}

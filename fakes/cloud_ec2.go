@@ -165,7 +165,7 @@ func (s *CloudServer) ec2Run(c *rctx) {
 	if !c.begin() {
 		return
 	}
-	vm, effect, aerr := s.createVM(req, vmWire{image: f.Get("ImageId"), tags: tags}, extra)
+	vm, effect, aerr := s.createVM(c, req, vmWire{image: f.Get("ImageId"), tags: tags}, extra)
 	if aerr != nil {
 		c.failWith(ec2Err(aerr))
 		return

@@ -22,8 +22,13 @@ type EmailServer struct {
 	*server
 
 	mu     sync.Mutex
-	emails []Email
+	emails []emailState
 	sent   int // emails ever sent, for their ids (World.Forget shortens emails)
+}
+
+type emailState struct {
+	e   Email
+	seq int64 // the ledger Seq of the request that sent it (World.Forget)
 }
 
 func emailSpec() Spec {
@@ -56,23 +61,31 @@ func (s *EmailServer) Service() string { return "email" }
 // Snapshot returns every email sent and the request ledger.
 func (s *EmailServer) Snapshot() Snapshot {
 	s.mu.Lock()
-	es := append([]Email(nil), s.emails...)
+	es := make([]Email, len(s.emails))
+	for i, st := range s.emails {
+		es[i] = st.e
+	}
 	s.mu.Unlock()
 	return Snapshot{Emails: es, Requests: s.requests()}
 }
 
-// forgetOwners drops the emails of the gone owners that upTo shows (see
-// World.Forget).
-func (s *EmailServer) forgetOwners(upTo Snapshot, gone map[string]bool, _ int64) {
-	drop := map[string]bool{}
-	for _, e := range upTo.Emails {
-		if gone[e.Owner] {
-			drop[e.ID] = true
-		}
-	}
+// madeSince reports whether an email of owner was sent by a request of
+// Seq seq or later (see World.Forget).
+func (s *EmailServer) madeSince(owner string, seq int64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.emails = slices.DeleteFunc(s.emails, func(e Email) bool { return drop[e.ID] })
+	return slices.ContainsFunc(s.emails, func(st emailState) bool { return st.e.Owner == owner && st.seq >= seq })
+}
+
+// forgetBefore drops the emails of each owner in before sent by a request
+// of a lower Seq (see World.Forget).
+func (s *EmailServer) forgetBefore(before map[string]int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.emails = slices.DeleteFunc(s.emails, func(st emailState) bool {
+		m, ok := before[st.e.Owner]
+		return ok && st.seq < m
+	})
 }
 
 func (s *EmailServer) send(c *rctx) {
@@ -102,7 +115,7 @@ func (s *EmailServer) send(c *rctx) {
 		Event:  req.Event,
 		SentAt: s.now(),
 	}
-	s.emails = append(s.emails, e)
+	s.emails = append(s.emails, emailState{e: e, seq: c.rec.Seq})
 	s.mu.Unlock()
 	c.ok(e, true)
 }

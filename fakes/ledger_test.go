@@ -203,74 +203,100 @@ func TestWorldForgetsEndedRequestsKeepsState(t *testing.T) {
 	}
 }
 
-// An ended lifetime's state goes with Forget: its terminated VM and client
-// token, its charges and idempotency records, its emails. A live owner's,
-// an owner the system still has, and what came after upTo stay, and ids
-// are never made twice.
-func TestWorldForgetsEndedOwners(t *testing.T) {
+// Forget keeps an owner's latest ended lifetime and drops the ones before
+// it: the terminated VM and its client token, the charges and their
+// idempotency records, the emails. A live owner's state, an owner the
+// system still has, and what came after upTo stay, and ids are never made
+// twice.
+func TestWorldForgetsEndedLifetimes(t *testing.T) {
 	w := world(t, Options{})
 	c := clientsFor(w, "w1")
 	ctx := ctxT(t)
 	ended := func(owner string) bool { return owner != "kept" }
-	lifetime := func(owner string, terminate bool) VM {
+	vmReq := func(owner, gen string) CreateVMRequest {
+		return CreateVMRequest{Owner: owner, Size: "s", Region: "r", ClientToken: "tok-" + owner + gen}
+	}
+	chReq := func(owner, gen string) ChargeRequest {
+		return ChargeRequest{Customer: "c", Owner: owner, Amount: 1, Event: "provision:" + owner + gen, IdempotencyKey: "key-" + owner + gen}
+	}
+	lifetime := func(owner, gen string, terminate bool) VM {
 		t.Helper()
-		vm := val(c.cloud.CreateVM(ctx, CreateVMRequest{Owner: owner, Size: "s", Region: "r", ClientToken: "tok-" + owner})).must(t)
-		val(c.billing.CreateCharge(ctx, ChargeRequest{Customer: "c", Owner: owner, Amount: 1, Event: "provision:" + owner, IdempotencyKey: "key-" + owner})).must(t)
-		val(c.email.Send(ctx, EmailRequest{To: "t", Owner: owner, Event: "welcome:" + owner})).must(t)
+		vm := val(c.cloud.CreateVM(ctx, vmReq(owner, gen))).must(t)
+		val(c.billing.CreateCharge(ctx, chReq(owner, gen))).must(t)
+		val(c.email.Send(ctx, EmailRequest{To: "t", Owner: owner, Event: "welcome:" + owner + gen})).must(t)
 		if terminate {
 			val(c.cloud.TerminateVM(ctx, vm.ID)).must(t)
 		}
 		return vm
 	}
-	old := lifetime("gone", true)
-	lifetime("running", false)
-	lifetime("kept", true)
-	upTo := w.Snapshot()
-	later := val(c.billing.CreateCharge(ctx, ChargeRequest{Customer: "c", Owner: "gone", Amount: 2, Event: "resize:gone", IdempotencyKey: "key2-gone"})).must(t)
-	w.Forget(upTo, ended)
-
-	s := w.Snapshot()
-	owners := func(n int, owner func(int) string) map[string]int {
-		m := map[string]int{}
-		for i := range n {
-			m[owner(i)]++
+	want := func(step, owner string, vms, charges, emails int) {
+		t.Helper()
+		s := w.Snapshot()
+		var v, ch, m int
+		for _, x := range s.VMs {
+			v += b2i(x.Owner == owner)
 		}
-		return m
-	}
-	if got := owners(len(s.VMs), func(i int) string { return s.VMs[i].Owner }); got["gone"] != 0 || got["running"] != 1 || got["kept"] != 1 {
-		t.Errorf("VMs by owner after Forget: %v, want gone's dropped, running's and kept's kept", got)
-	}
-	if got := owners(len(s.Emails), func(i int) string { return s.Emails[i].Owner }); got["gone"] != 0 || got["running"] != 1 || got["kept"] != 1 {
-		t.Errorf("emails by owner after Forget: %v", got)
-	}
-	if len(s.Charges) != 3 || !slices.ContainsFunc(s.Charges, func(ch Charge) bool { return ch.ID == later.ID }) {
-		t.Errorf("charges after Forget: %+v, want running's, kept's and gone's made after upTo", s.Charges)
-	}
-	if _, err := c.cloud.DescribeVM(ctx, old.ID); !IsNotFound(err) {
-		t.Errorf("DescribeVM of a forgotten VM: %v, want not found", err)
+		for _, x := range s.Charges {
+			ch += b2i(x.Owner == owner)
+		}
+		for _, x := range s.Emails {
+			m += b2i(x.Owner == owner)
+		}
+		if v != vms || ch != charges || m != emails {
+			t.Errorf("%s: %s has %d VMs, %d charges, %d emails; want %d, %d, %d", step, owner, v, ch, m, vms, charges, emails)
+		}
 	}
 
-	// The token and the key of the ended lifetime are free again: a new
-	// VM and a new charge, with ids never made before.
-	again := lifetime("gone", false)
-	s = w.Snapshot()
-	ids := map[string]bool{}
-	for _, vm := range append(upTo.VMs, s.VMs...) {
-		ids[vm.ID] = true
+	first := lifetime("gone", "g1", true)
+	lifetime("running", "g1", false)
+	lifetime("kept", "g1", true)
+	w.Forget(w.Snapshot(), ended)
+	want("one ended lifetime", "gone", 1, 1, 1)
+	// The latest ended lifetime stays whole: its token replays, as a
+	// cloud's does.
+	if vm := val(c.cloud.CreateVM(ctx, vmReq("gone", "g1"))).must(t); vm.ID != first.ID {
+		t.Errorf("the latest ended lifetime's token made VM %s, want a replay of %s", vm.ID, first.ID)
 	}
-	if again.ID == old.ID || len(ids) != 4 {
-		t.Errorf("VM ids %v after a forgotten one, want 4 distinct (the new one %s)", ids, again.ID)
+
+	lifetime("gone", "g2", true)
+	upTo := w.Snapshot()
+	later := val(c.billing.CreateCharge(ctx, ChargeRequest{Customer: "c", Owner: "gone", Amount: 2, Event: "resize:goneg2", IdempotencyKey: "key-later"})).must(t)
+	w.Forget(upTo, ended)
+	want("a second ended lifetime", "gone", 1, 2, 1)
+	if _, err := c.cloud.DescribeVM(ctx, first.ID); !IsNotFound(err) {
+		t.Errorf("DescribeVM of the first lifetime's VM: %v, want not found", err)
 	}
-	chIDs := map[string]bool{}
-	for _, ch := range append(upTo.Charges, s.Charges...) {
-		chIDs[ch.ID] = true
+	if !slices.ContainsFunc(w.Snapshot().Charges, func(ch Charge) bool { return ch.ID == later.ID }) {
+		t.Error("the charge made after upTo is gone")
 	}
-	if len(s.Charges) != 4 || len(chIDs) != 5 {
-		t.Errorf("charges %+v: want the charge key forgotten (a new charge) and 5 distinct ids, got %d", s.Charges, len(chIDs))
+	for _, o := range []string{"running", "kept"} {
+		want("a second ended lifetime", o, 1, 1, 1)
 	}
-	// kept's key was not forgotten: the same request replays.
-	r := val(c.billing.CreateCharge(ctx, ChargeRequest{Customer: "c", Owner: "kept", Amount: 1, Event: "provision:kept", IdempotencyKey: "key-kept"})).must(t)
-	if s2 := w.Snapshot(); len(s2.Charges) != 4 || !slices.ContainsFunc(s2.Charges, func(ch Charge) bool { return ch.ID == r.ID }) {
-		t.Errorf("charge of a kept owner's key: %+v, want a replay of the kept charge", r)
+
+	// The first lifetime's token and key are free again: a new VM and a
+	// new charge, with ids never made before; kept's key still replays.
+	vm := val(c.cloud.CreateVM(ctx, vmReq("gone", "g1"))).must(t)
+	ch := val(c.billing.CreateCharge(ctx, chReq("gone", "g1"))).must(t)
+	s := w.Snapshot()
+	for _, x := range append(upTo.VMs, s.VMs...) {
+		if x.ID == vm.ID && x.CreatedAt != vm.CreatedAt {
+			t.Errorf("VM id %s made twice", vm.ID)
+		}
 	}
+	for _, x := range append(upTo.Charges, s.Charges...) {
+		if x.ID == ch.ID && x.CreatedAt != ch.CreatedAt {
+			t.Errorf("charge id %s made twice", ch.ID)
+		}
+	}
+	want("after the freed token and key", "gone", 2, 3, 1)
+	if r := val(c.billing.CreateCharge(ctx, chReq("kept", "g1"))).must(t); len(w.Snapshot().Charges) != len(s.Charges) {
+		t.Errorf("kept's key made charge %s, want a replay", r.ID)
+	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

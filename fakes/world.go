@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -59,6 +60,9 @@ type World struct {
 	servers []Server // in Specs order
 	byName  map[string]Server
 	atMost  []string // services without idempotency
+
+	mu      sync.Mutex
+	endedAt map[string]int64 // owner → the mark of the Forget that last found a lifetime of it ended
 }
 
 // Start starts every provider of Specs on loopback.
@@ -124,32 +128,73 @@ func (w *World) Snapshot() Snapshot {
 // that has proven what those requests did (see history.Recorder.Forget).
 //
 // What a server keeps as state (VMs, deployments, charges, emails,
-// idempotency records) stays, but for the owners whose lifetime upTo shows
-// ended: ended reports the owners the system under test no longer has an
-// instance for (nil: none), and of those, the ones upTo shows with no live
-// VM, no deployment and no request in flight have their terminated VMs,
-// charges and emails in upTo dropped, with the client tokens and
-// idempotency records that lead to them. A real cloud forgets terminated
-// VMs too; a real billing service keeps charges, but no correct worker
-// reads an ended lifetime's state again (its keys derive from the
-// lifetime), and without this a soak's memory grows with every lifetime it
-// ever ran. What a server made after upTo stays, ended owner or not.
+// idempotency records) stays, but for lifetimes that ended before the
+// latest ended one: without that, a soak's memory grows with every
+// lifetime it ever ran. ended reports the owners the system under test no
+// longer has an instance for (nil: none). An owner ended reports and that
+// upTo shows with no live VM, no deployment and no request in flight has
+// ended a lifetime; the state it made since the Forget that last found it
+// so is its latest ended lifetime's, and stays: a worker that re-creates
+// the owner meets it as it would meet a real provider's (a reused client
+// token, an idempotency key or a list of the owner's charges). What it made
+// before then — its terminated VMs and their client tokens, its charges
+// and their idempotency records, its emails — goes. A real cloud forgets
+// terminated VMs too; a real billing service keeps charges longer, so a
+// bug that only shows against a lifetime two or more back is not seen by a
+// run that forgets.
 func (w *World) Forget(upTo Snapshot, ended func(owner string) bool) {
 	var mark int64
 	for _, r := range upTo.Requests {
 		mark = max(mark, r.Seq+1)
 	}
-	gone := endedOwners(upTo, ended)
 	for _, s := range w.servers {
 		if f, ok := s.(interface{ forget(int64) }); ok {
 			f.forget(mark)
 		}
-		if f, ok := s.(interface {
-			forgetOwners(upTo Snapshot, gone map[string]bool, mark int64)
-		}); ok && len(gone) > 0 {
-			f.forgetOwners(upTo, gone, mark)
+	}
+	gone := endedOwners(upTo, ended)
+	if len(gone) == 0 {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.endedAt == nil {
+		w.endedAt = map[string]int64{}
+	}
+	before := map[string]int64{}
+	for _, o := range slices.Sorted(maps.Keys(gone)) {
+		m, seen := w.endedAt[o]
+		switch {
+		case !seen:
+			w.endedAt[o] = mark
+		case w.madeSince(o, m): // a later lifetime that ended too
+			before[o] = m
+			w.endedAt[o] = mark
 		}
 	}
+	if len(before) == 0 {
+		return
+	}
+	for _, s := range w.servers {
+		if f, ok := s.(ownerState); ok {
+			f.forgetBefore(before)
+		}
+	}
+}
+
+// ownerState is a server whose state World.Forget may drop by owner.
+type ownerState interface {
+	madeSince(owner string, seq int64) bool // state of owner made by a request of Seq ≥ seq
+	forgetBefore(before map[string]int64)   // drop owner o's state made by a request of Seq < before[o]
+}
+
+func (w *World) madeSince(owner string, seq int64) bool {
+	for _, s := range w.servers {
+		if f, ok := s.(ownerState); ok && f.madeSince(owner, seq) {
+			return true
+		}
+	}
+	return false
 }
 
 // endedOwners returns the owners of upTo's state that ended reports and

@@ -301,9 +301,9 @@ func TestReleaseCrashed(t *testing.T) {
 }
 
 // Compact forgets the provider state of a lifetime its valid check found
-// ended (an instance deleted: its terminated VM, its charge, its email),
-// keeps a live instance's, and the checks after it stay valid through a
-// re-create of the same id, which makes its state anew.
+// ended once a later lifetime of the same instance ended too (the latest
+// ended one stays, for a re-create to meet), keeps a live instance's, and
+// the checks after it stay valid.
 func TestCompactForgetsEndedLifetimes(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, 1)
@@ -313,16 +313,20 @@ func TestCompactForgetsEndedLifetimes(t *testing.T) {
 			t.Fatalf("%s %s: %v", req.Op, req.Instance, err)
 		}
 	}
-	finish := func(step string) sim.Result {
+	compact := func(step string) {
 		t.Helper()
 		res, err := e.Finish(ctx)
 		if err != nil || res.Verdict != check.Valid {
 			t.Fatalf("%s: finish %s %v, %v", step, res.Verdict, res.Violations, err)
 		}
-		return res
+		if _, err := e.Compact(res); err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
 	}
-	owned := func(owner string) (vms, charges, emails int) {
+	want := func(step, owner string, n int) {
+		t.Helper()
 		s := e.Providers().Snapshot()
+		var vms, charges, emails int
 		for _, vm := range s.VMs {
 			vms += b2i(vm.Owner == owner)
 		}
@@ -332,30 +336,28 @@ func TestCompactForgetsEndedLifetimes(t *testing.T) {
 		for _, m := range s.Emails {
 			emails += b2i(m.Owner == owner)
 		}
-		return vms, charges, emails
+		if vms != n || charges != n || emails != n {
+			t.Errorf("%s: %s has %d VMs, %d charges, %d emails; want %d each", step, owner, vms, charges, emails, n)
+		}
 	}
 	serve(contract.Request{Op: contract.OpCreate, Instance: "i1", Size: "small"})
 	serve(contract.Request{Op: contract.OpCreate, Instance: "i2", Size: "small"})
-	finish("create")
+	compact("create")
 	serve(contract.Request{Op: contract.OpDelete, Instance: "i1"})
-	res := finish("delete")
-	if v, c, m := owned("i1"); v != 1 || c != 1 || m != 1 {
-		t.Fatalf("i1 before Compact: %d VMs, %d charges, %d emails, want 1 each", v, c, m)
-	}
-	if _, err := e.Compact(res); err != nil {
-		t.Fatal(err)
-	}
-	if v, c, m := owned("i1"); v+c+m != 0 {
-		t.Errorf("deleted i1 after Compact: %d VMs, %d charges, %d emails, want none", v, c, m)
-	}
-	if v, c, m := owned("i2"); v != 1 || c != 1 || m != 1 {
-		t.Errorf("live i2 after Compact: %d VMs, %d charges, %d emails, want 1 each", v, c, m)
-	}
+	compact("delete")
+	want("the first lifetime ended", "i1", 1)
 	serve(contract.Request{Op: contract.OpCreate, Instance: "i1", Size: "large"})
-	finish("re-create")
-	if v, c, m := owned("i1"); v != 1 || c != 1 || m != 1 {
-		t.Errorf("re-created i1: %d VMs, %d charges, %d emails, want 1 each", v, c, m)
+	compact("re-create")
+	want("re-created", "i1", 2)
+	serve(contract.Request{Op: contract.OpDelete, Instance: "i1"})
+	compact("delete again")
+	want("the second lifetime ended", "i1", 1)
+	want("live all along", "i2", 1)
+	serve(contract.Request{Op: contract.OpCreate, Instance: "i1", Size: "medium"})
+	if res, err := e.Finish(ctx); err != nil || res.Verdict != check.Valid {
+		t.Fatalf("the third lifetime: finish %s %v, %v", res.Verdict, res.Violations, err)
 	}
+	want("the third lifetime", "i1", 2)
 }
 
 func b2i(b bool) int {
