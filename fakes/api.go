@@ -144,8 +144,8 @@ type Snapshot struct {
 	// so a checker reading the snapshot knows which effects must not repeat.
 	AtMostOnce []string `json:"at_most_once,omitempty"`
 	// VMs, Charges and Emails are every one ever made (terminated VMs and
-	// refunded charges too) but those of ended lifetimes World.Forget
-	// dropped.
+	// refunded charges too) but those of an owner's ended lifetimes before
+	// its latest ended one, once World.Forget dropped them.
 	VMs         []VM         `json:"vms,omitempty"`
 	Deployments []Deployment `json:"deployments,omitempty"` // live deployments
 	Charges     []Charge     `json:"charges,omitempty"`

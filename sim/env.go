@@ -863,9 +863,9 @@ var ErrNotCompactable = errors.New("sim: only a valid check of Finish can be com
 // Compact forgets what res, a Valid result of Finish, proved: the recorded
 // history and the providers' requests it was taken on, except what later
 // checks still need (check.Compact), which every later check reads with
-// the new history, and the providers' state of the lifetimes that ended:
-// the VMs, charges and emails of instances res's state no longer has
-// (fakes.World.Forget). It returns what the recorder forgot, for a caller that
+// the new history, and the providers' state of an instance's ended
+// lifetimes but the latest (fakes.World.Forget, told which instances res's
+// state no longer has). It returns what the recorder forgot, for a caller that
 // counts the whole run. A run of hours (a soak) calls it after each valid
 // checkpoint, so that its memory and the time of each check stay those of
 // one window between checkpoints; the report of a later check then shows
