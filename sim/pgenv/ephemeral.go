@@ -212,10 +212,16 @@ func readFrom(path string, offset int64) []byte {
 }
 
 // waitReady polls a connection every 10 ms until the server accepts one.
+// It connects through the cluster's own unix socket, never its TCP port:
+// another server (another run's, restarting on the port this one probed
+// free) may answer on the port while this postmaster is failing to bind
+// it, and the cluster would be taken for ready and then vanish. Postgres
+// creates its TCP sockets before its unix socket and exits if it can bind
+// none, so an answer on the socket means the port is this server's too.
 func (c *cluster) waitReady(ctx context.Context, pm *child) error {
 	ctx, cancel := withDefaultTimeout(ctx, time.Minute)
 	defer cancel()
-	dsn := c.connString("", "") + "&connect_timeout=2"
+	dsn := fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable connect_timeout=2", c.base, c.port)
 	for {
 		if pm.exited() {
 			return fmt.Errorf("postgres exited: %v", pm.waitErr)
