@@ -162,7 +162,7 @@ func (w *World) Forget(upTo Snapshot, ended func(owner string) bool) {
 		w.endedAt = map[string]int64{}
 	}
 	before := map[string]int64{}
-	for _, o := range slices.Sorted(maps.Keys(gone)) {
+	for o := range gone { // each owner on its own: the order does not matter
 		m, seen := w.endedAt[o]
 		switch {
 		case !seen:
