@@ -80,8 +80,14 @@ type Budget struct {
 	// Effect is the longest a provider may take to act on a request it
 	// was sent (a slow server acts after its client gave up); zero: twice
 	// Provider. The fence a handler sets before its first call
-	// (work.Tx.Fence) covers the rest of the handler plus Effect.
-	Effect    time.Duration
+	// (work.Tx.FenceCall) covers Fence plus Effect after it is asked for.
+	Effect time.Duration
+	// Fence bounds each fence statement before a provider call
+	// (work.RunnerOptions.FenceTimeout): a lost claim keeps its instance's
+	// next change back for Fence + Effect after its last call. zero: 1s,
+	// which a statement on a link slowed by 800ms each way misses (the
+	// call then waits for a retry).
+	Fence     time.Duration
 	Handler   time.Duration // one work item's handler, all calls included; zero: 5s
 	IdleInTx  time.Duration // the worker sessions' idle_in_transaction_session_timeout; zero: 8s
 	Statement time.Duration // the worker sessions' statement_timeout; zero: 2s
@@ -101,6 +107,7 @@ func (b Budget) withDefaults() Budget {
 	}
 	def(&b.Provider, 2*time.Second)
 	def(&b.Effect, 2*b.Provider)
+	def(&b.Fence, time.Second)
 	def(&b.Handler, 5*time.Second)
 	def(&b.IdleInTx, 8*time.Second)
 	def(&b.Statement, 2*time.Second)
@@ -170,6 +177,7 @@ func (s *System) Work(ctx context.Context, db *pgxpool.Pool, deps contract.Deps)
 		Workers:          1,
 		PollInterval:     s.budget.Poll,
 		DBTimeout:        s.budget.DB,
+		FenceTimeout:     s.budget.Fence,
 		IdleInTxTimeout:  s.budget.IdleInTx,
 		StatementTimeout: s.budget.Statement,
 		MinBackoff:       s.budget.MinBackoff,

@@ -76,12 +76,15 @@ type Env struct {
 //     whose session a fault ended, and whose item another worker took over,
 //     must not send a late, stale write (a false-alarm gate on the
 //     reference found one: a deployment set back to an older size).
-//   - It fences the instance (work.Tx.Fence) until the handler's deadline
-//     plus Budget.Effect: a call already in flight when the session ends
-//     cannot be taken back, and without the fence the instance's next
-//     change could run before it lands and be undone by it (false-alarm
-//     gates and soaks on the reference: a deployment set back to an older
-//     size, and one deleted under a live instance by a slow Delete).
+//   - It fences the instance (work.Tx.FenceCall) until Budget.Effect after
+//     the latest this call can start: a call already in flight when the
+//     session ends cannot be taken back, and without the fence the
+//     instance's next change could run before it lands and be undone by it
+//     (false-alarm gates and soaks on the reference: a deployment set back
+//     to an older size, and one deleted under a live instance by a slow
+//     Delete). Each call extends the fence, so a lost claim holds the next
+//     change for as long as its last call may land, not for the rest of
+//     its handler.
 //
 // A call that got no answer (a timeout, a failed connection) may still
 // take effect, so the fence then stays after the commit, until Budget.Effect
@@ -91,11 +94,7 @@ func (e *Env) Call(ctx context.Context, step string, f func(ctx context.Context)
 		if err := e.Tx.CheckClaim(); err != nil {
 			return fmt.Errorf("%s: %w", step, err)
 		}
-		last, ok := ctx.Deadline() // no call of this handler starts later
-		if !ok {
-			last = time.Now().Add(e.Budget.Provider)
-		}
-		if err := e.Tx.Fence(ctx, last.Add(e.Budget.Effect)); err != nil {
+		if err := e.Tx.FenceCall(ctx, e.Budget.Effect); err != nil {
 			return fmt.Errorf("%s: %w", step, err)
 		}
 	}

@@ -114,7 +114,10 @@ func (tx *Tx) hooks() []func(context.Context) {
 // rolls back and the row reappears as before the claim).
 const savepoint = "work_handler"
 
-const claimReturning = ` RETURNING id, time, kind, key, spec, attempts`
+// claimReturning also returns the claiming transaction's id, by which a
+// fence statement on another session tells whether the claim still holds
+// (fenceSQL).
+const claimReturning = ` RETURNING id, time, kind, key, spec, attempts, pg_current_xact_id()::text`
 
 // unfenced keeps a claim off items whose key another item's fence holds
 // (Tx.Fence): effects of that item may still land, and this item's must not
@@ -197,11 +200,12 @@ func (r *run) step(ctx context.Context) (out Outcome, due time.Duration, err err
 	tx := br.Tx()
 	var it Item
 	var spec []byte
+	var xid string
 	found := true
 	var berr error
 	for i := range b.Len() {
 		if i == claimAt {
-			err := br.QueryRow().Scan(&it.ID, &it.Time, &it.Kind, &it.Key, &spec, &it.Attempts)
+			err := br.QueryRow().Scan(&it.ID, &it.Time, &it.Kind, &it.Key, &spec, &it.Attempts, &xid)
 			if errors.Is(err, pgx.ErrNoRows) {
 				found = false
 				continue
@@ -244,7 +248,7 @@ func (r *run) step(ctx context.Context) (out Outcome, due time.Duration, err err
 	}
 	it.Spec = json.RawMessage(spec)
 	r.nudge() // there may be more: let an idle sibling look
-	return r.handle(ctx, tx, it), 0, nil
+	return r.handle(ctx, tx, it, xid), 0, nil
 }
 
 // rollback ends tx and releases its connection. A failure leaves nothing to
@@ -259,8 +263,9 @@ func (r *run) rollback(ctx context.Context, tx pgx.Tx) error {
 	return err
 }
 
-// handle runs the handler for a claimed item and ends its transaction.
-func (r *run) handle(ctx context.Context, tx pgx.Tx, it Item) Outcome {
+// handle runs the handler for a claimed item, claimed by transaction xid,
+// and ends its transaction.
+func (r *run) handle(ctx context.Context, tx pgx.Tx, it Item, xid string) Outcome {
 	end := func(Outcome) {}
 	if r.o.Observer != nil {
 		end = r.o.Observer.Begin(it)
@@ -268,7 +273,7 @@ func (r *run) handle(ctx context.Context, tx pgx.Tx, it Item) Outcome {
 	start := r.o.Clock.Now()
 	wtx := &Tx{
 		Tx:     &boundTx{tx: tx, timeout: r.o.StatementTimeout + r.o.DBTimeout, top: true},
-		fence:  &fence{db: r.db, timeout: r.o.DBTimeout, item: it, claim: r.claimToken()},
+		fence:  &fence{db: r.db, timeout: r.o.FenceTimeout, item: it, claim: r.claimToken(), xid: xid},
 		notify: r.notify,
 	}
 	hctx, hdone := handlerContext(ctx, r.o.ShutdownGrace)
@@ -287,6 +292,7 @@ func (r *run) handle(ctx context.Context, tx pgx.Tx, it Item) Outcome {
 	case herr == nil:
 		out = r.commit(ctx, tx, it, log)
 		if out == OutcomeDone {
+			wtx.fence.end()
 			r.runHooks(hctx, wtx, log)
 		}
 	case hctx.Err() != nil && ctx.Err() != nil:

@@ -15,25 +15,38 @@ import (
 // a key, and an item without one has nothing to fence.
 var ErrNoKey = errors.New("work: the item has no key to fence")
 
-// fenceSQL sets or extends the fence on a key, in a statement of its own on
-// the pool (committed at once, whatever becomes of the claim). A live fence
-// of another claim keeps its owner and item: that claim's effects may still
-// land, so only it may remove the fence early, and this one only extends it.
-const fenceSQL = `INSERT INTO work_fence AS f (key, item, claim, until)
-	VALUES ($1, $2, $3, now() + $4 * interval '1 microsecond')
-	ON CONFLICT (key) DO UPDATE SET
-		until = greatest(f.until, excluded.until),
-		item  = CASE WHEN f.until > now() AND f.claim <> excluded.claim THEN f.item ELSE excluded.item END,
-		claim = CASE WHEN f.until > now() AND f.claim <> excluded.claim THEN f.claim ELSE excluded.claim END
-	RETURNING claim = $3`
+// ErrFenceLapsed is returned by Tx.Fence (as a transient error) when the
+// claim's fence may have ended before the new end would be written: another
+// item of the key may have been claimed in the gap, and an effect started
+// now could overtake it.
+var ErrFenceLapsed = errors.New("work: the fence may have lapsed before it could be extended")
 
-// unfenceSQL removes a fence its claim owns, inside the claiming
-// transaction: it goes if and only if the claim commits.
+// ErrFenceLate is returned by Tx.FenceCall (as a transient error) when the
+// fence was confirmed later than the end it was written for allows.
+var ErrFenceLate = errors.New("work: the fence was confirmed too late for the call")
+
+// fenceSQL sets or extends this claim's fence on a key, in a statement of
+// its own on the pool (committed at once, whatever becomes of the claim),
+// and deletes the key's dead rows. Other claims' rows are never changed
+// while they live: their effects may still land. It writes nothing, and
+// returns no row, once the claiming transaction ($5) is over: the claim is
+// lost (the database ended the session, or it crashed, restarted, or timed
+// out idle in its transaction), and another worker may have taken the item
+// over and finished it, so the key's next item may be running.
+const fenceSQL = `WITH dead AS (DELETE FROM work_fence WHERE key = $1 AND claim <> $3 AND until <= now())
+	INSERT INTO work_fence AS f (key, item, claim, until)
+	SELECT $1, $2, $3, now() + $4 * interval '1 microsecond'
+	WHERE pg_xact_status($5::xid8) = 'in progress'
+	ON CONFLICT (key, claim) DO UPDATE SET until = greatest(f.until, excluded.until)
+	RETURNING true`
+
+// unfenceSQL removes this claim's fence inside the claiming transaction: it
+// goes if and only if the claim commits.
 const unfenceSQL = `DELETE FROM work_fence WHERE key = $1 AND claim = $2`
 
-// shortenSQL ends a fence its claim owns sooner, when the claim commits: at
-// the latest end an unsettled effect needs, rather than at the end that
-// covered every call the handler might still have made.
+// shortenSQL ends this claim's fence sooner, when the claim commits: at the
+// latest end an unsettled effect needs, rather than at the end that covered
+// every call the handler might still have made.
 const shortenSQL = `UPDATE work_fence SET until = least(until, now() + $3 * interval '1 microsecond')
 	WHERE key = $1 AND claim = $2`
 
@@ -43,10 +56,11 @@ type fence struct {
 	timeout time.Duration // each fence statement's deadline
 	item    Item
 	claim   string // unique among the claims of every runner
+	xid     string // the claiming transaction's id (pg_current_xact_id)
 
 	mu       sync.Mutex
-	until    time.Time // the latest end asked for and confirmed
-	owned    bool      // this claim set the fence: it removes it on commit
+	until    time.Time // the latest end asked for and confirmed; zero: no fence yet
+	ended    bool      // the claim committed: nothing is fenced in its name any more
 	settleBy time.Time // the latest end an unsettled effect needs; zero: all settled
 }
 
@@ -60,20 +74,36 @@ type fence struct {
 // and finished, and the key's next item (a newer change) is handled before
 // the old call lands, the late call undoes the newer change. A fence makes
 // the next item wait until every effect of this one has landed or can no
-// longer land: end must be no earlier than the handler's deadline plus the
-// longest an external system may take to act on a request it received. The
-// item itself stays claimable, since a worker taking it over repeats the
-// same change.
+// longer land: end must be no earlier than the latest an effect the handler
+// starts under it can start, plus the longest an external system may take
+// to act on a request it received (FenceCall computes that end for the next
+// call). The item itself stays claimable, since a worker taking it over
+// repeats the same change.
+//
+// The fence is written only while the claim holds: the statement checks on
+// the database that the claiming transaction is still in progress, and
+// returns ErrClaimLost when it is over (the session was ended, however
+// silently for the worker), since the item may have been taken over and
+// finished by then and the key's next item may be running. This is the
+// check CheckClaim cannot make without a round trip.
 //
 // The database's clock keeps the fence: end is sent as a duration from now.
-// When the claim commits (done, retried or parked) the fence is removed with
+// When the claim commits (done, retried or parked) its fence is removed with
 // it, or after Unsettled shortened to what the unsettled effects need; when
-// the claim is lost it ends by itself at end. A call with
-// an end no later than an earlier call's does nothing, so a handler can call
-// Fence before every effect at the cost of one round trip per item. An
-// error (the database did not confirm the fence) means the handler must not
-// act: it is transient. A Tx not made by a Runner has no item to fence, and
-// Fence does nothing.
+// the claim is lost it ends by itself at end. Each claim has a fence of its
+// own: a takeover's commit lifts the takeover's, never the lost claim's.
+//
+// A call with an end no later than the live fence's does nothing, so a
+// handler can call Fence before every effect. A later end extends the
+// fence, but only while the fence still holds: if it could have ended
+// before the extension is written (within FenceTimeout; the handler waited
+// past it), another item of the key may have been claimed meanwhile, and
+// Fence returns ErrFenceLapsed. An error (the database did not confirm the
+// fence) means the handler must not act: it is transient. A Tx not made by
+// a Runner has no item to fence, and Fence does nothing; nor does it once
+// the claim has committed (in an AfterCommit hook), as CheckClaim: an
+// effect after the commit is outside the claim, and the key's next item
+// may be running already.
 func (tx *Tx) Fence(ctx context.Context, end time.Time) error {
 	f := tx.fence
 	if f == nil {
@@ -84,16 +114,60 @@ func (tx *Tx) Fence(ctx context.Context, end time.Time) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !end.After(f.until) {
+	if f.ended || !end.After(f.until) {
 		return nil
+	}
+	// The statement lands within f.timeout of now or fails: the fence it
+	// extends must outlast that.
+	if !f.until.IsZero() && !time.Now().Add(f.timeout).Before(f.until) {
+		return Transient(fmt.Errorf("work: fence %q: %w", f.item.Key, ErrFenceLapsed))
 	}
 	fctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	var owned bool
-	if err := f.db.QueryRow(fctx, fenceSQL, f.item.Key, f.item.ID, f.claim, time.Until(end).Microseconds()).Scan(&owned); err != nil {
+	var ok bool
+	err := f.db.QueryRow(fctx, fenceSQL, f.item.Key, f.item.ID, f.claim, time.Until(end).Microseconds(), f.xid).Scan(&ok)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Transient(fmt.Errorf("work: fence %q: %w: its transaction is over", f.item.Key, ErrClaimLost))
+	}
+	if err != nil {
 		return Transient(fmt.Errorf("work: fence %q: %w", f.item.Key, err))
 	}
-	f.until, f.owned = end, f.owned || owned
+	f.until = end
+	return nil
+}
+
+// FenceCall fences the key (Fence) before one call to an external system
+// that the handler starts as soon as FenceCall returns nil: until effect
+// after the latest that call can start. That is when this fence is
+// confirmed, at most the runner's FenceTimeout from now, or ctx's deadline if
+// sooner (a handler starts no call after it); effect is the longest the
+// external system may take to act on a request it was sent. So a lost
+// claim holds the key's next item for as long as its last call can still
+// land, not for the rest of its handler's deadline.
+//
+// A fence confirmed after that latest start returns ErrFenceLate, as a
+// transient error: the call must not be made.
+func (tx *Tx) FenceCall(ctx context.Context, effect time.Duration) error {
+	f := tx.fence
+	if f == nil {
+		return nil
+	}
+	f.mu.Lock()
+	ended := f.ended
+	f.mu.Unlock()
+	if ended {
+		return nil
+	}
+	last := time.Now().Add(f.timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(last) {
+		last = d
+	}
+	if err := tx.Fence(ctx, last.Add(effect)); err != nil {
+		return err
+	}
+	if time.Now().After(last) {
+		return Transient(fmt.Errorf("work: fence %q: %w", f.item.Key, ErrFenceLate))
+	}
 	return nil
 }
 
@@ -113,17 +187,24 @@ func (tx *Tx) Unsettled(by time.Time) {
 	}
 }
 
-// release ends the fence inside the claiming transaction before it
-// commits, when this claim owns it: at once when every effect settled, else
-// at the latest end an unsettled one needs.
+// end marks the claim committed (see Fence).
+func (f *fence) end() {
+	f.mu.Lock()
+	f.ended = true
+	f.mu.Unlock()
+}
+
+// release ends this claim's fence inside the claiming transaction before it
+// commits: at once when every effect settled, else at the latest end an
+// unsettled one needs.
 func (f *fence) release(ctx context.Context, tx pgx.Tx) error {
 	if f == nil {
 		return nil
 	}
 	f.mu.Lock()
-	owned, by := f.owned, f.settleBy
+	set, by := !f.until.IsZero(), f.settleBy
 	f.mu.Unlock()
-	if !owned {
+	if !set {
 		return nil
 	}
 	var err error

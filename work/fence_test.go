@@ -32,6 +32,10 @@ func fenceRow(t *testing.T, pool *pgxpool.Pool, key string) (exists, live bool) 
 // takeover's commit does not lift the dead claim's fence; Y, the key's next
 // item, is not claimed before the fence ends. Without the fence Y would run
 // at once, which is how a late effect of X's first attempt overtook it.
+// The takeover fences for ten minutes and commits with its effects settled:
+// its commit lifts its own fence, so Y runs once the dead claim's ends (with
+// one fence per key, the takeover could only extend the dead claim's, and Y
+// waited out the takeover's).
 func TestFenceOutlivesALostClaim(t *testing.T) {
 	const d = 3 * time.Second
 	pool := newPool(t, newDB(t).DSN(), 6)
@@ -46,8 +50,11 @@ func TestFenceOutlivesALostClaim(t *testing.T) {
 			attempts++
 			first := attempts == 1
 			mu.Unlock()
-			at := time.Now()
-			if err := tx.Fence(ctx, time.Now().Add(d)); err != nil {
+			at, end := time.Now(), time.Now().Add(d)
+			if !first {
+				end = at.Add(10 * time.Minute)
+			}
+			if err := tx.Fence(ctx, end); err != nil {
 				return err
 			}
 			if !first {
@@ -161,5 +168,166 @@ func TestFenceLiftedOnCommit(t *testing.T) {
 	}
 	if left > 31*time.Second {
 		t.Errorf("the fence on %q ends in %s after Unsettled(30s), want it shortened from its minute", "unsettled", left)
+	}
+}
+
+// TestFenceExtendsOnlyWhileItHolds: a later end extends a fence that will
+// still hold when the extension lands (within the runner's FenceTimeout), and
+// is refused, as transient ErrFenceLapsed, when the fence may end before
+// that: another item of the key may have been claimed in the gap.
+func TestFenceExtendsOnlyWhileItHolds(t *testing.T) {
+	pool := newPool(t, newDB(t).DSN(), 6)
+	rec := &recorder{}
+	opts := fastOpts(nil, rec, t, "runner")
+	opts.FenceTimeout = 500 * time.Millisecond
+	var errs [4]error
+	opts.Handlers = map[string]work.Handler{"f": func(ctx context.Context, tx *work.Tx, it work.Item) error {
+		switch it.Key {
+		case "holds":
+			errs[0] = tx.Fence(ctx, time.Now().Add(time.Minute))
+			errs[1] = tx.Fence(ctx, time.Now().Add(2*time.Minute))
+		case "lapses":
+			errs[2] = tx.Fence(ctx, time.Now().Add(opts.FenceTimeout/2))
+			errs[3] = tx.Fence(ctx, time.Now().Add(time.Minute))
+		}
+		return nil
+	}}
+	start(t, pool, opts)
+	ids := enqueue(t, pool, work.Job{Kind: "f", Key: "holds"}, work.Job{Kind: "f", Key: "lapses"})
+	waitFor(t, "both handled", func() bool { return rec.last(ids[0]) != "" && rec.last(ids[1]) != "" })
+	for i, err := range errs[:3] {
+		if err != nil {
+			t.Errorf("fence %d: %v", i, err)
+		}
+	}
+	if !errors.Is(errs[3], work.ErrFenceLapsed) || !work.IsTransient(errs[3]) {
+		t.Errorf("extending a fence that ends within FenceTimeout = %v, want a transient ErrFenceLapsed", errs[3])
+	}
+}
+
+// TestFenceCallEnds: FenceCall fences until effect after the latest the
+// next call can start: the handler's deadline when it comes first, else
+// once the fence statement's own deadline (FenceTimeout) has passed.
+func TestFenceCallEnds(t *testing.T) {
+	const effect = 4 * time.Second
+	pool := newPool(t, newDB(t).DSN(), 6)
+	rec := &recorder{}
+	opts := fastOpts(nil, rec, t, "runner")
+	opts.FenceTimeout = 1500 * time.Millisecond
+	var mu sync.Mutex
+	left := map[string]time.Duration{}
+	bound := map[string]time.Duration{}
+	opts.Handlers = map[string]work.Handler{"f": func(ctx context.Context, tx *work.Tx, it work.Item) error {
+		at := time.Now()
+		want := opts.FenceTimeout + effect
+		if it.Key == "deadline" {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			want = time.Second + effect
+		}
+		if err := tx.FenceCall(ctx, effect); err != nil {
+			return err
+		}
+		var l time.Duration
+		if err := pool.QueryRow(ctx, `SELECT (extract(epoch FROM until - now()) * 1e6)::bigint * interval '1 microsecond' FROM work_fence WHERE key = $1`, it.Key).Scan(&l); err != nil {
+			return err
+		}
+		mu.Lock()
+		left[it.Key], bound[it.Key] = l+time.Since(at), want
+		mu.Unlock()
+		tx.Unsettled(time.Now().Add(time.Minute)) // keep the row for the reading above to be about this claim alone
+		return nil
+	}}
+	start(t, pool, opts)
+	ids := enqueue(t, pool, work.Job{Kind: "f", Key: "deadline"}, work.Job{Kind: "f", Key: "statement"})
+	waitFor(t, "both done", func() bool {
+		return rec.last(ids[0]) == work.OutcomeDone && rec.last(ids[1]) == work.OutcomeDone
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for key, want := range bound {
+		// left is measured from before FenceCall: at least the bound (the
+		// database's clock started later), at most it plus the reading.
+		if got := left[key]; got < want-10*time.Millisecond || got > want+time.Second {
+			t.Errorf("%s: the fence ends %s after FenceCall began, want %s", key, got, want)
+		}
+	}
+}
+
+// TestFenceWrittenOnlyWhileClaimHolds: once the claiming session is ended
+// on the database, a fence is refused with a transient ErrClaimLost, whether
+// or not the worker has heard of it yet: the item may have been taken over
+// and finished, and the key's next item may be running. The handler does
+// not call CheckClaim: the check is the fence statement's own.
+func TestFenceWrittenOnlyWhileClaimHolds(t *testing.T) {
+	pool := newPool(t, newDB(t).DSN(), 6)
+	rec := &recorder{}
+	var mu sync.Mutex
+	var first, lost error
+	attempts := 0
+	h := map[string]work.Handler{"x": func(ctx context.Context, tx *work.Tx, it work.Item) error {
+		mu.Lock()
+		attempts++
+		n := attempts
+		mu.Unlock()
+		if n > 1 {
+			return nil
+		}
+		err := tx.Fence(ctx, time.Now().Add(time.Minute))
+		var pid int
+		if err == nil {
+			err = tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid)
+		}
+		if err == nil {
+			_, err = pool.Exec(ctx, `SELECT pg_terminate_backend($1, 10000)`, pid)
+		}
+		l := tx.Fence(ctx, time.Now().Add(2*time.Minute))
+		mu.Lock()
+		first, lost = err, l
+		mu.Unlock()
+		return l
+	}}
+	start(t, pool, fastOpts(h, rec, t, "runner"))
+	ids := enqueue(t, pool, work.Job{Kind: "x", Key: "k"})
+	waitFor(t, "x done", func() bool { return rec.last(ids[0]) == work.OutcomeDone })
+	mu.Lock()
+	defer mu.Unlock()
+	if first != nil {
+		t.Fatalf("fence, then terminate the claim's backend: %v", first)
+	}
+	if !errors.Is(lost, work.ErrClaimLost) || !work.IsTransient(lost) {
+		t.Errorf("a fence after the claim's backend ended = %v, want a transient ErrClaimLost", lost)
+	}
+}
+
+// TestFenceAfterCommitDoesNothing: in an AfterCommit hook the claim is
+// over: Fence and FenceCall return nil and write no fence (a fence then
+// would be a stray row, and the claim check would refuse it anyway).
+func TestFenceAfterCommitDoesNothing(t *testing.T) {
+	pool := newPool(t, newDB(t).DSN(), 6)
+	rec := &recorder{}
+	errs := make(chan error, 2)
+	h := map[string]work.Handler{"x": func(ctx context.Context, tx *work.Tx, it work.Item) error {
+		tx.AfterCommit(func(ctx context.Context) {
+			errs <- tx.FenceCall(ctx, time.Minute)
+			errs <- tx.Fence(ctx, time.Now().Add(time.Hour))
+		})
+		return nil
+	}}
+	start(t, pool, fastOpts(h, rec, t, "runner"))
+	enqueue(t, pool, work.Job{Kind: "x", Key: "k"})
+	for range 2 {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Errorf("a fence in an AfterCommit hook: %v", err)
+			}
+		case <-time.After(patience):
+			t.Fatal("the AfterCommit hook never ran")
+		}
+	}
+	if exists, _ := fenceRow(t, pool, "k"); exists {
+		t.Errorf("a fence in an AfterCommit hook wrote a row")
 	}
 }

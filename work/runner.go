@@ -58,6 +58,13 @@ type RunnerOptions struct {
 	// recording an attempt, LISTEN); a handler's own calls through its Tx get
 	// StatementTimeout + DBTimeout. zero: 5s.
 	DBTimeout time.Duration
+	// FenceTimeout bounds each fence statement (Tx.Fence), and is what
+	// Tx.FenceCall allows between asking for a fence and starting the call
+	// it covers: a fence lasts FenceTimeout plus the call's effect bound
+	// past it. Shorter fences hold a lost claim's key for less time; a fence
+	// not confirmed within it fails (transient) and the call is not made.
+	// zero: DBTimeout.
+	FenceTimeout time.Duration
 	// Set on every claiming transaction with SET LOCAL
 	// idle_in_transaction_session_timeout and statement_timeout (the pool
 	// is the caller's, so sessions are not changed for good); zero: 10s and
@@ -106,7 +113,7 @@ func (o RunnerOptions) normalize() (RunnerOptions, error) {
 	if o.Workers < 0 {
 		return o, fmt.Errorf("%w: Workers %d", ErrInvalidOptions, o.Workers)
 	}
-	for _, d := range []time.Duration{o.PollInterval, o.DBTimeout, o.IdleInTxTimeout, o.StatementTimeout, o.MinBackoff, o.MaxBackoff, o.ShutdownGrace} {
+	for _, d := range []time.Duration{o.PollInterval, o.DBTimeout, o.FenceTimeout, o.IdleInTxTimeout, o.StatementTimeout, o.MinBackoff, o.MaxBackoff, o.ShutdownGrace} {
 		if d < 0 {
 			return o, fmt.Errorf("%w: negative duration %v", ErrInvalidOptions, d)
 		}
@@ -128,6 +135,7 @@ func (o RunnerOptions) normalize() (RunnerOptions, error) {
 	}
 	def(&o.PollInterval, time.Second)
 	def(&o.DBTimeout, 5*time.Second)
+	def(&o.FenceTimeout, o.DBTimeout)
 	def(&o.IdleInTxTimeout, 10*time.Second)
 	def(&o.StatementTimeout, 30*time.Second)
 	def(&o.MinBackoff, 100*time.Millisecond)

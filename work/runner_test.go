@@ -33,6 +33,26 @@ func TestMigrateIdempotent(t *testing.T) {
 	}
 }
 
+// TestMigrateUpgradesFenceTable: a work_fence made by an earlier Migrate
+// (one row per key) gets one row per key and claim, so that a takeover's
+// fence no longer collides with the lost claim's.
+func TestMigrateUpgradesFenceTable(t *testing.T) {
+	pool := newPool(t, newDB(t).DSN(), 2)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `DROP TABLE work_fence; CREATE TABLE work_fence (
+		key text PRIMARY KEY, item bigint NOT NULL, claim text NOT NULL, until timestamptz NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := work.Migrate(ctx, pool); err != nil {
+			t.Fatalf("Migrate over the old fence table: %v", err)
+		}
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO work_fence VALUES ('k', 1, 'a', now()), ('k', 1, 'b', now())`); err != nil {
+		t.Errorf("two claims' fences on one key after the upgrade: %v", err)
+	}
+}
+
 func TestEnqueue(t *testing.T) {
 	pool := newPool(t, newDB(t).DSN(), 4)
 	ctx := context.Background()

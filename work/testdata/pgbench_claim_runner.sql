@@ -10,7 +10,7 @@ DELETE FROM work WHERE id = (
 	SELECT id FROM work w WHERE NOT parked AND run_after <= now() AND NOT EXISTS (SELECT 1 FROM work_fence f
 		WHERE f.key = w.key AND f.item <> w.id AND f.until > now())
 	ORDER BY run_after, id FOR UPDATE SKIP LOCKED LIMIT 1)
-RETURNING id, time, kind, key, spec, attempts;
+RETURNING id, time, kind, key, spec, attempts, pg_current_xact_id()::text;
 SAVEPOINT work_handler;
 \endpipeline
 WITH ins AS (
