@@ -79,8 +79,8 @@ type Budget struct {
 	Provider time.Duration // each provider call; zero: 2s
 	// Effect is the longest a provider may take to act on a request it
 	// was sent (a slow server acts after its client gave up); zero: twice
-	// Provider. The fence a handler sets before its first call
-	// (work.Tx.FenceCall) covers Fence plus Effect after it is asked for.
+	// Provider. The fence a handler sets before each call
+	// (work.Tx.FenceCall) lasts Fence plus Effect after it is asked for.
 	Effect time.Duration
 	// Fence bounds each fence statement before a provider call
 	// (work.RunnerOptions.FenceTimeout): a lost claim keeps its instance's

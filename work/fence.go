@@ -124,8 +124,7 @@ func (tx *Tx) Fence(ctx context.Context, end time.Time) error {
 	}
 	fctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	var ok bool
-	err := f.db.QueryRow(fctx, fenceSQL, f.item.Key, f.item.ID, f.claim, time.Until(end).Microseconds(), f.xid).Scan(&ok)
+	err := f.db.QueryRow(fctx, fenceSQL, f.item.Key, f.item.ID, f.claim, time.Until(end).Microseconds(), f.xid).Scan(nil)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Transient(fmt.Errorf("work: fence %q: %w: its transaction is over", f.item.Key, ErrClaimLost))
 	}
