@@ -617,15 +617,13 @@ func cloudReads(l fakes.Snapshot) int {
 	return n
 }
 
-// parallel is how many experiments run at once: they mostly wait (for
-// backoffs, timeouts, the system to settle), so four per core keeps the
-// machine busy without starving the workers' own deadlines (measured: 8 on
-// 2 cores).
+// parallel is the most examples and experiments of a Run at once:
+// Options.Parallel, else eight per CPU, admitted by load (see admission).
 func (o Options) parallel() int {
 	if o.Parallel > 0 {
 		return o.Parallel
 	}
-	return max(2, 4*runtime.GOMAXPROCS(0))
+	return max(4, 16*runtime.GOMAXPROCS(0))
 }
 
 // runExperiments runs xs, in order, on at most opts.parallel()
@@ -675,7 +673,7 @@ func runExperiments(ctx context.Context, opts Options, xs []Experiment, done fun
 				if !ok {
 					return
 				}
-				release, ok := opts.acquire(ctx)
+				release, ok := opts.acquire(ctx, prioShort)
 				if !ok {
 					mu.Lock()
 					busy--

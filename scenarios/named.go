@@ -32,6 +32,11 @@ type Named struct {
 	// PrivateServer runs the scenario on a Postgres server of its own, for
 	// a Postgres restart (sim.Options.PrivateServer); zero: the shared one.
 	PrivateServer bool
+	// Long says the scenario takes seconds, waiting out one of the
+	// system's bounds after its fault (a fence, a takeover, a restart): a
+	// Run starts it before every other example, so that the slowest does
+	// not start last. zero: it may be short.
+	Long bool
 	// Run drives the environment. An error means the scenario itself could
 	// not do what it says (a step timed out), not that an invariant failed.
 	Run func(ctx context.Context, e *sim.Env) error
@@ -212,6 +217,7 @@ func NamedScenarios() []Named {
 	return append([]Named{
 		{
 			Name: "crash-after-vm-before-commit",
+			Long: true,
 			Doc:  "a worker crashes after the cloud created the VM and before its transaction commits; the redo must find the same VM (client token), not create a second",
 			Run: func(ctx context.Context, e *sim.Env) error {
 				if err := armAll(e, nemesis.AfterThenCommit(fakes.ServiceCloud, fakes.CreateVM)); err != nil {
@@ -225,6 +231,7 @@ func NamedScenarios() []Named {
 		},
 		{
 			Name: "billing-response-lost",
+			Long: true,
 			Doc:  "the billing service charges, then the connection drops before the answer; the retry must not charge twice",
 			Run: func(ctx context.Context, e *sim.Env) error {
 				if err := inject(ctx, e, nemesis.Fault{Kind: nemesis.KindProviderAmbiguous, Target: nemesis.Call(fakes.ServiceBilling, fakes.CreateCharge), Param: "drop", N: 1}); err != nil {
@@ -267,6 +274,7 @@ func NamedScenarios() []Named {
 		},
 		{
 			Name: "terminate-worker-backend",
+			Long: true,
 			Doc:  "pg_terminate_backend of the worker's session in the middle of an item: the claim rolls back and the item is redone",
 			Run: func(ctx context.Context, e *sim.Env) error {
 				fired, err := onAll(e, nemesis.After(fakes.ServiceKube, fakes.KubeApply), func(w string) {
@@ -437,6 +445,7 @@ func NamedScenarios() []Named {
 		},
 		{
 			Name: "postgres-restart-mid-create",
+			Long: true,
 			Doc: "Postgres crashes (immediate shutdown) and restarts while a worker is inside a create, right after the cloud created the VM: " +
 				"every session is cut and the claim rolls back; the redo must find the VM it created and charge once",
 			PrivateServer: true,

@@ -48,6 +48,7 @@ func bugScenarios() []Named {
 	return []Named{
 		{
 			Name: "crash-after-charge-before-commit",
+			Long: true,
 			Doc:  "a worker crashes after the billing service charged and before its transaction commits; the redo must charge with the same idempotency key, so the event is charged once",
 			Run: func(ctx context.Context, e *sim.Env) error {
 				if err := armAll(e, nemesis.AfterThenSQL(fakes.ServiceBilling, fakes.CreateCharge)); err != nil {
@@ -61,6 +62,7 @@ func bugScenarios() []Named {
 		},
 		{
 			Name: "crash-before-charge",
+			Long: true,
 			Doc:  "a worker crashes right before it sends the charge: the change must still be charged, exactly once (a system that charges after its commit never does)",
 			Run: func(ctx context.Context, e *sim.Env) error {
 				if err := armAll(e, nemesis.Before(fakes.ServiceBilling, fakes.CreateCharge)); err != nil {
@@ -74,6 +76,7 @@ func bugScenarios() []Named {
 		},
 		{
 			Name: "crash-before-deployment",
+			Long: true,
 			Doc:  "a worker crashes right before it applies the deployment: the redo must apply it (a system that commits before that call, or commits the claim before the work, loses it)",
 			Run: func(ctx context.Context, e *sim.Env) error {
 				if err := armAll(e, nemesis.Before(fakes.ServiceKube, fakes.KubeApply)); err != nil {
@@ -172,6 +175,7 @@ func bugScenarios() []Named {
 		},
 		{
 			Name: "blackholed-worker",
+			Long: true,
 			Doc: "the database link of the worker in the middle of a create goes silent (its answers are swallowed) and stays so: " +
 				"its claim must not outlive it, and another worker must finish the create within the system's promised takeover bound " +
 				"(contract.Liveness.Takeover) while the fault lasts (a violation \"no-takeover\" otherwise)",

@@ -133,6 +133,29 @@ func (p Program) needsPrivateServer() bool {
 	})
 }
 
+// waitsOut reports whether p injects a fault after which the system may
+// have to wait out one of its own bounds (a fence, a takeover, a call's
+// timeout, a restart): a worker or its session ends mid-item, a link or a
+// provider goes silent. Such programs take seconds, most others a fraction
+// of one, so a Run starts them early (prioMaybeLong). A guess from the program
+// alone: whether a fault meets a worker at all is up to the run.
+func (p Program) waitsOut() bool {
+	return slices.ContainsFunc(p.Actions, func(a Action) bool {
+		if a.Fault == nil {
+			return false
+		}
+		switch a.Fault.Kind {
+		case nemesis.KindCrash, nemesis.KindKill, nemesis.KindTerminateWorker, nemesis.KindPostgresRestart,
+			nemesis.KindLinkBlackhole, nemesis.KindLinkCut, nemesis.KindLinkPartition, nemesis.KindLinkReset,
+			nemesis.KindProviderTimeoutEdge, nemesis.KindProviderOutage:
+			return true
+		case nemesis.KindProviderTransient, nemesis.KindProviderAmbiguous:
+			return a.Fault.Param == "drop" || a.Fault.Param == "hang"
+		}
+		return false
+	})
+}
+
 // The vocabularies of draws. Every draw picks from a sorted slice, never
 // from a map, so a seed always draws the same program.
 var sizes = []string{"large", "medium", "small"}

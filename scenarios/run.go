@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"regexp"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -104,11 +105,12 @@ type Options struct {
 	// goroutines, possibly at once.
 	Progress func(Example)
 	// Parallel bounds how many examples and experiments run at once, over
-	// every family of a Run; zero: four per CPU (they mostly wait).
+	// every family of a Run; zero: as many as the cores keep up with, from
+	// two to eight per CPU (they mostly wait; see admission).
 	Parallel int
-	// slots are a Run's environment slots, shared by its families (see
-	// acquire); nil outside a Run.
-	slots chan struct{}
+	// adm admits a Run's examples, over all its families (see acquire);
+	// nil outside a Run.
+	adm *admission
 	// Shard runs only one deterministic slice of the explore family's
 	// experiments (a CI job matrix); zero: all of them.
 	Shard Shard
@@ -184,7 +186,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	// The families run at once, sharing one bound of environments: a gate
 	// takes about as long as its slowest family, not the sum of them (the
 	// named family mostly waits out its faults' bounds).
-	opts.slots = make(chan struct{}, opts.parallel())
+	opts.adm = opts.admission()
 	frs := make([]FamilyResult, len(opts.Families))
 	errs := make([]error, len(opts.Families))
 	var wg sync.WaitGroup
@@ -205,19 +207,24 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	return res, nil
 }
 
-// acquire takes one of a Run's environment slots for one example, waiting
-// for it; it returns the release, or false when ctx ended first. Outside a
-// Run (Verify's families, a single scenario) there is no shared bound.
-func (o Options) acquire(ctx context.Context) (func(), bool) {
-	if o.slots == nil {
+// acquire waits until one more example of a Run may start, at prio
+// (prioLong, prioMaybeLong, prioShort); it returns the release, or false when ctx ended
+// first. Outside a Run there is no shared bound.
+func (o Options) acquire(ctx context.Context, prio int) (func(), bool) {
+	if o.adm == nil {
 		return func() {}, true
 	}
-	select {
-	case o.slots <- struct{}{}:
-		return func() { <-o.slots }, true
-	case <-ctx.Done():
-		return nil, false
+	return o.adm.acquire(ctx, prio)
+}
+
+// admission is a Run's bound: Parallel at once, else by load from two to
+// eight per CPU.
+func (o Options) admission() *admission {
+	if o.Parallel > 0 {
+		return fixedAdmission(o.Parallel)
 	}
+	n := runtime.GOMAXPROCS(0)
+	return loadAdmission(max(2, 2*n), o.parallel())
 }
 
 func (o Options) withDefaults() Options {
@@ -288,11 +295,13 @@ func runFamily(ctx context.Context, opts Options, family string) (FamilyResult, 
 				scs = append(scs, sc)
 			}
 		}
-		// The named scenarios mostly wait out their faults' bounds, so they
-		// take no shared slot: the slowest of them sets the gate's time.
-		named := opts
-		named.slots = nil
-		ex, i, err := firstInvalid(ctx, named, len(scs), func(i int) (Example, error) { return runNamedExample(ctx, opts, scs[i]) }, record)
+		prio := func(i int) int {
+			if scs[i].Long {
+				return prioLong
+			}
+			return prioMaybeLong
+		}
+		ex, i, err := firstInvalid(ctx, opts, prio, len(scs), func(i int) (Example, error) { return runNamedExample(ctx, opts, scs[i]) }, record)
 		if err != nil {
 			return fr, err
 		}
@@ -310,12 +319,19 @@ func runFamily(ctx context.Context, opts Options, family string) (FamilyResult, 
 		return fr, fmt.Errorf("scenarios: unknown family %q (want one of %v)", family, Families())
 	}
 	gen := ProgramGen(family, opts.Workers, opts.Budget.Steps, opts.Budget.Instances)
-	ex, k, err := firstInvalid(ctx, opts, opts.Budget.Checks, func(k int) (Example, error) {
+	program := func(k int) Program { return gen.Example(int(ExampleSeed(opts.Seed, family, k))) }
+	prio := func(k int) int {
+		if program(k).waitsOut() {
+			return prioLong
+		}
+		return prioShort
+	}
+	ex, k, err := firstInvalid(ctx, opts, prio, opts.Budget.Checks, func(k int) (Example, error) {
 		if time.Since(start) > opts.Budget.Time {
 			return Example{}, errOverBudget
 		}
 		seed := ExampleSeed(opts.Seed, family, k)
-		ex, err := RunProgram(ctx, opts, gen.Example(int(seed)))
+		ex, err := RunProgram(ctx, opts, program(k))
 		ex.Seed, ex.Name = seed, fmt.Sprintf("seed %d", seed)
 		return ex, err
 	}, record)
@@ -346,13 +362,13 @@ func instancesFlag(n int) string {
 // errOverBudget skips an example that would start after Budget.Time.
 var errOverBudget = errors.New("scenarios: over the family's time budget")
 
-// firstInvalid runs examples 0..n-1 of a family, opts.parallel() at a time
-// (they mostly wait), reporting each to record as it ends, and returns the
+// firstInvalid runs examples 0..n-1 of a family, as many at a time as the
+// Run admits, example i at priority prio(i) (they mostly wait), reporting each to record as it ends, and returns the
 // invalid one of the lowest index (i < 0: none). Once example i failed, no
 // example after i starts, and the ones before it still running are awaited:
 // the failure reported is the one the sequential order would have found,
 // however the runs overlapped.
-func firstInvalid(ctx context.Context, opts Options, n int, run func(int) (Example, error), record func(Example)) (Example, int, error) {
+func firstInvalid(ctx context.Context, opts Options, prio func(int) int, n int, run func(int) (Example, error), record func(Example)) (Example, int, error) {
 	var (
 		mu    sync.Mutex
 		first = -1
@@ -378,7 +394,7 @@ func firstInvalid(ctx context.Context, opts Options, n int, run func(int) (Examp
 				if !ok {
 					return
 				}
-				release, ok := opts.acquire(ctx)
+				release, ok := opts.acquire(ctx, prio(i))
 				if !ok {
 					return
 				}

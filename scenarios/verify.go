@@ -70,7 +70,7 @@ func Verify(t *testing.T, sys contract.System, opts Options) {
 	failDir := filepath.Join("testdata", "workproof", unsafeName.ReplaceAllString(t.Name(), "_"))
 	// The families run at once, as in Run, sharing one bound of
 	// environments; Verify still returns only when every one has ended.
-	opts.slots = make(chan struct{}, opts.parallel())
+	opts.adm = opts.admission()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for _, f := range opts.Families {
