@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Item is a claimed work row.
@@ -176,15 +177,80 @@ const recordUpdateSQL = `WITH u AS (
 	RETURNING kind, parked)
 SELECT pg_notify('` + Channel + `', kind) FROM u WHERE NOT parked`
 
+// carried is an item whose handler succeeded and whose COMMIT goes out in
+// the same round trip as its worker's next claim (step): an item then costs
+// one round trip fewer, and the commit's outcome is read, and the Observer
+// told, before the next claim's result.
+type carried struct {
+	tx  pgx.Tx
+	it  Item
+	wtx *Tx
+	log itemLog
+	end func(Outcome)
+}
+
+// commitSQL ends a carried item's transaction; beginSQL starts the next
+// claim's, the same text as pgx.Batch.BeginTx's, which the first claim on
+// a connection has prepared.
+const (
+	commitSQL = "commit"
+	beginSQL  = "begin"
+)
+
+// poolTx is a transaction on a connection acquired from the pool, which it
+// releases when it ends, as pgxpool's own Tx does.
+type poolTx struct {
+	pgx.Tx
+	c *pgxpool.Conn
+}
+
+func (t *poolTx) Commit(ctx context.Context) error {
+	defer t.release()
+	return t.Tx.Commit(ctx)
+}
+
+func (t *poolTx) Rollback(ctx context.Context) error {
+	defer t.release()
+	return t.Tx.Rollback(ctx)
+}
+
+func (t *poolTx) release() {
+	if t.c != nil {
+		t.c.Release()
+		t.c = nil
+	}
+}
+
+// outcomeCarried is handle's outcome for an item it left to be committed
+// with the next claim; never an Observer's.
+const outcomeCarried Outcome = "carried"
+
 // step claims and handles at most one item and reports how the worker left
 // it. When it claimed nothing (out == "") it reports how long until an item
-// is due (negative: none known).
-func (r *run) step(ctx context.Context) (out Outcome, due time.Duration, err error) {
-	cctx, cancel := context.WithTimeout(ctx, r.o.DBTimeout)
+// is due (negative: none known). c, when not nil, is the worker's previous
+// item, committed first on the same connection: if that COMMIT fails, out is
+// that item's outcome and nothing is claimed. next is the item step leaves
+// in turn (out is then outcomeCarried).
+func (r *run) step(ctx context.Context, c *carried) (out Outcome, due time.Duration, next *carried, err error) {
+	if c != nil && ctx.Err() != nil {
+		return r.settle(c, r.commit(ctx, c.tx, c.it, c.log)), 0, nil, nil
+	}
+	parent := ctx
+	if c != nil {
+		parent = context.WithoutCancel(ctx) // shutdown must not cut a COMMIT short
+	}
+	cctx, cancel := context.WithTimeout(parent, r.o.DBTimeout)
 	defer cancel()
 
 	b := &pgx.Batch{}
-	b.BeginTx(pgx.TxOptions{})
+	commitAt := -1
+	if c != nil {
+		commitAt = 0
+		b.Queue(commitSQL)
+		b.Queue(beginSQL)
+	} else {
+		b.BeginTx(pgx.TxOptions{})
+	}
 	b.Queue(r.setSQL)
 	if r.o.Strategy == Seed {
 		b.Queue(r.seedLockSQL)
@@ -196,14 +262,46 @@ func (r *run) step(ctx context.Context) (out Outcome, due time.Duration, err err
 	}
 	b.Queue(`SAVEPOINT ` + savepoint)
 
-	br := r.db.SendBatch(cctx, b)
-	tx := br.Tx()
+	var br pgx.BatchResults
+	var tx pgx.Tx
+	if c != nil {
+		br, tx = c.tx.SendBatch(cctx, b), c.tx
+	} else {
+		pc, err := r.db.Acquire(cctx)
+		if err != nil {
+			return "", 0, nil, fmt.Errorf("work: claim: %w", err)
+		}
+		// Prepared now, while the connection holds nothing (at no round
+		// trip once it is): else pgx would prepare the COMMIT that goes out
+		// with the next claim in a round trip of its own, and the COMMIT
+		// would wait behind it.
+		if _, err := pc.Conn().Prepare(cctx, commitSQL, commitSQL); err != nil {
+			pc.Release()
+			return "", 0, nil, fmt.Errorf("work: claim: prepare: %w", err)
+		}
+		br = pc.SendBatch(cctx, b)
+		tx = &poolTx{Tx: br.Tx(), c: pc}
+	}
 	var it Item
 	var spec []byte
 	var xid string
 	found := true
 	var berr error
 	for i := range b.Len() {
+		if i == commitAt {
+			ct, err := br.Exec()
+			if err == nil && ct.String() == "ROLLBACK" {
+				err = pgx.ErrTxCommitRollback
+			}
+			if err != nil {
+				// The batch stopped at the COMMIT: nothing was claimed.
+				_ = br.Close()
+				_ = r.rollback(ctx, tx) // releases the connection; the transaction has ended
+				return r.settle(c, r.committed(ctx, c.it, err, c.log)), 0, nil, nil
+			}
+			r.settle(c, OutcomeDone)
+			continue
+		}
 		if i == claimAt {
 			err := br.QueryRow().Scan(&it.ID, &it.Time, &it.Kind, &it.Key, &spec, &it.Attempts, &xid)
 			if errors.Is(err, pgx.ErrNoRows) {
@@ -230,25 +328,39 @@ func (r *run) step(ctx context.Context) (out Outcome, due time.Duration, err err
 		if r.o.Strategy == Seed && errors.As(berr, &pgErr) && pgErr.Code == pgerrcode.LockNotAvailable {
 			// The seed claim waited on another worker's row lock for
 			// longer than lock_timeout: nothing claimed, try again.
-			return "", 0, nil
+			return "", 0, nil, nil
 		}
-		return "", 0, fmt.Errorf("work: claim: %w", berr)
+		return "", 0, nil, fmt.Errorf("work: claim: %w", berr)
 	}
 	if !found {
 		var us int64
 		qerr := tx.QueryRow(cctx, r.dueSQL).Scan(&us)
 		r.rollback(ctx, tx)
 		if errors.Is(qerr, pgx.ErrNoRows) {
-			return "", -1, nil
+			return "", -1, nil, nil
 		}
 		if qerr != nil {
-			return "", 0, fmt.Errorf("work: next due: %w", qerr)
+			return "", 0, nil, fmt.Errorf("work: next due: %w", qerr)
 		}
-		return "", max(0, time.Duration(us)*time.Microsecond), nil
+		return "", max(0, time.Duration(us)*time.Microsecond), nil, nil
 	}
 	it.Spec = json.RawMessage(spec)
 	r.nudge() // there may be more: let an idle sibling look
-	return r.handle(ctx, tx, it, xid), 0, nil
+	out, next = r.handle(ctx, tx, it, xid)
+	return out, 0, next, nil
+}
+
+// settle tells c's Observer how its item ended, once its COMMIT's outcome
+// is known, and returns it.
+func (r *run) settle(c *carried, out Outcome) Outcome {
+	if out == OutcomeDone {
+		c.wtx.fence.end()
+	}
+	if out == OutcomeError || out == OutcomeAbandoned {
+		c.log.Debug("work: item left unfinished", "outcome", out)
+	}
+	c.end(out)
+	return out
 }
 
 // rollback ends tx and releases its connection. A failure leaves nothing to
@@ -264,8 +376,10 @@ func (r *run) rollback(ctx context.Context, tx pgx.Tx) error {
 }
 
 // handle runs the handler for a claimed item, claimed by transaction xid,
-// and ends its transaction.
-func (r *run) handle(ctx context.Context, tx pgx.Tx, it Item, xid string) Outcome {
+// and ends its transaction, or leaves a successful one to be committed with
+// the worker's next claim (carried) when no AfterCommit hook waits on its
+// commit.
+func (r *run) handle(ctx context.Context, tx pgx.Tx, it Item, xid string) (Outcome, *carried) {
 	end := func(Outcome) {}
 	if r.o.Observer != nil {
 		end = r.o.Observer.Begin(it)
@@ -289,6 +403,8 @@ func (r *run) handle(ctx context.Context, tx pgx.Tx, it Item, xid string) Outcom
 		herr = r.unfence(ctx, tx, wtx.fence)
 	}
 	switch {
+	case herr == nil && len(wtx.hooks()) == 0:
+		return outcomeCarried, &carried{tx: tx, it: it, wtx: wtx, log: log, end: end}
 	case herr == nil:
 		out = r.commit(ctx, tx, it, log)
 		if out == OutcomeDone {
@@ -309,7 +425,7 @@ func (r *run) handle(ctx context.Context, tx pgx.Tx, it Item, xid string) Outcom
 		log.Debug("work: item left unfinished", "outcome", out, "elapsed", r.o.Clock.Now().Sub(start))
 	}
 	end(out)
-	return out
+	return out, nil
 }
 
 // call runs the item's handler; a panic parks the item.
@@ -330,7 +446,11 @@ func (r *run) call(ctx context.Context, tx *Tx, it Item) (err error) {
 func (r *run) commit(ctx context.Context, tx pgx.Tx, it Item, log itemLog) Outcome {
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.o.DBTimeout)
 	defer cancel()
-	err := tx.Commit(fctx)
+	return r.committed(ctx, it, tx.Commit(fctx), log)
+}
+
+// committed decides an item's outcome from its COMMIT's error.
+func (r *run) committed(ctx context.Context, it Item, err error, log itemLog) Outcome {
 	if err == nil {
 		return OutcomeDone
 	}

@@ -2,6 +2,7 @@ package work_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -105,7 +106,8 @@ func TestLostWorker(t *testing.T) {
 // TestCommitLost: AfterCommit hooks run only after a COMMIT known to have
 // succeeded. The connection dies as the handler returns: either COMMIT never
 // reaches the server (the item is redone elsewhere), or it does and its
-// answer is lost (the item is done, but the worker cannot know).
+// answer is lost (the item is done, but the worker cannot know). Without a
+// hook the COMMIT goes out with the next claim, and the outcomes are the same.
 func TestCommitLost(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -115,46 +117,52 @@ func TestCommitLost(t *testing.T) {
 		{"connection lost before COMMIT", func(l *netfault.Link) error { return l.Sever() }, false},
 		{"COMMIT unanswered", func(l *netfault.Link) error { return l.Apply(netfault.Blackhole{Dir: netfault.Downstream}) }, true},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			db := newDB(t)
-			poolA, link := viaLink(t, db, 3)
-			poolB := newPool(t, db.DSN(), 3)
-			var hooksA, hooksB atomic.Int32
-			recA, recB := &recorder{}, &recorder{}
-			hA := map[string]work.Handler{"job": func(ctx context.Context, tx *work.Tx, it work.Item) error {
-				tx.AfterCommit(func(context.Context) { hooksA.Add(1) })
-				if err := tc.fault(link); err != nil {
-					t.Errorf("fault: %v", err)
-				}
-				return nil
-			}}
-			hB := map[string]work.Handler{"job": func(ctx context.Context, tx *work.Tx, it work.Item) error {
-				tx.AfterCommit(func(context.Context) { hooksB.Add(1) })
-				return nil
-			}}
-			optsA := fastOpts(hA, recA, t, "A")
-			optsA.DBTimeout = time.Second
-			optsA.NoListen = true
-			start(t, poolA, optsA)
-			id := enqueue(t, poolB, work.Job{Kind: "job"})[0]
-			waitFor(t, "A to leave the item", func() bool { return recA.last(id) != "" })
-			if got := recA.last(id); got != work.OutcomeError {
-				t.Errorf("A's outcome %v, want error", got)
-			}
-			if hooksA.Load() != 0 {
-				t.Errorf("AfterCommit ran although the COMMIT's outcome was not known")
-			}
-			if !tc.committed {
-				start(t, poolB, fastOpts(hB, recB, t, "B"))
-				waitFor(t, "B to redo the item", func() bool { return recB.last(id) == work.OutcomeDone })
-				if hooksB.Load() != 1 {
-					t.Errorf("B's hook ran %d times, want 1", hooksB.Load())
-				}
-			}
-			if rows := list(t, poolB); len(rows) != 0 {
-				t.Errorf("left: %+v", rows)
-			}
-		})
+		for _, hook := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/hook=%v", tc.name, hook), func(t *testing.T) { testCommitLost(t, tc.fault, tc.committed, hook) })
+		}
+	}
+}
+
+func testCommitLost(t *testing.T, fault func(*netfault.Link) error, committed, hook bool) {
+	db := newDB(t)
+	poolA, link := viaLink(t, db, 3)
+	poolB := newPool(t, db.DSN(), 3)
+	var hooksA, hooksB atomic.Int32
+	recA, recB := &recorder{}, &recorder{}
+	hA := map[string]work.Handler{"job": func(ctx context.Context, tx *work.Tx, it work.Item) error {
+		if hook {
+			tx.AfterCommit(func(context.Context) { hooksA.Add(1) })
+		}
+		if err := fault(link); err != nil {
+			t.Errorf("fault: %v", err)
+		}
+		return nil
+	}}
+	hB := map[string]work.Handler{"job": func(ctx context.Context, tx *work.Tx, it work.Item) error {
+		tx.AfterCommit(func(context.Context) { hooksB.Add(1) })
+		return nil
+	}}
+	optsA := fastOpts(hA, recA, t, "A")
+	optsA.DBTimeout = time.Second
+	optsA.NoListen = true
+	start(t, poolA, optsA)
+	id := enqueue(t, poolB, work.Job{Kind: "job"})[0]
+	waitFor(t, "A to leave the item", func() bool { return recA.last(id) != "" })
+	if got := recA.last(id); got != work.OutcomeError {
+		t.Errorf("A's outcome %v, want error", got)
+	}
+	if hooksA.Load() != 0 {
+		t.Errorf("AfterCommit ran although the COMMIT's outcome was not known")
+	}
+	if !committed {
+		start(t, poolB, fastOpts(hB, recB, t, "B"))
+		waitFor(t, "B to redo the item", func() bool { return recB.last(id) == work.OutcomeDone })
+		if hooksB.Load() != 1 {
+			t.Errorf("B's hook ran %d times, want 1", hooksB.Load())
+		}
+	}
+	if rows := list(t, poolB); len(rows) != 0 {
+		t.Errorf("left: %+v", rows)
 	}
 }
 

@@ -286,8 +286,10 @@ func (r *run) wakeAll() {
 
 func (r *run) worker(ctx context.Context, id int) {
 	failures := 0
-	for ctx.Err() == nil {
-		out, due, err := r.step(ctx)
+	var c *carried // committed by the next step, even once ctx ended
+	for ctx.Err() == nil || c != nil {
+		out, due, next, err := r.step(ctx, c)
+		c = next
 		var wait time.Duration
 		switch {
 		case err != nil:

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/workproof/workproof/work"
 )
@@ -457,8 +458,15 @@ func TestFailedHandlerUndone(t *testing.T) {
 }
 
 // TestCommitRefused: a COMMIT the server refuses (a deferred constraint)
-// runs no AfterCommit hook, and the attempt is still recorded.
+// runs no AfterCommit hook, and the attempt is still recorded; also when
+// the COMMIT went out with the next claim (no hook).
 func TestCommitRefused(t *testing.T) {
+	for _, hook := range []bool{true, false} {
+		t.Run(fmt.Sprintf("hook=%v", hook), func(t *testing.T) { testCommitRefused(t, hook) })
+	}
+}
+
+func testCommitRefused(t *testing.T, hook bool) {
 	pool := newPool(t, newDB(t).DSN(), 6)
 	ctx := context.Background()
 	if _, err := pool.Exec(ctx, `CREATE TABLE uniq (n int UNIQUE DEFERRABLE INITIALLY DEFERRED)`); err != nil {
@@ -467,7 +475,9 @@ func TestCommitRefused(t *testing.T) {
 	rec := &recorder{}
 	var hooks atomic.Int32
 	h := map[string]work.Handler{"dup": func(ctx context.Context, tx *work.Tx, it work.Item) error {
-		tx.AfterCommit(func(context.Context) { hooks.Add(1) })
+		if hook {
+			tx.AfterCommit(func(context.Context) { hooks.Add(1) })
+		}
 		// Fine until COMMIT checks the deferred constraint.
 		_, err := tx.Exec(ctx, `INSERT INTO uniq VALUES (1), (1)`)
 		return err
@@ -654,4 +664,121 @@ func TestCheckClaim(t *testing.T) {
 	if err, _ := afterKill.Load().(error); !errors.Is(err, work.ErrClaimLost) {
 		t.Errorf("CheckClaim after pg_terminate_backend = %v, want ErrClaimLost", afterKill.Load())
 	}
+}
+
+// commitTracer counts the COMMITs a pool sends: alone, or first in a batch
+// (with the next claim).
+type commitTracer struct{ alone, batched atomic.Int32 }
+
+func (c *commitTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	if strings.EqualFold(strings.TrimSpace(d.SQL), "commit") {
+		c.alone.Add(1)
+	}
+	return ctx
+}
+
+func (c *commitTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (c *commitTracer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceBatchStartData) context.Context {
+	if d.Batch != nil && len(d.Batch.QueuedQueries) > 0 && strings.EqualFold(d.Batch.QueuedQueries[0].SQL, "commit") {
+		c.batched.Add(1)
+	}
+	return ctx
+}
+
+func (c *commitTracer) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (c *commitTracer) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
+
+// TestCommitRidesWithNextClaim: an item without AfterCommit hooks is
+// committed in the round trip of its worker's next claim, and the Observer
+// hears of it before that claim's item begins; an item with a hook is
+// committed alone, before the hook runs.
+func TestCommitRidesWithNextClaim(t *testing.T) {
+	const n = 20
+	for _, hook := range []bool{false, true} {
+		t.Run(fmt.Sprintf("hook=%v", hook), func(t *testing.T) {
+			cfg, err := pgxpool.ParseConfig(newDB(t).DSN())
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr := &commitTracer{}
+			cfg.ConnConfig.Tracer = tr
+			cfg.MaxConns = 3
+			pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(pool.Close)
+			var hooks atomic.Int32
+			rec := &seqRecorder{}
+			h := map[string]work.Handler{"job": func(ctx context.Context, tx *work.Tx, it work.Item) error {
+				if hook {
+					tx.AfterCommit(func(context.Context) { hooks.Add(1) })
+				}
+				return nil
+			}}
+			jobs := make([]work.Job, n)
+			for i := range jobs {
+				jobs[i] = work.Job{Kind: "job"}
+			}
+			enqueue(t, pool, jobs...)
+			tr.alone.Store(0)
+			stop := start(t, pool, fastOpts(h, rec, t, "runner"))
+			waitFor(t, "every item done", func() bool { return rec.done() == n })
+			stop()
+			if rows := list(t, pool); len(rows) != 0 {
+				t.Fatalf("left: %+v", rows)
+			}
+			alone, batched := tr.alone.Load(), tr.batched.Load()
+			if hook && (alone != n || batched != 0 || hooks.Load() != n) {
+				t.Errorf("with a hook: %d COMMITs alone, %d with a claim, %d hooks; want %d, 0, %d", alone, batched, hooks.Load(), n, n)
+			}
+			if !hook && (alone != 0 || batched != n) {
+				t.Errorf("without a hook: %d COMMITs alone, %d with a claim; want 0, %d", alone, batched, n)
+			}
+			if err := rec.alternates(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// seqRecorder records one worker's Begin and end calls in order.
+type seqRecorder struct {
+	mu  sync.Mutex
+	seq []string
+	n   int
+}
+
+func (r *seqRecorder) Begin(it work.Item) func(work.Outcome) {
+	r.mu.Lock()
+	r.seq = append(r.seq, fmt.Sprintf("begin %d", it.ID))
+	r.mu.Unlock()
+	return func(o work.Outcome) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.seq = append(r.seq, fmt.Sprintf("end %d %s", it.ID, o))
+		if o == work.OutcomeDone {
+			r.n++
+		}
+	}
+}
+
+func (r *seqRecorder) done() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n
+}
+
+// alternates checks that every item ended, done, before the next began.
+func (r *seqRecorder) alternates() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := 0; i+1 < len(r.seq); i += 2 {
+		var id int64
+		if _, err := fmt.Sscanf(r.seq[i], "begin %d", &id); err != nil || r.seq[i+1] != fmt.Sprintf("end %d done", id) {
+			return fmt.Errorf("observer calls out of order at %d: %v", i, r.seq)
+		}
+	}
+	return nil
 }
