@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Claim throughput of the work runner against pgbench running the same
 # transaction (work/testdata/pgbench_claim*.sql: claim one row, enqueue one
-# follow-up, commit; with a NOTIFY per follow-up, without, and the runner's
-# own statements and pipeline) on the same Postgres cluster, plus the
-# runner's no-op drain rate for both claim strategies (BenchmarkClaim).
+# follow-up, commit; statement by statement with a NOTIFY per follow-up and
+# without, and the runner's own statements in the runner's own round trips,
+# for a follow-up of Enqueue and of Tx.EnqueueAtCommit) on the same Postgres
+# cluster, plus the runner's no-op drain rate for both claim strategies
+# (BenchmarkClaim).
 #
 # Usage: scripts/bench-pgbench.sh [benchtime] [rounds]   (defaults: 3s, 5)
 #
@@ -60,9 +62,18 @@ compare() {
 	done
 	sort -g "$tmp/ratios" | awk -v policy="$policy" '{ a[NR] = $1 } END { m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; printf "median runner / pgbench, %s: %.0f%% (range %.0f-%.0f%%; target >= 100%%)\n", policy, 100 * m, 100 * a[1], 100 * a[NR] }'
 }
-# The runner's default (a follow-up notifies at most every 100ms) against
-# pgbench running the runner's transaction without NOTIFY
-# (pgbench_claim_runner.sql); then both notifying on every follow-up (the
-# runner's listener takes each notification; pgbench has no listener).
-compare "runner's default notifications vs none, pgbench running the runner's own transaction" BenchmarkClaimFollowUp/strategy=skip-locked/workers=4/notify=spaced BenchmarkPgbench/clients=4/notify=none-runner-tx
-compare "a notification per follow-up" BenchmarkClaimFollowUp/strategy=skip-locked/workers=4/notify=every BenchmarkPgbench/clients=4/notify=every
+# The runner's default notifications (a follow-up notifies at most every
+# 100ms) against pgbench without NOTIFY: first pgbench sending the claim +
+# follow-up transaction statement by statement (pgbench_claim_quiet.sql),
+# with the follow-up inserted by Enqueue and then by Tx.EnqueueAtCommit;
+# then pgbench sending the runner's own statements in the runner's round
+# trips (pgbench_claim_runner*.sql); last, both notifying on every
+# follow-up (the runner's listener takes each notification; pgbench has no
+# listener).
+r=BenchmarkClaimFollowUp/strategy=skip-locked/workers=4
+p=BenchmarkPgbench/clients=4
+compare "Enqueue vs the transaction statement by statement" "$r/notify=spaced/enqueue=tx" "$p/notify=none"
+compare "EnqueueAtCommit vs the transaction statement by statement" "$r/notify=spaced/enqueue=at-commit" "$p/notify=none"
+compare "Enqueue vs the runner's statements and round trips (2)" "$r/notify=spaced/enqueue=tx" "$p/notify=none-runner-pipeline"
+compare "EnqueueAtCommit vs the runner's statements and round trips (1)" "$r/notify=spaced/enqueue=at-commit" "$p/notify=none-runner-at-commit"
+compare "a notification per follow-up, Enqueue vs statement by statement" "$r/notify=every/enqueue=tx" "$p/notify=every"

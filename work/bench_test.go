@@ -143,37 +143,54 @@ const steadyQueue = 1000
 // the runner. Compare with BenchmarkPgbench at the same concurrency and
 // notification policy: notify=spaced is the runner's default
 // (RunnerOptions.NotifyEvery, one notification per 100ms: pgbench's
-// notify=none and none-runner-tx), notify=every sends one per follow-up (pgbench's
-// notify=every).
+// notify=none and none-runner-*), notify=every sends one per follow-up
+// (pgbench's notify=every). enqueue=tx inserts the follow-up with Enqueue
+// (a round trip of its own: none-runner-pipeline), enqueue=at-commit with
+// Tx.EnqueueAtCommit (with the COMMIT: none-runner-at-commit).
 func BenchmarkClaimFollowUp(b *testing.B) {
+	enqueuers := []struct {
+		name string
+		h    work.Handler
+	}{
+		{"tx", func(ctx context.Context, tx *work.Tx, _ work.Item) error {
+			_, err := work.Enqueue(ctx, tx, work.Job{Kind: "noop"})
+			return err
+		}},
+		{"at-commit", func(_ context.Context, tx *work.Tx, _ work.Item) error {
+			return tx.EnqueueAtCommit(work.Job{Kind: "noop"})
+		}},
+	}
 	for _, w := range []int{1, 4} {
 		for _, n := range []struct {
 			name  string
 			every time.Duration
 		}{{"spaced", 0}, {"every", -1}} {
-			b.Run(fmt.Sprintf("strategy=skip-locked/workers=%d/notify=%s", w, n.name), func(b *testing.B) {
-				pool := newPool(b, newDB(b).DSN(), int32(w+2))
-				preload(b, pool, steadyQueue)
-				runUntil(b, pool, work.RunnerOptions{
-					Handlers: map[string]work.Handler{"noop": func(ctx context.Context, tx *work.Tx, _ work.Item) error {
-						_, err := work.Enqueue(ctx, tx, work.Job{Kind: "noop"})
-						return err
-					}},
-					Workers:     w,
-					NotifyEvery: n.every,
-				}, &countDone{n: int64(b.N), all: make(chan struct{})})
-			})
+			for _, e := range enqueuers {
+				b.Run(fmt.Sprintf("strategy=skip-locked/workers=%d/notify=%s/enqueue=%s", w, n.name, e.name), func(b *testing.B) {
+					pool := newPool(b, newDB(b).DSN(), int32(w+2))
+					preload(b, pool, steadyQueue)
+					runUntil(b, pool, work.RunnerOptions{
+						Handlers:    map[string]work.Handler{"noop": e.h},
+						Workers:     w,
+						NotifyEvery: n.every,
+					}, &countDone{n: int64(b.N), all: make(chan struct{})})
+				})
+			}
 		}
 	}
 }
 
 var tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
 
-// BenchmarkPgbench runs testdata/pgbench_claim.sql (notify=every),
-// pgbench_claim_quiet.sql (notify=none) or pgbench_claim_runner.sql (the
-// runner's own statements and pipeline, no NOTIFY) with pgbench (skipped if
-// pgbench is not on PATH) against a database of the same cluster, preloaded
-// like BenchmarkClaimFollowUp: the ceiling for the runner's throughput.
+// BenchmarkPgbench runs with pgbench (skipped if pgbench is not on PATH),
+// against a database of the same cluster preloaded like
+// BenchmarkClaimFollowUp, the claim + follow-up transaction statement by
+// statement (testdata/pgbench_claim.sql: notify=every;
+// pgbench_claim_quiet.sql: notify=none), or the runner's own statements in
+// its own round trips, without NOTIFY: pgbench_claim_runner.sql
+// (none-runner-pipeline: Enqueue, two round trips) and
+// pgbench_claim_runner_at_commit.sql (none-runner-at-commit:
+// Tx.EnqueueAtCommit, one).
 func BenchmarkPgbench(b *testing.B) {
 	bin, err := exec.LookPath("pgbench")
 	if err != nil {
@@ -182,7 +199,8 @@ func BenchmarkPgbench(b *testing.B) {
 	for _, c := range []int{1, 4} {
 		for _, script := range []struct{ notify, file string }{
 			{"every", "testdata/pgbench_claim.sql"}, {"none", "testdata/pgbench_claim_quiet.sql"},
-			{"none-runner-tx", "testdata/pgbench_claim_runner.sql"},
+			{"none-runner-pipeline", "testdata/pgbench_claim_runner.sql"},
+			{"none-runner-at-commit", "testdata/pgbench_claim_runner_at_commit.sql"},
 		} {
 			b.Run(fmt.Sprintf("clients=%d/notify=%s", c, script.notify), func(b *testing.B) {
 				pgbench(b, bin, c, script.file)

@@ -54,8 +54,9 @@ type Tx struct {
 	fence  *fence    // nil outside a runner's claim
 	notify *notifier // nil outside a runner's claim: every Enqueue notifies
 
-	mu    sync.Mutex
-	after []func(ctx context.Context)
+	mu       sync.Mutex
+	after    []func(ctx context.Context)
+	atCommit []queued // EnqueueAtCommit's inserts
 }
 
 // Commit returns ErrNotYours: a handler ends its transaction by returning.
@@ -182,7 +183,7 @@ SELECT pg_notify('` + Channel + `', kind) FROM u WHERE NOT parked`
 // one round trip fewer, and the commit's outcome is read, and the Observer
 // told, before the next claim's result.
 type carried struct {
-	tx  pgx.Tx
+	tx  *poolTx
 	it  Item
 	wtx *Tx
 	log itemLog
@@ -233,7 +234,7 @@ const outcomeCarried Outcome = "carried"
 // in turn (out is then outcomeCarried).
 func (r *run) step(ctx context.Context, c *carried) (out Outcome, due time.Duration, next *carried, err error) {
 	if c != nil && ctx.Err() != nil {
-		return r.settle(c, r.commit(ctx, c.tx, c.it, c.log)), 0, nil, nil
+		return r.settle(c, r.commit(ctx, c.tx, c.it, c.wtx, c.log)), 0, nil, nil
 	}
 	parent := ctx
 	if c != nil {
@@ -245,7 +246,8 @@ func (r *run) step(ctx context.Context, c *carried) (out Outcome, due time.Durat
 	b := &pgx.Batch{}
 	commitAt := -1
 	if c != nil {
-		commitAt = 0
+		c.wtx.queueAtCommit(b)
+		commitAt = b.Len()
 		b.Queue(commitSQL)
 		b.Queue(beginSQL)
 	} else {
@@ -263,7 +265,7 @@ func (r *run) step(ctx context.Context, c *carried) (out Outcome, due time.Durat
 	b.Queue(`SAVEPOINT ` + savepoint)
 
 	var br pgx.BatchResults
-	var tx pgx.Tx
+	var tx *poolTx
 	if c != nil {
 		br, tx = c.tx.SendBatch(cctx, b), c.tx
 	} else {
@@ -288,6 +290,15 @@ func (r *run) step(ctx context.Context, c *carried) (out Outcome, due time.Durat
 	found := true
 	var berr error
 	for i := range b.Len() {
+		if i < commitAt {
+			if _, err := br.Exec(); err != nil {
+				// An insert of EnqueueAtCommit failed, so the batch stopped
+				// there, before the COMMIT: the attempt fails.
+				_ = br.Close()
+				return r.settle(c, r.record(ctx, tx, c.it, c.wtx.fence, atCommitError(err), c.log)), 0, nil, nil
+			}
+			continue
+		}
 		if i == commitAt {
 			ct, err := br.Exec()
 			if err == nil && ct.String() == "ROLLBACK" {
@@ -379,7 +390,7 @@ func (r *run) rollback(ctx context.Context, tx pgx.Tx) error {
 // and ends its transaction, or leaves a successful one to be committed with
 // the worker's next claim (carried) when no AfterCommit hook waits on its
 // commit.
-func (r *run) handle(ctx context.Context, tx pgx.Tx, it Item, xid string) (Outcome, *carried) {
+func (r *run) handle(ctx context.Context, tx *poolTx, it Item, xid string) (Outcome, *carried) {
 	end := func(Outcome) {}
 	if r.o.Observer != nil {
 		end = r.o.Observer.Begin(it)
@@ -406,7 +417,7 @@ func (r *run) handle(ctx context.Context, tx pgx.Tx, it Item, xid string) (Outco
 	case herr == nil && len(wtx.hooks()) == 0:
 		return outcomeCarried, &carried{tx: tx, it: it, wtx: wtx, log: log, end: end}
 	case herr == nil:
-		out = r.commit(ctx, tx, it, log)
+		out = r.commit(ctx, tx, it, wtx, log)
 		if out == OutcomeDone {
 			wtx.fence.end()
 			r.runHooks(hctx, wtx, log)
@@ -443,10 +454,38 @@ func (r *run) call(ctx context.Context, tx *Tx, it Item) (err error) {
 	return h(ctx, tx, it)
 }
 
-func (r *run) commit(ctx context.Context, tx pgx.Tx, it Item, log itemLog) Outcome {
+// commit ends tx with COMMIT, and with the item's EnqueueAtCommit inserts
+// in the same round trip.
+func (r *run) commit(ctx context.Context, tx *poolTx, it Item, wtx *Tx, log itemLog) Outcome {
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.o.DBTimeout)
 	defer cancel()
-	return r.committed(ctx, it, tx.Commit(fctx), log)
+	b := &pgx.Batch{}
+	wtx.queueAtCommit(b)
+	if b.Len() == 0 {
+		return r.committed(ctx, it, tx.Commit(fctx), log)
+	}
+	n := b.Len()
+	b.Queue(commitSQL)
+	br := tx.SendBatch(fctx, b)
+	for range n {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return r.record(ctx, tx, it, wtx.fence, atCommitError(err), log)
+		}
+	}
+	ct, err := br.Exec()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && ct.String() == "ROLLBACK" {
+		err = pgx.ErrTxCommitRollback
+	}
+	if err != nil {
+		_ = r.rollback(ctx, tx) // releases the connection; the transaction has ended
+		return r.committed(ctx, it, err, log)
+	}
+	tx.release() // the batch's COMMIT ended the transaction
+	return OutcomeDone
 }
 
 // committed decides an item's outcome from its COMMIT's error.

@@ -34,8 +34,10 @@
 //     Without a hook the COMMIT goes out in one round trip with the
 //     worker's next claim (commit, begin, claim, savepoint in one batch),
 //     and the Observer is told once its outcome is read, before the next
-//     item begins: an item costs one round trip fewer. A COMMIT that fails
-//     stops the batch there, and nothing is claimed.
+//     item begins: an item costs one round trip fewer. Follow-ups of
+//     [Tx.EnqueueAtCommit] go in the same batch, before the COMMIT. A
+//     statement of the batch that fails stops it there, and nothing is
+//     claimed.
 //   - the handler returns a transient error: ROLLBACK TO SAVEPOINT discards
 //     the handler's writes, the row is re-inserted with the same id,
 //     attempts+1 and run_after = now + backoff, and that COMMITs. The row is

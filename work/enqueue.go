@@ -49,14 +49,76 @@ SELECT ins.id FROM ins`
 // RunnerOptions.NotifyEvery of its runner: the worker that commits it claims
 // again at once, so it needs no wake-up of its own.
 func Enqueue(ctx context.Context, tx pgx.Tx, j Job) (int64, error) {
+	args, err := j.args()
+	if err != nil {
+		return 0, err
+	}
+	q := enqueueSQL
+	if t, ok := tx.(*Tx); ok && !t.notify.due() {
+		q = enqueueQuietSQL
+	}
+	var id int64
+	if err := tx.QueryRow(ctx, q, args...).Scan(&id); err != nil {
+		return 0, fmt.Errorf("work: enqueue %q: %w", j.Kind, err)
+	}
+	return id, nil
+}
+
+// EnqueueAtCommit is Enqueue for a follow-up whose id the handler does not
+// need: the insert goes out with the claiming transaction's COMMIT, in the
+// same round trip, instead of a round trip of its own. It checks the job at
+// once (ErrInvalidJob). The job is dropped if the handler returns an error;
+// if its insert fails at commit, nothing of the attempt commits and the
+// attempt fails as if the handler had returned that error (IsIntransient
+// decides whether it is retried or parked).
+// Notifications are spaced as Enqueue's on a handler's Tx.
+func (tx *Tx) EnqueueAtCommit(j Job) error {
+	args, err := j.args()
+	if err != nil {
+		return err
+	}
+	q := enqueueSQL
+	if !tx.notify.due() {
+		q = enqueueQuietSQL
+	}
+	tx.mu.Lock()
+	tx.atCommit = append(tx.atCommit, queued{sql: q, args: args})
+	tx.mu.Unlock()
+	return nil
+}
+
+// queued is an insert of EnqueueAtCommit.
+type queued struct {
+	sql  string
+	args []any
+}
+
+// queueAtCommit adds the EnqueueAtCommit inserts to b, which ends with the
+// COMMIT.
+func (tx *Tx) queueAtCommit(b *pgx.Batch) {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	for _, q := range tx.atCommit {
+		b.Queue(q.sql, q.args...)
+	}
+}
+
+// atCommitError is the attempt's error when an insert of EnqueueAtCommit
+// failed at commit.
+func atCommitError(err error) error {
+	return fmt.Errorf("work: enqueue at commit: %w", err)
+}
+
+// args are enqueueSQL's arguments for j.
+func (j Job) args() ([]any, error) {
 	if j.Kind == "" {
-		return 0, fmt.Errorf("%w: empty Kind", ErrInvalidJob)
+		return nil, fmt.Errorf("%w: empty Kind", ErrInvalidJob)
 	}
 	spec := []byte("{}")
 	if j.Spec != nil {
 		b, err := json.Marshal(j.Spec)
 		if err != nil {
-			return 0, fmt.Errorf("%w: spec of kind %q: %w", ErrInvalidJob, j.Kind, err)
+			return nil, fmt.Errorf("%w: spec of kind %q: %w", ErrInvalidJob, j.Kind, err)
 		}
 		if string(b) != "null" {
 			spec = b
@@ -66,13 +128,5 @@ func Enqueue(ctx context.Context, tx pgx.Tx, j Job) (int64, error) {
 	if !j.RunAfter.IsZero() {
 		runAfter = &j.RunAfter
 	}
-	q := enqueueSQL
-	if t, ok := tx.(*Tx); ok && !t.notify.due() {
-		q = enqueueQuietSQL
-	}
-	var id int64
-	if err := tx.QueryRow(ctx, q, j.Kind, j.Key, string(spec), runAfter).Scan(&id); err != nil {
-		return 0, fmt.Errorf("work: enqueue %q: %w", j.Kind, err)
-	}
-	return id, nil
+	return []any{j.Kind, j.Key, string(spec), runAfter}, nil
 }

@@ -782,3 +782,84 @@ func (r *seqRecorder) alternates() error {
 	}
 	return nil
 }
+
+// TestEnqueueAtCommit: a follow-up of EnqueueAtCommit commits with its item
+// (alone, or with the next claim), vanishes with a failed handler, and an
+// insert that fails at commit fails the attempt whole: nothing of it
+// commits, and the attempt is recorded.
+func TestEnqueueAtCommit(t *testing.T) {
+	for _, hook := range []bool{false, true} {
+		t.Run(fmt.Sprintf("hook=%v", hook), func(t *testing.T) {
+			pool := newPool(t, newDB(t).DSN(), 6)
+			ctx := context.Background()
+			for _, q := range []string{
+				`CREATE TABLE effects (item bigint)`,
+				`CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused kind %', NEW.kind; END $$`,
+				`CREATE TRIGGER refuse BEFORE INSERT ON work FOR EACH ROW WHEN (NEW.kind = 'refused') EXECUTE FUNCTION refuse()`,
+			} {
+				if _, err := pool.Exec(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rec := &recorder{}
+			var tries atomic.Int32
+			h := map[string]work.Handler{
+				"parent": func(ctx context.Context, tx *work.Tx, it work.Item) error {
+					if hook {
+						tx.AfterCommit(func(context.Context) {})
+					}
+					if err := tx.EnqueueAtCommit(work.Job{}); !errors.Is(err, work.ErrInvalidJob) {
+						t.Errorf("EnqueueAtCommit of a job without a kind: %v", err)
+					}
+					if _, err := tx.Exec(ctx, `INSERT INTO effects VALUES ($1)`, it.ID); err != nil {
+						return err
+					}
+					kind := "child"
+					switch it.Key {
+					case "refused":
+						kind = "refused"
+						tries.Add(1)
+					case "fails":
+						_ = tx.EnqueueAtCommit(work.Job{Kind: "child", Key: it.Key})
+						return work.Intransient("", errors.New("no"))
+					}
+					return tx.EnqueueAtCommit(work.Job{Kind: kind, Key: it.Key, Spec: map[string]int{"n": 1}})
+				},
+				"child": func(context.Context, *work.Tx, work.Item) error { return nil },
+			}
+			start(t, pool, fastOpts(h, rec, t, "runner"))
+			ids := enqueue(t, pool, work.Job{Kind: "parent", Key: "ok"}, work.Job{Kind: "parent", Key: "fails"}, work.Job{Kind: "parent", Key: "refused"})
+			waitFor(t, "the child done and the others parked", func() bool {
+				return rec.count(work.OutcomeDone) == 2 && rec.last(ids[1]) == work.OutcomeParked && rec.last(ids[2]) == work.OutcomeParked
+			})
+			var effects []int64
+			rows, err := pool.Query(ctx, `SELECT item FROM effects`)
+			if err == nil {
+				effects, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+			}
+			if err != nil || !slices.Equal(effects, []int64{ids[0]}) {
+				t.Errorf("effects %v (err %v), want only the committed parent's [%d]", effects, err, ids[0])
+			}
+			left := list(t, pool)
+			if len(left) != 2 {
+				t.Fatalf("left %+v, want the two parked parents", left)
+			}
+			for _, r := range left {
+				switch r.ID {
+				case ids[1]:
+					if !r.Parked {
+						t.Errorf("failed parent %+v, want parked", r)
+					}
+				case ids[2]:
+					// A raised exception is intransient (IsIntransient), as if
+					// the handler had returned it from Enqueue.
+					if !r.Parked || !strings.Contains(r.LastError, "refused kind refused") || tries.Load() != 1 {
+						t.Errorf("refused parent %+v after %d tries, want it parked with the insert's error", r, tries.Load())
+					}
+				default:
+					t.Errorf("unexpected row %+v", r)
+				}
+			}
+		})
+	}
+}

@@ -1,8 +1,11 @@
--- The runner's own transaction, statement for statement and round trip for
--- round trip (BenchmarkPgbench notify=none-runner): pgbench_claim_quiet.sql
--- plus the runner's SET LOCAL timeouts and its savepoint, sent in one
--- pipeline with the claim as the runner batches them, and the fence
--- anti-join of its claim.
+-- The runner's own transaction, statement for statement and in as many
+-- round trips (BenchmarkPgbench notify=none-runner-pipeline; the runner's
+-- handler inserts its follow-up with Enqueue): pgbench_claim_quiet.sql plus
+-- the runner's SET LOCAL timeouts, its savepoint and the fence anti-join of
+-- its claim, in two round trips. The runner sends an item's COMMIT in one
+-- pipeline with its next claim and then the follow-up's INSERT; pgbench ends
+-- every transaction within its script, so here the INSERT goes with the
+-- COMMIT: the same statements, the same two round trips.
 \startpipeline
 BEGIN;
 SELECT set_config('statement_timeout', '30000', true), set_config('idle_in_transaction_session_timeout', '10000', true);
@@ -13,6 +16,7 @@ DELETE FROM work WHERE id = (
 RETURNING id, time, kind, key, spec, attempts, pg_current_xact_id()::text;
 SAVEPOINT work_handler;
 \endpipeline
+\startpipeline
 WITH ins AS (
 	INSERT INTO work (kind, key, spec, run_after)
 	VALUES ('noop', '', '{}', now())
@@ -20,3 +24,4 @@ WITH ins AS (
 )
 SELECT ins.id FROM ins;
 COMMIT;
+\endpipeline
