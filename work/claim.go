@@ -274,12 +274,14 @@ func (r *run) step(ctx context.Context, c *carried) (out Outcome, due time.Durat
 			return "", 0, nil, fmt.Errorf("work: claim: %w", err)
 		}
 		// Prepared now, while the connection holds nothing (at no round
-		// trip once it is): else pgx would prepare the COMMIT that goes out
-		// with the next claim in a round trip of its own, and the COMMIT
-		// would wait behind it.
-		if _, err := pc.Conn().Prepare(cctx, commitSQL, commitSQL); err != nil {
-			pc.Release()
-			return "", 0, nil, fmt.Errorf("work: claim: prepare: %w", err)
+		// trip once it is): else pgx would prepare the statements that go
+		// out with the COMMIT and the next claim in a round trip of their
+		// own, and the COMMIT would wait behind it.
+		for _, q := range []string{commitSQL, enqueueSQL, enqueueQuietSQL} {
+			if _, err := pc.Conn().Prepare(cctx, q, q); err != nil {
+				pc.Release()
+				return "", 0, nil, fmt.Errorf("work: claim: prepare: %w", err)
+			}
 		}
 		br = pc.SendBatch(cctx, b)
 		tx = &poolTx{Tx: br.Tx(), c: pc}
