@@ -70,10 +70,10 @@ compare() {
 # trips (pgbench_claim_runner*.sql); last, both notifying on every
 # follow-up (the runner's listener takes each notification; pgbench has no
 # listener).
-r=BenchmarkClaimFollowUp/strategy=skip-locked/workers=4
-p=BenchmarkPgbench/clients=4
-compare "Enqueue vs the transaction statement by statement" "$r/notify=spaced/enqueue=tx" "$p/notify=none"
-compare "EnqueueAtCommit vs the transaction statement by statement" "$r/notify=spaced/enqueue=at-commit" "$p/notify=none"
-compare "Enqueue vs the runner's statements and round trips (2)" "$r/notify=spaced/enqueue=tx" "$p/notify=none-runner-pipeline"
-compare "EnqueueAtCommit vs the runner's statements and round trips (1)" "$r/notify=spaced/enqueue=at-commit" "$p/notify=none-runner-at-commit"
-compare "a notification per follow-up, Enqueue vs statement by statement" "$r/notify=every/enqueue=tx" "$p/notify=every"
+fu=BenchmarkClaimFollowUp/strategy=skip-locked/workers=4
+pb=BenchmarkPgbench/clients=4
+compare "Enqueue vs the transaction statement by statement" "$fu/notify=spaced/enqueue=tx" "$pb/notify=none"
+compare "EnqueueAtCommit vs the transaction statement by statement" "$fu/notify=spaced/enqueue=at-commit" "$pb/notify=none"
+compare "Enqueue vs the runner's statements and round trips (2)" "$fu/notify=spaced/enqueue=tx" "$pb/notify=none-runner-pipeline"
+compare "EnqueueAtCommit vs the runner's statements and round trips (1)" "$fu/notify=spaced/enqueue=at-commit" "$pb/notify=none-runner-at-commit"
+compare "a notification per follow-up, Enqueue vs statement by statement" "$fu/notify=every/enqueue=tx" "$pb/notify=every"
