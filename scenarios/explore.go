@@ -618,7 +618,7 @@ func cloudReads(l fakes.Snapshot) int {
 }
 
 // parallel is the most examples and experiments of a Run at once:
-// Options.Parallel, else eight per CPU, admitted by load (see admission).
+// Options.Parallel, else sixteen per CPU, admitted by load (see admission).
 func (o Options) parallel() int {
 	if o.Parallel > 0 {
 		return o.Parallel

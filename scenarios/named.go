@@ -34,8 +34,8 @@ type Named struct {
 	PrivateServer bool
 	// Long says the scenario takes seconds, waiting out one of the
 	// system's bounds after its fault (a fence, a takeover, a restart): a
-	// Run starts it before every other example, so that the slowest does
-	// not start last. zero: it may be short.
+	// Run starts it first, with the drawn programs that may wait too, so
+	// that the slowest example does not start last. zero: it may be short.
 	Long bool
 	// Run drives the environment. An error means the scenario itself could
 	// not do what it says (a step timed out), not that an invariant failed.

@@ -137,7 +137,7 @@ func (p Program) needsPrivateServer() bool {
 // have to wait out one of its own bounds (a fence, a takeover, a call's
 // timeout, a restart): a worker or its session ends mid-item, a link or a
 // provider goes silent. Such programs take seconds, most others a fraction
-// of one, so a Run starts them early (prioMaybeLong). A guess from the program
+// of one, so a Run starts them first (prioLong). A guess from the program
 // alone: whether a fault meets a worker at all is up to the run.
 func (p Program) waitsOut() bool {
 	return slices.ContainsFunc(p.Actions, func(a Action) bool {

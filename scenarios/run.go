@@ -106,7 +106,7 @@ type Options struct {
 	Progress func(Example)
 	// Parallel bounds how many examples and experiments run at once, over
 	// every family of a Run; zero: as many as the cores keep up with, from
-	// two to eight per CPU (they mostly wait; see admission).
+	// two to sixteen per CPU (they mostly wait; see admission).
 	Parallel int
 	// adm admits a Run's examples, over all its families (see acquire);
 	// nil outside a Run.
@@ -208,8 +208,8 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 }
 
 // acquire waits until one more example of a Run may start, at prio
-// (prioLong, prioMaybeLong, prioShort); it returns the release, or false when ctx ended
-// first. Outside a Run there is no shared bound.
+// (prioLong, prioMaybeLong, prioShort); it returns the release, or false
+// when ctx ended first. Outside a Run there is no shared bound.
 func (o Options) acquire(ctx context.Context, prio int) (func(), bool) {
 	if o.adm == nil {
 		return func() {}, true
@@ -218,7 +218,7 @@ func (o Options) acquire(ctx context.Context, prio int) (func(), bool) {
 }
 
 // admission is a Run's bound: Parallel at once, else by load from two to
-// eight per CPU.
+// sixteen per CPU.
 func (o Options) admission() *admission {
 	if o.Parallel > 0 {
 		return fixedAdmission(o.Parallel)
@@ -363,7 +363,8 @@ func instancesFlag(n int) string {
 var errOverBudget = errors.New("scenarios: over the family's time budget")
 
 // firstInvalid runs examples 0..n-1 of a family, as many at a time as the
-// Run admits, example i at priority prio(i) (they mostly wait), reporting each to record as it ends, and returns the
+// Run admits, example i at priority prio(i) (they mostly wait), reporting
+// each to record as it ends, and returns the
 // invalid one of the lowest index (i < 0: none). Once example i failed, no
 // example after i starts, and the ones before it still running are awaited:
 // the failure reported is the one the sequential order would have found,

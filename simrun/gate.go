@@ -44,7 +44,7 @@ func (f *runFlags) register(c *cli, fs *flag.FlagSet, defaultFamilies string) {
 	fs.IntVar(&f.instances, "instances", scenarios.DefaultInstances, "instance ids a drawn program uses (i1 to iN); a seed draws the same program only with the same count")
 	fs.DurationVar(&f.settle, "settle", 0, "bound of each run's liveness phase (heal, then wait for the system to settle), overriding the system's promise (contract.Liveness.Settle; default: the promise)")
 	fs.DurationVar(&f.takeover, "takeover", 0, "bound of a takeover from a silent worker, overriding the system's promise (contract.Liveness.Takeover; default: the promise)")
-	fs.IntVar(&f.parallel, "parallel", 0, "examples and experiments run at once, over every family (default: as many as the cores keep up with, 2 to 8 per CPU)")
+	fs.IntVar(&f.parallel, "parallel", 0, "examples and experiments run at once, over every family (default: as many as the cores keep up with, 2 to 16 per CPU)")
 	fs.StringVar(&f.shard, "shard", "", "explore: run only shard i/n of the experiments (1 ≤ i ≤ n), split by experiment id so every job of a CI matrix agrees; merge the reports with simrun merge")
 	fs.DurationVar(&f.exploreTime, "explore-time", 10*time.Minute, "explore: no experiment starts after this long")
 	fs.BoolVar(&f.exploreAll, "explore-all", false, "explore: run every experiment even after one failed (full coverage, every failing experiment listed)")

@@ -286,35 +286,28 @@ func (r *run) step(ctx context.Context, c *carried) (out Outcome, due time.Durat
 		br = pc.SendBatch(cctx, b)
 		tx = &poolTx{Tx: br.Tx(), c: pc}
 	}
+	first := 0 // the first result of the claim
+	if c != nil {
+		// A failure stops the batch there: nothing was claimed.
+		ierr, cerr := commitResults(br, commitAt)
+		switch {
+		case ierr != nil:
+			_ = br.Close()
+			return r.settle(c, r.record(ctx, tx, c.it, c.wtx.fence, ierr, c.log)), 0, nil, nil
+		case cerr != nil:
+			_ = br.Close()
+			_ = r.rollback(ctx, tx) // releases the connection; the transaction has ended
+			return r.settle(c, r.committed(ctx, c.it, cerr, c.log)), 0, nil, nil
+		}
+		r.settle(c, OutcomeDone)
+		first = commitAt + 1
+	}
 	var it Item
 	var spec []byte
 	var xid string
 	found := true
 	var berr error
-	for i := range b.Len() {
-		if i < commitAt {
-			if _, err := br.Exec(); err != nil {
-				// An insert of EnqueueAtCommit failed, so the batch stopped
-				// there, before the COMMIT: the attempt fails.
-				_ = br.Close()
-				return r.settle(c, r.record(ctx, tx, c.it, c.wtx.fence, atCommitError(err), c.log)), 0, nil, nil
-			}
-			continue
-		}
-		if i == commitAt {
-			ct, err := br.Exec()
-			if err == nil && ct.String() == "ROLLBACK" {
-				err = pgx.ErrTxCommitRollback
-			}
-			if err != nil {
-				// The batch stopped at the COMMIT: nothing was claimed.
-				_ = br.Close()
-				_ = r.rollback(ctx, tx) // releases the connection; the transaction has ended
-				return r.settle(c, r.committed(ctx, c.it, err, c.log)), 0, nil, nil
-			}
-			r.settle(c, OutcomeDone)
-			continue
-		}
+	for i := first; i < b.Len(); i++ {
 		if i == claimAt {
 			err := br.QueryRow().Scan(&it.ID, &it.Time, &it.Kind, &it.Key, &spec, &it.Attempts, &xid)
 			if errors.Is(err, pgx.ErrNoRows) {
@@ -469,18 +462,12 @@ func (r *run) commit(ctx context.Context, tx *poolTx, it Item, wtx *Tx, log item
 	n := b.Len()
 	b.Queue(commitSQL)
 	br := tx.SendBatch(fctx, b)
-	for range n {
-		if _, err := br.Exec(); err != nil {
-			_ = br.Close()
-			return r.record(ctx, tx, it, wtx.fence, atCommitError(err), log)
-		}
-	}
-	ct, err := br.Exec()
+	ierr, err := commitResults(br, n)
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil && ct.String() == "ROLLBACK" {
-		err = pgx.ErrTxCommitRollback
+	if ierr != nil {
+		return r.record(ctx, tx, it, wtx.fence, ierr, log)
 	}
 	if err != nil {
 		_ = r.rollback(ctx, tx) // releases the connection; the transaction has ended
@@ -488,6 +475,22 @@ func (r *run) commit(ctx context.Context, tx *poolTx, it Item, wtx *Tx, log item
 	}
 	tx.release() // the batch's COMMIT ended the transaction
 	return OutcomeDone
+}
+
+// commitResults reads the results of a batch's first inserts (EnqueueAtCommit's)
+// and then its COMMIT's: the attempt's error if an insert failed (the
+// batch stopped there), else the COMMIT's.
+func commitResults(br pgx.BatchResults, inserts int) (insertErr, commitErr error) {
+	for range inserts {
+		if _, err := br.Exec(); err != nil {
+			return fmt.Errorf("work: enqueue at commit: %w", err), nil
+		}
+	}
+	ct, err := br.Exec()
+	if err == nil && ct.String() == "ROLLBACK" {
+		err = pgx.ErrTxCommitRollback
+	}
+	return nil, err
 }
 
 // committed decides an item's outcome from its COMMIT's error.

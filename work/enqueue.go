@@ -103,12 +103,6 @@ func (tx *Tx) queueAtCommit(b *pgx.Batch) {
 	}
 }
 
-// atCommitError is the attempt's error when an insert of EnqueueAtCommit
-// failed at commit.
-func atCommitError(err error) error {
-	return fmt.Errorf("work: enqueue at commit: %w", err)
-}
-
 // args are enqueueSQL's arguments for j.
 func (j Job) args() ([]any, error) {
 	if j.Kind == "" {

@@ -853,7 +853,7 @@ func TestEnqueueAtCommit(t *testing.T) {
 				case ids[2]:
 					// A raised exception is intransient (IsIntransient), as if
 					// the handler had returned it from Enqueue.
-					if !r.Parked || !strings.Contains(r.LastError, "refused kind refused") || tries.Load() != 1 {
+					if !r.Parked || !strings.Contains(r.LastError, "enqueue at commit: ERROR: refused kind refused") || tries.Load() != 1 {
 						t.Errorf("refused parent %+v after %d tries, want it parked with the insert's error", r, tries.Load())
 					}
 				default:
