@@ -119,7 +119,7 @@ const savepoint = "work_handler"
 // claimReturning also returns the claiming transaction's id, by which a
 // fence statement on another session tells whether the claim still holds
 // (fenceSQL).
-const claimReturning = ` RETURNING id, time, kind, key, spec, attempts, pg_current_xact_id()::text`
+const claimReturning = ` RETURNING id, time, kind, key, spec, attempts, pg_current_xact_id()::text, run_after`
 
 // unfenced keeps a claim off items whose key another item's fence holds
 // (Tx.Fence): effects of that item may still land, and this item's must not
@@ -127,9 +127,15 @@ const claimReturning = ` RETURNING id, time, kind, key, spec, attempts, pg_curre
 const unfenced = ` AND NOT EXISTS (SELECT 1 FROM work_fence f
 		WHERE f.key = w.key AND f.item <> w.id AND f.until > now())`
 
-const claimSkipLockedSQL = `DELETE FROM work WHERE id = (
+// claimSkipLockedSQL claims the first unlocked, unfenced item due, looking
+// from $1 on first (a worker's claim floor: see floor) and from the start
+// of the queue only when nothing is claimable there, or when $1 is NULL.
+// (COALESCE runs its second subquery only when the first found nothing.)
+const claimSkipLockedSQL = `DELETE FROM work WHERE id = coalesce((
+	SELECT id FROM work w WHERE NOT parked AND run_after >= $1 AND run_after <= now()` + unfenced + `
+	ORDER BY run_after, id FOR UPDATE SKIP LOCKED LIMIT 1), (
 	SELECT id FROM work w WHERE NOT parked AND run_after <= now()` + unfenced + `
-	ORDER BY run_after, id FOR UPDATE SKIP LOCKED LIMIT 1)` + claimReturning
+	ORDER BY run_after, id FOR UPDATE SKIP LOCKED LIMIT 1))` + claimReturning
 
 const claimSeedSQL = `DELETE FROM work WHERE id = (
 	SELECT id FROM work w WHERE NOT parked AND run_after <= now()` + unfenced + `
@@ -177,6 +183,45 @@ const recordUpdateSQL = `WITH u AS (
 	WHERE id = (SELECT id FROM work WHERE id = $1 AND attempts = $2 FOR UPDATE SKIP LOCKED)
 	RETURNING kind, parked)
 SELECT pg_notify('` + Channel + `', kind) FROM u WHERE NOT parked`
+
+// floor is a worker's claim floor: the due time of the item it claimed
+// last. Its next claim looks from there on (less floorSlack) first, and
+// so does not walk the index entries of the items claimed before: a
+// DELETE leaves its entry in work_claim until VACUUM, which autovacuum
+// runs at most once a minute, so a claim that starts at the head of the
+// queue walks the entry of every item claimed since. That walk took a
+// third of the database's CPU after 20,000 items (BenchmarkClaimFollowUp),
+// and grows until throughput collapses at a sustained rate.
+//
+// An item due before the floor (a claim rolled back, a follow-up of a
+// transaction that ran longer than floorSlack, a job enqueued to run in
+// the past, an item whose fence ended) is claimed from the head: by any
+// claim that finds nothing from the floor on, and by every claim once
+// floorEvery claims or floorAfter have passed since the worker's last
+// claim from the head. Claiming it moves the floor down to it, so that the
+// items below drain in order.
+type floor struct {
+	at   time.Time // zero: none yet
+	n    int       // claims since the last one from the head
+	head time.Time // when the last claim from the head was sent
+}
+
+const (
+	floorSlack = 100 * time.Millisecond
+	floorEvery = 32
+	floorAfter = 50 * time.Millisecond
+)
+
+// arg is the claim's $1: where to look first, or NULL to claim from the
+// head.
+func (f *floor) arg(now time.Time) any {
+	if f.at.IsZero() || f.n >= floorEvery || now.Sub(f.head) >= floorAfter {
+		f.n, f.head = 0, now
+		return nil
+	}
+	f.n++
+	return f.at.Add(-floorSlack)
+}
 
 // carried is an item whose handler succeeded and whose COMMIT goes out in
 // the same round trip as its worker's next claim (step): an item then costs
@@ -232,7 +277,7 @@ const outcomeCarried Outcome = "carried"
 // item, committed first on the same connection: if that COMMIT fails, out is
 // that item's outcome and nothing is claimed. next is the item step leaves
 // in turn (out is then outcomeCarried).
-func (r *run) step(ctx context.Context, c *carried) (out Outcome, due time.Duration, next *carried, err error) {
+func (r *run) step(ctx context.Context, c *carried, fl *floor) (out Outcome, due time.Duration, next *carried, err error) {
 	if c != nil && ctx.Err() != nil {
 		return r.settle(c, r.commit(ctx, c.tx, c.it, c.wtx, c.log)), 0, nil, nil
 	}
@@ -258,7 +303,11 @@ func (r *run) step(ctx context.Context, c *carried) (out Outcome, due time.Durat
 		b.Queue(r.seedLockSQL)
 	}
 	claimAt := b.Len()
-	b.Queue(r.claimSQL)
+	if r.o.Strategy == Seed {
+		b.Queue(r.claimSQL)
+	} else {
+		b.Queue(r.claimSQL, fl.arg(r.o.Clock.Now()))
+	}
 	if r.o.Strategy == Seed {
 		b.Queue(`SET LOCAL lock_timeout TO DEFAULT`)
 	}
@@ -305,11 +354,12 @@ func (r *run) step(ctx context.Context, c *carried) (out Outcome, due time.Durat
 	var it Item
 	var spec []byte
 	var xid string
+	var runAfter time.Time
 	found := true
 	var berr error
 	for i := first; i < b.Len(); i++ {
 		if i == claimAt {
-			err := br.QueryRow().Scan(&it.ID, &it.Time, &it.Kind, &it.Key, &spec, &it.Attempts, &xid)
+			err := br.QueryRow().Scan(&it.ID, &it.Time, &it.Kind, &it.Key, &spec, &it.Attempts, &xid, &runAfter)
 			if errors.Is(err, pgx.ErrNoRows) {
 				found = false
 				continue
@@ -351,6 +401,7 @@ func (r *run) step(ctx context.Context, c *carried) (out Outcome, due time.Durat
 		return "", max(0, time.Duration(us)*time.Microsecond), nil, nil
 	}
 	it.Spec = json.RawMessage(spec)
+	fl.at = runAfter
 	r.nudge() // there may be more: let an idle sibling look
 	out, next = r.handle(ctx, tx, it, xid)
 	return out, 0, next, nil

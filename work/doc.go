@@ -12,7 +12,10 @@
 //     pg_notify that Postgres delivers on commit only (a handler's
 //     follow-ups: one per RunnerOptions.NotifyEvery).
 //   - claim.go: one claim — DELETE … WHERE id = (SELECT … FOR UPDATE SKIP
-//     LOCKED LIMIT 1) RETURNING … in a transaction, the [Tx] a [Handler] gets,
+//     LOCKED LIMIT 1) RETURNING … in a transaction, looking from the worker's
+//     claim floor first (the due time of its last item, so that a claim does
+//     not walk the index entries of the items claimed before it, which stay
+//     until VACUUM), the [Tx] a [Handler] gets,
 //     the savepoint that lets a failed attempt be recorded atomically with
 //     the claim, and [Tx.AfterCommit].
 //   - fence.go: [Tx.Fence], which keeps a key's next items waiting until

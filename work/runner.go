@@ -40,7 +40,8 @@ const (
 type Strategy string
 
 const (
-	// SkipLocked: DELETE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING …
+	// SkipLocked: DELETE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING …,
+	// looking from the worker's claim floor on first (see floor in claim.go).
 	SkipLocked Strategy = "skip-locked"
 	// Seed: the seed's literal claim query, without SKIP LOCKED: workers queue
 	// on the same row lock. Kept to measure what SKIP LOCKED buys. Its claim
@@ -77,7 +78,10 @@ type RunnerOptions struct {
 	// with jitter in [d/2, d); zero: 100ms and 30s. The same schedule paces
 	// reconnecting the LISTEN connection.
 	MinBackoff, MaxBackoff time.Duration
-	Clock                  interface{ Now() time.Time } // for log timings only (run_after uses the database's clock); zero: time.Now
+	// Clock times the logs and when a worker next claims from the head of
+	// the queue rather than from its floor (run_after uses the database's
+	// clock); zero: time.Now.
+	Clock interface{ Now() time.Time }
 	// Rand draws the jitter; the runner serialises its use, but it must
 	// not be used elsewhere (or by another Runner) meanwhile. zero: a fixed
 	// seed.
@@ -287,8 +291,9 @@ func (r *run) wakeAll() {
 func (r *run) worker(ctx context.Context, id int) {
 	failures := 0
 	var c *carried // committed by the next step, even once ctx ended
+	var fl floor
 	for ctx.Err() == nil || c != nil {
-		out, due, next, err := r.step(ctx, c)
+		out, due, next, err := r.step(ctx, c, &fl)
 		c = next
 		var wait time.Duration
 		switch {

@@ -1,0 +1,7 @@
+package work
+
+// Exported for the tests of package work_test.
+const (
+	ClaimSkipLockedSQL = claimSkipLockedSQL
+	FloorEvery         = floorEvery
+)
