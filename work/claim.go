@@ -119,7 +119,15 @@ const savepoint = "work_handler"
 // claimReturning also returns the claiming transaction's id, by which a
 // fence statement on another session tells whether the claim still holds
 // (fenceSQL).
-const claimReturning = ` RETURNING id, time, kind, key, spec, attempts, pg_current_xact_id()::text, run_after`
+// It sets the transaction's statement_timeout ($1) and
+// idle_in_transaction_session_timeout ($2) too, for what follows the claim
+// (RunnerOptions.StatementTimeout, IdleInTxTimeout): in the claim rather
+// than in a statement of their own, which cost every item a statement. A
+// claim that finds nothing sets neither, and needs neither: its transaction
+// holds no lock, no transaction id, and, under READ COMMITTED, no snapshot
+// between statements.
+const claimReturning = ` RETURNING id, time, kind, key, spec, attempts, pg_current_xact_id()::text, run_after,
+	set_config('statement_timeout', $1, true), set_config('idle_in_transaction_session_timeout', $2, true)`
 
 // unfenced keeps a claim off items whose key another item's fence holds
 // (Tx.Fence): effects of that item may still land, and this item's must not
@@ -128,11 +136,11 @@ const unfenced = ` AND NOT EXISTS (SELECT 1 FROM work_fence f
 		WHERE f.key = w.key AND f.item <> w.id AND f.until > now())`
 
 // claimSkipLockedSQL claims the first unlocked, unfenced item due, looking
-// from $1 on first (a worker's claim floor: see floor) and from the start
-// of the queue only when nothing is claimable there, or when $1 is NULL.
+// from $3 on first (a worker's claim floor: see floor) and from the start
+// of the queue only when nothing is claimable there, or when $3 is NULL.
 // (COALESCE runs its second subquery only when the first found nothing.)
 const claimSkipLockedSQL = `DELETE FROM work WHERE id = coalesce((
-	SELECT id FROM work w WHERE NOT parked AND run_after >= $1 AND run_after <= now()` + unfenced + `
+	SELECT id FROM work w WHERE NOT parked AND run_after >= $3 AND run_after <= now()` + unfenced + `
 	ORDER BY run_after, id FOR UPDATE SKIP LOCKED LIMIT 1), (
 	SELECT id FROM work w WHERE NOT parked AND run_after <= now()` + unfenced + `
 	ORDER BY run_after, id FOR UPDATE SKIP LOCKED LIMIT 1))` + claimReturning
@@ -204,6 +212,7 @@ type floor struct {
 	at   time.Time // zero: none yet
 	n    int       // claims since the last one from the head
 	head time.Time // when the last claim from the head was sent
+	from time.Time // the last claim's $3, when not NULL
 }
 
 const (
@@ -212,15 +221,16 @@ const (
 	floorAfter = 50 * time.Millisecond
 )
 
-// arg is the claim's $1: where to look first, or NULL to claim from the
-// head.
-func (f *floor) arg(now time.Time) any {
+// arg is the claim's $3: where to look first, or nil (NULL) to claim from
+// the head.
+func (f *floor) arg(now time.Time) *time.Time {
 	if f.at.IsZero() || f.n >= floorEvery || now.Sub(f.head) >= floorAfter {
 		f.n, f.head = 0, now
 		return nil
 	}
 	f.n++
-	return f.at.Add(-floorSlack)
+	f.from = f.at.Add(-floorSlack)
+	return &f.from
 }
 
 // carried is an item whose handler succeeded and whose COMMIT goes out in
@@ -298,15 +308,14 @@ func (r *run) step(ctx context.Context, c *carried, fl *floor) (out Outcome, due
 	} else {
 		b.BeginTx(pgx.TxOptions{})
 	}
-	b.Queue(r.setSQL)
 	if r.o.Strategy == Seed {
 		b.Queue(r.seedLockSQL)
 	}
 	claimAt := b.Len()
 	if r.o.Strategy == Seed {
-		b.Queue(r.claimSQL)
+		b.Queue(r.claimSQL, r.timeouts[0], r.timeouts[1])
 	} else {
-		b.Queue(r.claimSQL, fl.arg(r.o.Clock.Now()))
+		b.Queue(r.claimSQL, r.timeouts[0], r.timeouts[1], fl.arg(r.o.Clock.Now()))
 	}
 	if r.o.Strategy == Seed {
 		b.Queue(`SET LOCAL lock_timeout TO DEFAULT`)
@@ -351,15 +360,19 @@ func (r *run) step(ctx context.Context, c *carried, fl *floor) (out Outcome, due
 		r.settle(c, OutcomeDone)
 		first = commitAt + 1
 	}
-	var it Item
-	var spec []byte
-	var xid string
-	var runAfter time.Time
+	// Scan's targets escape: one object for all of them.
+	sc := &struct {
+		it       Item
+		spec     []byte
+		xid      string
+		runAfter time.Time
+	}{}
+	it := &sc.it
 	found := true
 	var berr error
 	for i := first; i < b.Len(); i++ {
 		if i == claimAt {
-			err := br.QueryRow().Scan(&it.ID, &it.Time, &it.Kind, &it.Key, &spec, &it.Attempts, &xid, &runAfter)
+			err := br.QueryRow().Scan(&it.ID, &it.Time, &it.Kind, &it.Key, &sc.spec, &it.Attempts, &sc.xid, &sc.runAfter, nil, nil)
 			if errors.Is(err, pgx.ErrNoRows) {
 				found = false
 				continue
@@ -400,10 +413,10 @@ func (r *run) step(ctx context.Context, c *carried, fl *floor) (out Outcome, due
 		}
 		return "", max(0, time.Duration(us)*time.Microsecond), nil, nil
 	}
-	it.Spec = json.RawMessage(spec)
-	fl.at = runAfter
+	it.Spec = json.RawMessage(sc.spec)
+	fl.at = sc.runAfter
 	r.nudge() // there may be more: let an idle sibling look
-	out, next = r.handle(ctx, tx, it, xid)
+	out, next = r.handle(ctx, tx, *it, sc.xid)
 	return out, 0, next, nil
 }
 
@@ -444,7 +457,7 @@ func (r *run) handle(ctx context.Context, tx *poolTx, it Item, xid string) (Outc
 	start := r.o.Clock.Now()
 	wtx := &Tx{
 		Tx:     &boundTx{tx: tx, timeout: r.o.StatementTimeout + r.o.DBTimeout, top: true},
-		fence:  &fence{db: r.db, timeout: r.o.FenceTimeout, item: it, claim: r.claimToken(), xid: xid},
+		fence:  &fence{db: r.db, timeout: r.o.FenceTimeout, item: it, nonce: r.nonce, seq: r.claims.Add(1), xid: xid},
 		notify: r.notify,
 	}
 	hctx, hdone := handlerContext(ctx, r.o.ShutdownGrace)
@@ -570,6 +583,9 @@ func (r *run) committed(ctx context.Context, it Item, err error, log itemLog) Ou
 // unfence removes the claim's fence before its commit; a failure is a
 // transient failure of the attempt (recorded, or rolled back whole).
 func (r *run) unfence(ctx context.Context, tx pgx.Tx, f *fence) error {
+	if !f.held() {
+		return nil
+	}
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.o.DBTimeout)
 	defer cancel()
 	if err := f.release(fctx, tx); err != nil {

@@ -96,7 +96,7 @@
 // DBTimeout; for a handler's own statements StatementTimeout + DBTimeout),
 // because a blackholed connection never errors by itself. Each claiming
 // transaction also sets statement_timeout and
-// idle_in_transaction_session_timeout with SET LOCAL, so that Postgres itself
+// idle_in_transaction_session_timeout for itself (in the claim), so that Postgres itself
 // ends the session of a worker that went silent and frees its row. A handler
 // that spends longer than IdleInTxTimeout between two statements (a slow call
 // to an external system) loses its claim the same way: size IdleInTxTimeout

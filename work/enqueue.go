@@ -108,19 +108,19 @@ func (j Job) args() ([]any, error) {
 	if j.Kind == "" {
 		return nil, fmt.Errorf("%w: empty Kind", ErrInvalidJob)
 	}
-	spec := []byte("{}")
+	spec := "{}"
 	if j.Spec != nil {
 		b, err := json.Marshal(j.Spec)
 		if err != nil {
 			return nil, fmt.Errorf("%w: spec of kind %q: %w", ErrInvalidJob, j.Kind, err)
 		}
 		if string(b) != "null" {
-			spec = b
+			spec = string(b)
 		}
 	}
 	var runAfter *time.Time
 	if !j.RunAfter.IsZero() {
 		runAfter = &j.RunAfter
 	}
-	return []any{j.Kind, j.Key, string(spec), runAfter}, nil
+	return []any{j.Kind, j.Key, spec, runAfter}, nil
 }

@@ -55,7 +55,8 @@ type fence struct {
 	db      *pgxpool.Pool
 	timeout time.Duration // each fence statement's deadline
 	item    Item
-	claim   string // unique among the claims of every runner
+	nonce   uint64 // the runner's (see claim)
+	seq     uint64 // the claim's number in its runner (see claim)
 	xid     string // the claiming transaction's id (pg_current_xact_id)
 
 	mu       sync.Mutex
@@ -124,7 +125,7 @@ func (tx *Tx) Fence(ctx context.Context, end time.Time) error {
 	}
 	fctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	err := f.db.QueryRow(fctx, fenceSQL, f.item.Key, f.item.ID, f.claim, time.Until(end).Microseconds(), f.xid).Scan(nil)
+	err := f.db.QueryRow(fctx, fenceSQL, f.item.Key, f.item.ID, f.claim(), time.Until(end).Microseconds(), f.xid).Scan(nil)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Transient(fmt.Errorf("work: fence %q: %w: its transaction is over", f.item.Key, ErrClaimLost))
 	}
@@ -187,6 +188,21 @@ func (tx *Tx) Unsettled(by time.Time) {
 }
 
 // end marks the claim committed (see Fence).
+// claim names this claim uniquely across runners, in the fences it owns.
+// (Made when a fence statement needs it: most claims take no fence.)
+func (f *fence) claim() string { return fmt.Sprintf("%016x-%d", f.nonce, f.seq) }
+
+// held reports whether this claim has written a fence (which its commit
+// must remove or shorten).
+func (f *fence) held() bool {
+	if f == nil {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.until.IsZero()
+}
+
 func (f *fence) end() {
 	f.mu.Lock()
 	f.ended = true
@@ -208,9 +224,9 @@ func (f *fence) release(ctx context.Context, tx pgx.Tx) error {
 	}
 	var err error
 	if by.IsZero() {
-		_, err = tx.Exec(ctx, unfenceSQL, f.item.Key, f.claim)
+		_, err = tx.Exec(ctx, unfenceSQL, f.item.Key, f.claim())
 	} else {
-		_, err = tx.Exec(ctx, shortenSQL, f.item.Key, f.claim, max(0, time.Until(by).Microseconds()))
+		_, err = tx.Exec(ctx, shortenSQL, f.item.Key, f.claim(), max(0, time.Until(by).Microseconds()))
 	}
 	if err != nil {
 		return fmt.Errorf("work: unfence %q: %w", f.item.Key, err)

@@ -148,7 +148,7 @@ func TestClaimFloorSkipsClaimedEntries(t *testing.T) {
 		}
 		defer func() { _ = tx.Rollback(ctx) }()
 		var raw []byte
-		if err := tx.QueryRow(ctx, `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) `+work.ClaimSkipLockedSQL, arg).Scan(&raw); err != nil {
+		if err := tx.QueryRow(ctx, `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) `+work.ClaimSkipLockedSQL, "30000", "10000", arg).Scan(&raw); err != nil {
 			t.Fatal(err)
 		}
 		var plan []struct {

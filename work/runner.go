@@ -66,8 +66,8 @@ type RunnerOptions struct {
 	// not confirmed within it fails (transient) and the call is not made.
 	// zero: DBTimeout.
 	FenceTimeout time.Duration
-	// Set on every claiming transaction with SET LOCAL
-	// idle_in_transaction_session_timeout and statement_timeout (the pool
+	// Set by every claim, for the rest of its transaction (as SET LOCAL
+	// does), as idle_in_transaction_session_timeout and statement_timeout (the pool
 	// is the caller's, so sessions are not changed for good); zero: 10s and
 	// 30s. IdleInTxTimeout is how long a silent worker (partitioned,
 	// blackholed, frozen) can hold its item, and it must exceed the longest
@@ -226,7 +226,8 @@ type run struct {
 	log  *slog.Logger
 	wake chan struct{} // a token wakes one idle worker
 
-	setSQL, seedLockSQL, claimSQL, dueSQL string
+	seedLockSQL, claimSQL, dueSQL string
+	timeouts                      [2]any // the claim's $1 and $2 (claimReturning)
 
 	notify *notifier
 
@@ -256,17 +257,10 @@ func (n *notifier) due() bool {
 	return n.last.CompareAndSwap(last, now)
 }
 
-// claimToken names one claim uniquely across runners, for the fence it may
-// own.
-func (r *run) claimToken() string {
-	return fmt.Sprintf("%016x-%d", r.nonce, r.claims.Add(1))
-}
-
 func ms(d time.Duration) int64 { return max(1, d.Milliseconds()) }
 
 func (r *run) prepare() {
-	r.setSQL = fmt.Sprintf(`SELECT set_config('statement_timeout', '%d', true), set_config('idle_in_transaction_session_timeout', '%d', true)`,
-		ms(r.o.StatementTimeout), ms(r.o.IdleInTxTimeout))
+	r.timeouts = [2]any{fmt.Sprint(ms(r.o.StatementTimeout)), fmt.Sprint(ms(r.o.IdleInTxTimeout))}
 	r.claimSQL, r.dueSQL = claimSkipLockedSQL, dueSkipLockedSQL
 	if r.o.Strategy == Seed {
 		r.claimSQL, r.dueSQL = claimSeedSQL, dueSeedSQL

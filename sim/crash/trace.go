@@ -51,7 +51,7 @@ func (t *tracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData
 // TraceBatchStart makes each statement of a batch a point, in order, all
 // before the batch goes out: a crash "at" one of them sends none, and a
 // rule "after" one of them fires at the worker's next point. (Package work
-// claims with one batch: begin, set_config, the claiming delete, savepoint.)
+// claims with one batch: begin, the claiming delete, savepoint.)
 func (t *tracer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceBatchStartData) context.Context {
 	if d.Batch == nil {
 		return ctx

@@ -4,8 +4,8 @@
 -- One claim + one follow-up, as the work runner does it, in raw SQL: the
 -- ceiling the runner is compared with (BenchmarkPgbench, scripts/bench-pgbench.sh).
 -- Every transaction deletes one runnable row and inserts one, so a preloaded
--- queue keeps its size. The runner adds to this its set_config and SAVEPOINT
--- (pipelined with the DELETE, so no extra round trip).
+-- queue keeps its size. The runner adds to this its timeouts (in the
+-- claim) and a SAVEPOINT (pipelined with the DELETE: no extra round trip).
 -- The claim looks from a floor first, as the runner's does (work.floor):
 -- the due time of the client's last item less 100ms, kept in the session
 -- (pgbench cannot carry a result into the next transaction in a pipeline),

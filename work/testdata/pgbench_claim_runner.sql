@@ -1,7 +1,7 @@
 -- The runner's own transaction, statement for statement and in as many
 -- round trips (BenchmarkPgbench notify=none-runner-pipeline; the runner's
 -- handler inserts its follow-up with Enqueue): pgbench_claim_quiet.sql plus
--- the runner's SET LOCAL timeouts, its savepoint and the fence anti-join of
+-- the runner's transaction-local timeouts (set in the claim's RETURNING), its savepoint and the fence anti-join of
 -- its claim, in two round trips. The runner sends an item's COMMIT in one
 -- pipeline with its next claim and then the follow-up's INSERT; pgbench ends
 -- every transaction within its script, so here the INSERT goes with the
@@ -14,7 +14,6 @@
 \set head random(1, 32)
 \startpipeline
 BEGIN;
-SELECT set_config('statement_timeout', '30000', true), set_config('idle_in_transaction_session_timeout', '10000', true);
 DELETE FROM work WHERE id = coalesce((
 	SELECT id FROM work w WHERE NOT parked
 		AND run_after >= CASE WHEN :head = 1 THEN NULL ELSE nullif(current_setting('bench.floor', true), '')::timestamptz END
@@ -25,6 +24,7 @@ DELETE FROM work WHERE id = coalesce((
 		WHERE f.key = w.key AND f.item <> w.id AND f.until > now())
 	ORDER BY run_after, id FOR UPDATE SKIP LOCKED LIMIT 1))
 RETURNING id, time, kind, key, spec, attempts, pg_current_xact_id()::text, run_after,
+	set_config('statement_timeout', '30000', true), set_config('idle_in_transaction_session_timeout', '10000', true),
 	set_config('bench.floor', (run_after - interval '100 ms')::text, false);
 SAVEPOINT work_handler;
 \endpipeline

@@ -12,7 +12,6 @@
 \set head random(1, 32)
 \startpipeline
 BEGIN;
-SELECT set_config('statement_timeout', '30000', true), set_config('idle_in_transaction_session_timeout', '10000', true);
 DELETE FROM work WHERE id = coalesce((
 	SELECT id FROM work w WHERE NOT parked
 		AND run_after >= CASE WHEN :head = 1 THEN NULL ELSE nullif(current_setting('bench.floor', true), '')::timestamptz END
@@ -23,6 +22,7 @@ DELETE FROM work WHERE id = coalesce((
 		WHERE f.key = w.key AND f.item <> w.id AND f.until > now())
 	ORDER BY run_after, id FOR UPDATE SKIP LOCKED LIMIT 1))
 RETURNING id, time, kind, key, spec, attempts, pg_current_xact_id()::text, run_after,
+	set_config('statement_timeout', '30000', true), set_config('idle_in_transaction_session_timeout', '10000', true),
 	set_config('bench.floor', (run_after - interval '100 ms')::text, false);
 SAVEPOINT work_handler;
 WITH ins AS (
