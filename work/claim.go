@@ -298,7 +298,9 @@ func (r *run) step(ctx context.Context, c *carried, fl *floor) (out Outcome, due
 	cctx, cancel := context.WithTimeout(parent, r.o.DBTimeout)
 	defer cancel()
 
-	b := &pgx.Batch{}
+	// Room for the longest batch: commit, begin, claim, savepoint, the seed
+	// strategy's two lock_timeout settings, and a few follow-ups.
+	b := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, 12)}
 	commitAt := -1
 	if c != nil {
 		c.wtx.queueAtCommit(b)
@@ -455,11 +457,18 @@ func (r *run) handle(ctx context.Context, tx *poolTx, it Item, xid string) (Outc
 		end = r.o.Observer.Begin(it)
 	}
 	start := r.o.Clock.Now()
-	wtx := &Tx{
-		Tx:     &boundTx{tx: tx, timeout: r.o.StatementTimeout + r.o.DBTimeout, top: true},
-		fence:  &fence{db: r.db, timeout: r.o.FenceTimeout, item: it, nonce: r.nonce, seq: r.claims.Add(1), xid: xid},
-		notify: r.notify,
+	// One allocation for what lives as long as the claim.
+	cl := &struct {
+		wtx   Tx
+		bound boundTx
+		fence fence
+		c     carried
+	}{
+		bound: boundTx{tx: tx, timeout: r.o.StatementTimeout + r.o.DBTimeout, top: true},
+		fence: fence{db: r.db, timeout: r.o.FenceTimeout, item: it, nonce: r.nonce, seq: r.claims.Add(1), xid: xid},
 	}
+	wtx := &cl.wtx
+	wtx.Tx, wtx.fence, wtx.notify = &cl.bound, &cl.fence, r.notify
 	hctx, hdone := handlerContext(ctx, r.o.ShutdownGrace)
 	defer hdone()
 
@@ -474,7 +483,8 @@ func (r *run) handle(ctx context.Context, tx *poolTx, it Item, xid string) (Outc
 	}
 	switch {
 	case herr == nil && len(wtx.hooks()) == 0:
-		return outcomeCarried, &carried{tx: tx, it: it, wtx: wtx, log: log, end: end}
+		cl.c = carried{tx: tx, it: it, wtx: wtx, log: log, end: end}
+		return outcomeCarried, &cl.c
 	case herr == nil:
 		out = r.commit(ctx, tx, it, wtx, log)
 		if out == OutcomeDone {
