@@ -135,15 +135,20 @@ const claimReturning = ` RETURNING id, time, kind, key, spec, attempts, pg_curre
 const unfenced = ` AND NOT EXISTS (SELECT 1 FROM work_fence f
 		WHERE f.key = w.key AND f.item <> w.id AND f.until > now())`
 
-// claimSkipLockedSQL claims the first unlocked, unfenced item due, looking
-// from $3 on first (a worker's claim floor: see floor) and from the start
-// of the queue only when nothing is claimable there, or when $3 is NULL.
-// (COALESCE runs its second subquery only when the first found nothing.)
-const claimSkipLockedSQL = `DELETE FROM work WHERE id = coalesce((
-	SELECT id FROM work w WHERE NOT parked AND run_after >= $3 AND run_after <= now()` + unfenced + `
-	ORDER BY run_after, id FOR UPDATE SKIP LOCKED LIMIT 1), (
+// claimSkipLockedSQL claims the first unlocked, unfenced item due, from
+// the head of the queue.
+const claimSkipLockedSQL = `DELETE FROM work WHERE id = (
 	SELECT id FROM work w WHERE NOT parked AND run_after <= now()` + unfenced + `
-	ORDER BY run_after, id FOR UPDATE SKIP LOCKED LIMIT 1))` + claimReturning
+	ORDER BY run_after, id FOR UPDATE SKIP LOCKED LIMIT 1)` + claimReturning
+
+// claimFloorSQL is claimSkipLockedSQL from $3 on: a worker's claim floor
+// (see floor). Two statements rather than one that falls back from the
+// floor to the head, as COALESCE of the two subqueries would: Postgres
+// sets up every subquery of a statement it runs, and that cost the floor
+// a third of what it saved.
+const claimFloorSQL = `DELETE FROM work WHERE id = (
+	SELECT id FROM work w WHERE NOT parked AND run_after >= $3 AND run_after <= now()` + unfenced + `
+	ORDER BY run_after, id FOR UPDATE SKIP LOCKED LIMIT 1)` + claimReturning
 
 const claimSeedSQL = `DELETE FROM work WHERE id = (
 	SELECT id FROM work w WHERE NOT parked AND run_after <= now()` + unfenced + `
@@ -203,11 +208,12 @@ SELECT pg_notify('` + Channel + `', kind) FROM u WHERE NOT parked`
 //
 // An item due before the floor (a claim rolled back, a follow-up of a
 // transaction that ran longer than floorSlack, a job enqueued to run in
-// the past, an item whose fence ended) is claimed from the head: by any
-// claim that finds nothing from the floor on, and by every claim once
-// floorEvery claims or floorAfter have passed since the worker's last
-// claim from the head. Claiming it moves the floor down to it, so that the
-// items below drain in order.
+// the past, an item whose fence ended) is claimed from the head: right
+// after a claim that found nothing from the floor on (the worker drops its
+// floor and claims again at once), and by every claim once floorEvery
+// claims or floorAfter have passed since the worker's last claim from the
+// head. Claiming it moves the floor down to it, so that the items below
+// drain in order.
 type floor struct {
 	at   time.Time // zero: none yet
 	n    int       // claims since the last one from the head
@@ -221,8 +227,8 @@ const (
 	floorAfter = 50 * time.Millisecond
 )
 
-// arg is the claim's $3: where to look first, or nil (NULL) to claim from
-// the head.
+// arg is claimFloorSQL's $3, or nil to claim from the head
+// (claimSkipLockedSQL).
 func (f *floor) arg(now time.Time) *time.Time {
 	if f.at.IsZero() || f.n >= floorEvery || now.Sub(f.head) >= floorAfter {
 		f.n, f.head = 0, now
@@ -314,10 +320,14 @@ func (r *run) step(ctx context.Context, c *carried, fl *floor) (out Outcome, due
 		b.Queue(r.seedLockSQL)
 	}
 	claimAt := b.Len()
-	if r.o.Strategy == Seed {
-		b.Queue(r.claimSQL, r.timeouts[0], r.timeouts[1])
+	var from *time.Time // the floor claimed from, if any
+	if r.o.Strategy == SkipLocked {
+		from = fl.arg(r.o.Clock.Now())
+	}
+	if from != nil {
+		b.Queue(claimFloorSQL, r.timeouts[0], r.timeouts[1], from)
 	} else {
-		b.Queue(r.claimSQL, r.timeouts[0], r.timeouts[1], fl.arg(r.o.Clock.Now()))
+		b.Queue(r.claimSQL, r.timeouts[0], r.timeouts[1])
 	}
 	if r.o.Strategy == Seed {
 		b.Queue(`SET LOCAL lock_timeout TO DEFAULT`)
@@ -336,8 +346,9 @@ func (r *run) step(ctx context.Context, c *carried, fl *floor) (out Outcome, due
 		// Prepared now, while the connection holds nothing (at no round
 		// trip once it is): else pgx would prepare the statements that go
 		// out with the COMMIT and the next claim in a round trip of their
-		// own, and the COMMIT would wait behind it.
-		for _, q := range []string{commitSQL, enqueueSQL, enqueueQuietSQL} {
+		// own, and the COMMIT would wait behind it. (Both claims: this
+		// batch has one of them.)
+		for _, q := range []string{commitSQL, enqueueSQL, enqueueQuietSQL, r.claimSQL, claimFloorSQL} {
 			if _, err := pc.Conn().Prepare(cctx, q, q); err != nil {
 				pc.Release()
 				return "", 0, nil, fmt.Errorf("work: claim: prepare: %w", err)
@@ -402,6 +413,12 @@ func (r *run) step(ctx context.Context, c *carried, fl *floor) (out Outcome, due
 			return "", 0, nil, nil
 		}
 		return "", 0, nil, fmt.Errorf("work: claim: %w", berr)
+	}
+	if !found && from != nil {
+		// Nothing from the floor on: look from the head at once.
+		r.rollback(ctx, tx)
+		fl.at = time.Time{}
+		return "", 0, nil, nil
 	}
 	if !found {
 		var us int64
