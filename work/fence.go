@@ -187,7 +187,6 @@ func (tx *Tx) Unsettled(by time.Time) {
 	}
 }
 
-// end marks the claim committed (see Fence).
 // claim names this claim uniquely across runners, in the fences it owns.
 // (Made when a fence statement needs it: most claims take no fence.)
 func (f *fence) claim() string { return fmt.Sprintf("%016x-%d", f.nonce, f.seq) }
@@ -203,6 +202,7 @@ func (f *fence) held() bool {
 	return !f.until.IsZero()
 }
 
+// end marks the claim committed (see Fence).
 func (f *fence) end() {
 	f.mu.Lock()
 	f.ended = true
