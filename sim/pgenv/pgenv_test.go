@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -433,6 +434,20 @@ func TestKilledOwnerIsSwept(t *testing.T) {
 			if !sysVShmExists(t, shmid) {
 				t.Fatalf("no leaked System V segment %s to test the sweep with", shmid)
 			}
+			// A backend that outlived its postmaster runs in the data
+			// directory, in a session of its own: the sweep must end it.
+			orphan := exec.Command("sleep", "60")
+			orphan.Dir = filepath.Join(base, "data")
+			orphan.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+			if err := orphan.Start(); err != nil {
+				t.Fatal(err)
+			}
+			orphaned := make(chan struct{})
+			go func() { _ = orphan.Wait(); close(orphaned) }()
+			t.Cleanup(func() {
+				_ = orphan.Process.Kill()
+				<-orphaned
+			})
 			var s *Server
 			if next == "dsn" {
 				s = start(t, Options{DSN: other.DSN(), RunDir: runDir})
@@ -444,6 +459,11 @@ func TestKilledOwnerIsSwept(t *testing.T) {
 			}
 			if sysVShmExists(t, shmid) {
 				t.Errorf("System V segment %s of the killed cluster survived the sweep", shmid)
+			}
+			select {
+			case <-orphaned:
+			case <-time.After(10 * time.Second):
+				t.Errorf("a process in the killed cluster's data directory survived the sweep")
 			}
 			if c, ok := s.b.(*cluster); ok {
 				if _, err := os.Stat(c.base); err != nil {

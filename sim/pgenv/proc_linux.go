@@ -164,6 +164,28 @@ func processAlive(pid int, startTime uint64) bool {
 
 // processArgsContain reports whether pid's command line contains s, to make
 // sure a pid read from a stale file is still the process we think it is.
+// processesIn lists the live processes whose working directory is dir (a
+// process's own, or one that a removal left as "dir (deleted)"). A dead
+// process has none, even unreaped.
+func processesIn(dir string) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cwd, err := os.Readlink("/proc/" + e.Name() + "/cwd")
+		if err == nil && strings.TrimSuffix(cwd, " (deleted)") == dir {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
 func processArgsContain(pid int, s string) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 	if err != nil {

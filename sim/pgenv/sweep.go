@@ -112,9 +112,11 @@ func sweepDir(dir string, log *slog.Logger) bool {
 
 // killStalePostmaster kills the postmaster recorded in data's postmaster.pid,
 // if that pid is still a postgres serving data (not a reused pid), waits for
-// it to go, and removes the small System V shared memory segment a killed
-// postmaster leaves behind (its line 7: "key shmid").
+// it to go, kills what is left of its backends, and removes the small System
+// V shared memory segment a killed postmaster leaves behind (its line 7:
+// "key shmid").
 func killStalePostmaster(data string, log *slog.Logger) {
+	defer killBackends(data, log)
 	b, err := os.ReadFile(filepath.Join(data, "postmaster.pid"))
 	if err != nil {
 		return
@@ -139,6 +141,29 @@ func killStalePostmaster(data string, log *slog.Logger) {
 				removeSysVShm(shmid)
 			}
 		}
+	}
+}
+
+// killBackends kills the processes still running in data, and waits for
+// them to go. Postgres starts every backend in a session of its own, so the
+// postmaster's process group does not hold them, and a backend outlives its
+// killed postmaster until it notices: one whose data directory is gone may
+// never notice (an autovacuum launcher was seen retrying for minutes after
+// a sweep). A live backend keeps the cluster's System V segment attached.
+func killBackends(data string, log *slog.Logger) {
+	abs, err := filepath.Abs(data)
+	if err != nil {
+		return
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		pids := processesIn(abs)
+		if len(pids) == 0 {
+			return
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		log.Warn("pgenv: killing the backends of a stale cluster", "pids", pids, "data", data)
 	}
 }
 
