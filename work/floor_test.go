@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/workproof/workproof/work"
 )
@@ -70,18 +69,8 @@ func TestClaimFloorStillClaimsOlderItems(t *testing.T) {
 		{"alone", 1, 2, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, err := pgxpool.ParseConfig(newDB(t).DSN())
-			if err != nil {
-				t.Fatal(err)
-			}
 			tr := &claimTracer{}
-			cfg.ConnConfig.Tracer = tr
-			cfg.MaxConns = 3
-			pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(pool.Close)
+			pool := tracedPool(t, newDB(t).DSN(), 3, tr)
 
 			var order []string // one worker: one item at a time
 			var enqueued atomic.Bool

@@ -29,10 +29,17 @@ func newDB(t testing.TB) *pgenv.Database { return pgenvtest.DB(t, "work", work.M
 // pgenvtest pool's default size is too small for many workers + LISTEN).
 func newPool(t testing.TB, dsn string, maxConns int32) *pgxpool.Pool {
 	t.Helper()
+	return tracedPool(t, dsn, maxConns, nil)
+}
+
+// tracedPool is newPool with tr tracing every connection's statements.
+func tracedPool(t testing.TB, dsn string, maxConns int32, tr pgx.QueryTracer) *pgxpool.Pool {
+	t.Helper()
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.ConnConfig.Tracer = tr
 	cfg.MaxConns = maxConns
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {

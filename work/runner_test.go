@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/workproof/workproof/work"
 )
@@ -697,18 +696,8 @@ func TestCommitRidesWithNextClaim(t *testing.T) {
 	const n = 20
 	for _, hook := range []bool{false, true} {
 		t.Run(fmt.Sprintf("hook=%v", hook), func(t *testing.T) {
-			cfg, err := pgxpool.ParseConfig(newDB(t).DSN())
-			if err != nil {
-				t.Fatal(err)
-			}
 			tr := &commitTracer{}
-			cfg.ConnConfig.Tracer = tr
-			cfg.MaxConns = 3
-			pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(pool.Close)
+			pool := tracedPool(t, newDB(t).DSN(), 3, tr)
 			var hooks atomic.Int32
 			rec := &seqRecorder{}
 			h := map[string]work.Handler{"job": func(ctx context.Context, tx *work.Tx, it work.Item) error {

@@ -155,15 +155,19 @@ func killBackends(data string, log *slog.Logger) {
 	if err != nil {
 		return
 	}
+	killed := false
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		pids := processesIn(abs)
 		if len(pids) == 0 {
 			return
 		}
+		if !killed {
+			log.Warn("pgenv: killing the backends of a stale cluster", "pids", pids, "data", data)
+			killed = true
+		}
 		for _, pid := range pids {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
-		log.Warn("pgenv: killing the backends of a stale cluster", "pids", pids, "data", data)
 	}
 }
 
