@@ -140,19 +140,29 @@ func TestClaimFloorSkipsClaimedEntries(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT min(run_after) FROM work`).Scan(&floor); err != nil {
 		t.Fatal(err)
 	}
-	blocks := func(arg any) int {
+	// The claim as the runner runs it, a prepared statement, on a generic
+	// plan (what Postgres keeps using after five executions, see
+	// TestClaimsKeepTheirGenericPlans) and on a custom one (the first five).
+	blocks := func(floor *time.Time, mode string) int {
 		t.Helper()
 		tx, err := pool.Begin(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer func() { _ = tx.Rollback(ctx) }()
-		var raw []byte
-		q, args := work.ClaimSkipLockedSQL, []any{"30000", "10000"}
-		if arg != nil {
-			q, args = work.ClaimFloorSQL, append(args, arg)
+		q, args := work.ClaimSkipLockedSQL, `'30000', '10000'`
+		if floor != nil {
+			q, args = work.ClaimFloorSQL, args+`, '`+floor.Format(time.RFC3339Nano)+`'`
 		}
-		if err := tx.QueryRow(ctx, `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) `+q, args...).Scan(&raw); err != nil {
+		for _, s := range []string{`SET LOCAL plan_cache_mode = ` + mode, `PREPARE claim AS ` + q} {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				t.Fatalf("%s: %v", s, err)
+			}
+		}
+		// PREPARE is not undone by a rollback.
+		defer func() { _, _ = tx.Exec(ctx, `DEALLOCATE claim`) }()
+		var raw []byte
+		if err := tx.QueryRow(ctx, `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE claim(`+args+`)`).Scan(&raw); err != nil {
 			t.Fatal(err)
 		}
 		var plan []struct {
@@ -165,10 +175,80 @@ func TestClaimFloorSkipsClaimedEntries(t *testing.T) {
 		}
 		return plan[0].Plan.Hit
 	}
-	blocks(nil) // marks the claimed entries dead, as the scans of a running queue do
-	head, fromFloor := blocks(nil), blocks(floor)
-	t.Logf("blocks a claim read after %d claimed items: %d from the head, %d from the floor", claimed, head, fromFloor)
-	if fromFloor*5 > head {
-		t.Errorf("a claim from the floor read %d blocks, from the head %d; want at most a fifth", fromFloor, head)
+	blocks(nil, "auto") // marks the claimed entries dead, as the scans of a running queue do
+	for _, mode := range []string{"force_generic_plan", "force_custom_plan"} {
+		head, fromFloor := blocks(nil, mode), blocks(&floor, mode)
+		t.Logf("%s: blocks a claim read after %d claimed items: %d from the head, %d from the floor", mode, claimed, head, fromFloor)
+		if fromFloor*5 > head {
+			t.Errorf("%s: a claim from the floor read %d blocks, from the head %d; want at most a fifth", mode, fromFloor, head)
+		}
+	}
+}
+
+// TestClaimsKeepTheirGenericPlans: every statement a worker prepares runs on
+// a generic plan after its first five executions, as a statement whose plan
+// does not depend on its parameters does. The floor claim compared the floor
+// ($3) with run_after, so Postgres estimated that bound anew for each value
+// and planned claims afresh (in a benchmark 755 of 1,253 on one connection,
+// here every one): planning that DELETE cost more than running it. The
+// floor now reaches the claim through a subquery, which Postgres does not
+// estimate in either kind of plan.
+func TestClaimsKeepTheirGenericPlans(t *testing.T) {
+	const items = 200
+	pool := newPool(t, newDB(t).DSN(), 3)
+	type prepared struct {
+		sql             string
+		generic, custom int64
+	}
+	var (
+		seen    []prepared
+		listErr error
+		n       atomic.Int64
+	)
+	h := map[string]work.Handler{
+		"a": func(_ context.Context, tx *work.Tx, _ work.Item) error {
+			return tx.EnqueueAtCommit(work.Job{Kind: "b"})
+		},
+		"b": func(ctx context.Context, tx *work.Tx, _ work.Item) error {
+			if n.Add(1) != items {
+				return nil
+			}
+			// The handler's transaction is on its worker's connection, whose
+			// prepared statements this lists.
+			rows, err := tx.Query(ctx, `SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements WHERE NOT from_sql`)
+			if err == nil {
+				seen, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (p prepared, err error) {
+					return p, r.Scan(&p.sql, &p.generic, &p.custom)
+				})
+			}
+			listErr = err
+			return nil
+		},
+	}
+	// A queue with statistics, as a queue in use has.
+	for _, s := range []string{`INSERT INTO work (kind) SELECT 'a' FROM generate_series(1, 1000)`, `ANALYZE work`} {
+		if _, err := pool.Exec(context.Background(), s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+	rec := &seqRecorder{}
+	opts := fastOpts(h, rec, t, "runner")
+	opts.Clock = frozen{} // claims from the floor but for every work.FloorEvery-th
+	stop := start(t, pool, opts)
+	waitFor(t, "the worker's prepared statements", func() bool { return n.Load() >= items })
+	stop()
+	if listErr != nil {
+		t.Fatal(listErr)
+	}
+
+	floor := false
+	for _, p := range seen {
+		floor = floor || p.sql == work.ClaimFloorSQL
+		if p.custom > 5 {
+			t.Errorf("%d custom plans and %d generic ones of %s", p.custom, p.generic, p.sql)
+		}
+	}
+	if !floor {
+		t.Errorf("no claim from the floor among the worker's prepared statements %v", seen)
 	}
 }
