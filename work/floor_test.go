@@ -204,6 +204,7 @@ func TestClaimsKeepTheirGenericPlans(t *testing.T) {
 		seen    []prepared
 		listErr error
 		n       atomic.Int64
+		listed  = make(chan struct{})
 	)
 	h := map[string]work.Handler{
 		"a": func(_ context.Context, tx *work.Tx, _ work.Item) error {
@@ -222,6 +223,7 @@ func TestClaimsKeepTheirGenericPlans(t *testing.T) {
 				})
 			}
 			listErr = err
+			close(listed)
 			return nil
 		},
 	}
@@ -235,7 +237,11 @@ func TestClaimsKeepTheirGenericPlans(t *testing.T) {
 	opts := fastOpts(h, rec, t, "runner")
 	opts.Clock = frozen{} // claims from the floor but for every work.FloorEvery-th
 	stop := start(t, pool, opts)
-	waitFor(t, "the worker's prepared statements", func() bool { return n.Load() >= items })
+	select {
+	case <-listed:
+	case <-time.After(time.Minute):
+		t.Fatal("the worker's prepared statements were not listed within a minute")
+	}
 	stop()
 	if listErr != nil {
 		t.Fatal(listErr)
