@@ -35,7 +35,7 @@
 //   - the handler returns nil: COMMIT. The row is gone, the handler's writes
 //     and follow-ups are visible, [Tx.AfterCommit] hooks run. OutcomeDone.
 //     Without a hook the COMMIT goes out in one round trip with the
-//     worker's next claim (commit, begin, claim, savepoint in one batch),
+//     worker's next claim (COMMIT AND CHAIN, claim, savepoint in one batch),
 //     and the Observer is told once its outcome is read, before the next
 //     item begins: an item costs one round trip fewer. Follow-ups of
 //     [Tx.EnqueueAtCommit] go in the same batch, before the COMMIT. A

@@ -5,4 +5,5 @@ const (
 	ClaimSkipLockedSQL = claimSkipLockedSQL
 	ClaimFloorSQL      = claimFloorSQL
 	FloorEvery         = floorEvery
+	ChainSQL           = chainSQL
 )

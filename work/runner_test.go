@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -666,7 +667,7 @@ func TestCheckClaim(t *testing.T) {
 }
 
 // commitTracer counts the COMMITs a pool sends: alone, or first in a batch
-// (with the next claim).
+// (with the next claim, as COMMIT AND CHAIN).
 type commitTracer struct{ alone, batched atomic.Int32 }
 
 func (c *commitTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
@@ -679,7 +680,7 @@ func (c *commitTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.T
 func (c *commitTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
 func (c *commitTracer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceBatchStartData) context.Context {
-	if d.Batch != nil && len(d.Batch.QueuedQueries) > 0 && strings.EqualFold(d.Batch.QueuedQueries[0].SQL, "commit") {
+	if d.Batch != nil && len(d.Batch.QueuedQueries) > 0 && d.Batch.QueuedQueries[0].SQL == work.ChainSQL {
 		c.batched.Add(1)
 	}
 	return ctx
@@ -687,6 +688,51 @@ func (c *commitTracer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, d pgx.T
 
 func (c *commitTracer) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
 func (c *commitTracer) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
+
+// errorCount is a slog.Handler that counts the records at level Error.
+type errorCount struct {
+	slog.Handler
+	n *atomic.Int32
+}
+
+func (e errorCount) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelError {
+		e.n.Add(1)
+	}
+	return e.Handler.Handle(ctx, r)
+}
+
+// TestReadOnlyHandlerClaimsCleanly: COMMIT AND CHAIN, which commits an item
+// and begins the worker's next claim, keeps a transaction's READ ONLY; a
+// handler that set it has its item done and costs its worker one claim that
+// fails and is tried again at once, not an error or a backoff.
+func TestReadOnlyHandlerClaimsCleanly(t *testing.T) {
+	const n = 5
+	pool := newPool(t, newDB(t).DSN(), 3)
+	rec := &seqRecorder{}
+	h := map[string]work.Handler{"job": func(ctx context.Context, tx *work.Tx, _ work.Item) error {
+		_, err := tx.Exec(ctx, "SET TRANSACTION READ ONLY")
+		return err
+	}}
+	jobs := make([]work.Job, n)
+	for i := range jobs {
+		jobs[i] = work.Job{Kind: "job"}
+	}
+	enqueue(t, pool, jobs...)
+	opts := fastOpts(h, rec, t, "runner")
+	var errs atomic.Int32
+	opts.Logger = slog.New(errorCount{opts.Logger.Handler(), &errs})
+	opts.MinBackoff, opts.MaxBackoff = time.Hour, time.Hour // a backoff would outlast the test
+	stop := start(t, pool, opts)
+	waitFor(t, "every item done", func() bool { return rec.done() == n })
+	stop()
+	if got := errs.Load(); got != 0 {
+		t.Errorf("%d errors logged, want none", got)
+	}
+	if rows := list(t, pool); len(rows) != 0 {
+		t.Errorf("left: %+v", rows)
+	}
+}
 
 // TestCommitRidesWithNextClaim: an item without AfterCommit hooks is
 // committed in the round trip of its worker's next claim, and the Observer

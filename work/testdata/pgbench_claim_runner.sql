@@ -5,7 +5,9 @@
 -- its claim, in two round trips. The runner sends an item's COMMIT in one
 -- pipeline with its next claim and then the follow-up's INSERT; pgbench ends
 -- every transaction within its script, so here the INSERT goes with the
--- COMMIT: the same statements, the same two round trips.
+-- COMMIT: the same statements, the same two round trips, but for COMMIT and
+-- BEGIN where the runner sends one COMMIT AND CHAIN (pgbench refuses a
+-- script that leaves a transaction open).
 -- The claim looks from a floor, as the runner's does (work.floor): the due
 -- time of the client's last item less 100ms, kept in the session (pgbench
 -- cannot carry a result into the next transaction in a pipeline); one

@@ -3,7 +3,9 @@
 -- one round trip per item. The runner sends an item's INSERT and COMMIT in
 -- one pipeline with its next claim; pgbench ends every transaction within
 -- its script, so here one pipeline holds the whole transaction: the same
--- statements, the same one round trip.
+-- statements, the same one round trip, but for COMMIT and BEGIN where the
+-- runner sends one COMMIT AND CHAIN (pgbench refuses a script that leaves a
+-- transaction open).
 -- The claim looks from a floor, as the runner's does (work.floor): the due
 -- time of the client's last item less 100ms, kept in the session (pgbench
 -- cannot carry a result into the next transaction in a pipeline); one
