@@ -132,8 +132,12 @@ const claimReturning = ` RETURNING id, time, kind, key, spec, attempts, pg_curre
 // unfenced keeps a claim off items whose key another item's fence holds
 // (Tx.Fence): effects of that item may still land, and this item's must not
 // be overtaken by them.
-const unfenced = ` AND NOT EXISTS (SELECT 1 FROM work_fence f
-		WHERE f.key = w.key AND f.item <> w.id AND f.until > now())`
+// An item without a key cannot be fenced (ErrNoKey), and its claim skips
+// the probe: under NOT EXISTS as a join Postgres probed work_fence for
+// every item the claim walked past (most of them locked by other workers),
+// each probe a bitmap scan that asks the kernel for the table's size.
+const unfenced = ` AND (w.key = '' OR NOT EXISTS (SELECT 1 FROM work_fence f
+		WHERE f.key = w.key AND f.item <> w.id AND f.until > now()))`
 
 // claimSkipLockedSQL claims the first unlocked, unfenced item due, from
 // the head of the queue.

@@ -2,6 +2,7 @@ package work_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync"
 	"testing"
@@ -330,5 +331,64 @@ func TestFenceAfterCommitDoesNothing(t *testing.T) {
 	}
 	if exists, _ := fenceRow(t, pool, "k"); exists {
 		t.Errorf("a fence in an AfterCommit hook wrote a row")
+	}
+}
+
+// TestClaimProbesFencesOnlyForKeys: a claim looks up work_fence for the
+// items with a key that it walks past, and never for an item without one,
+// which cannot be fenced.
+func TestClaimProbesFencesOnlyForKeys(t *testing.T) {
+	for _, tc := range []struct {
+		key        string
+		wantProbes bool
+	}{{"", false}, {"k", true}} {
+		t.Run("key="+tc.key, func(t *testing.T) {
+			pool := newPool(t, newDB(t).DSN(), 3)
+			ctx := context.Background()
+			if _, err := pool.Exec(ctx, `INSERT INTO work (kind, key) SELECT 'n', CASE $1::text WHEN '' THEN '' ELSE $1 || g END FROM generate_series(1, 10) g`, tc.key); err != nil {
+				t.Fatal(err)
+			}
+			// Another worker's claims: the claim walks past their items.
+			held, err := pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = held.Rollback(ctx) })
+			if _, err := held.Exec(ctx, `SELECT id FROM work ORDER BY run_after, id LIMIT 3 FOR UPDATE`); err != nil {
+				t.Fatal(err)
+			}
+			tx, err := pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = tx.Rollback(ctx) }()
+			var raw []byte
+			if err := tx.QueryRow(ctx, `EXPLAIN (ANALYZE, FORMAT JSON) `+work.ClaimSkipLockedSQL, "30000", "10000").Scan(&raw); err != nil {
+				t.Fatal(err)
+			}
+			type node struct {
+				Relation string  `json:"Relation Name"`
+				Loops    int     `json:"Actual Loops"`
+				Plans    []*node `json:"Plans"`
+			}
+			var plan []struct{ Plan node }
+			if err := json.Unmarshal(raw, &plan); err != nil || len(plan) != 1 {
+				t.Fatalf("plan %s: %v", raw, err)
+			}
+			probes := 0
+			var walk func(n *node)
+			walk = func(n *node) {
+				if n.Relation == "work_fence" {
+					probes += n.Loops
+				}
+				for _, c := range n.Plans {
+					walk(c)
+				}
+			}
+			walk(&plan[0].Plan)
+			if (probes > 0) != tc.wantProbes {
+				t.Errorf("the claim probed work_fence %d times; want probes: %v\n%s", probes, tc.wantProbes, raw)
+			}
+		})
 	}
 }

@@ -19,8 +19,8 @@
 BEGIN;
 \if :head = 1
 DELETE FROM work WHERE id = (
-	SELECT id FROM work w WHERE NOT parked AND run_after <= now() AND NOT EXISTS (SELECT 1 FROM work_fence f
-		WHERE f.key = w.key AND f.item <> w.id AND f.until > now())
+	SELECT id FROM work w WHERE NOT parked AND run_after <= now() AND (w.key = '' OR NOT EXISTS (SELECT 1 FROM work_fence f
+		WHERE f.key = w.key AND f.item <> w.id AND f.until > now()))
 	ORDER BY run_after, id FOR UPDATE SKIP LOCKED LIMIT 1)
 RETURNING id, time, kind, key, spec, attempts, pg_current_xact_id()::text, run_after,
 	set_config('statement_timeout', '30000', true), set_config('idle_in_transaction_session_timeout', '10000', true),
@@ -28,8 +28,8 @@ RETURNING id, time, kind, key, spec, attempts, pg_current_xact_id()::text, run_a
 \else
 DELETE FROM work WHERE id = (
 	SELECT id FROM work w WHERE NOT parked AND run_after <= now()
-		AND run_after >= coalesce(nullif(current_setting('bench.floor', true), '')::timestamptz, '-infinity') AND NOT EXISTS (SELECT 1 FROM work_fence f
-		WHERE f.key = w.key AND f.item <> w.id AND f.until > now())
+		AND run_after >= coalesce(nullif(current_setting('bench.floor', true), '')::timestamptz, '-infinity') AND (w.key = '' OR NOT EXISTS (SELECT 1 FROM work_fence f
+		WHERE f.key = w.key AND f.item <> w.id AND f.until > now()))
 	ORDER BY run_after, id FOR UPDATE SKIP LOCKED LIMIT 1)
 RETURNING id, time, kind, key, spec, attempts, pg_current_xact_id()::text, run_after,
 	set_config('statement_timeout', '30000', true), set_config('idle_in_transaction_session_timeout', '10000', true),
