@@ -260,7 +260,7 @@ type carried struct {
 
 // chainSQL ends a carried item's transaction and starts the next claim's
 // in one statement (Postgres then parses, binds and runs one statement
-// where COMMIT and BEGIN were two: 3-4 % of the claim + follow-up
+// where COMMIT and BEGIN were two: 3-7 % of the claim + follow-up
 // benchmark's throughput). The new transaction has the characteristics of
 // the one ended, which are the defaults: a handler's statements come after
 // the claim, too late for SET TRANSACTION ISOLATION LEVEL. A COMMIT that
