@@ -2,7 +2,6 @@ package work_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"sync"
 	"testing"
@@ -362,22 +361,9 @@ func TestClaimProbesFencesOnlyForKeys(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer func() { _ = tx.Rollback(ctx) }()
-			var raw []byte
-			if err := tx.QueryRow(ctx, `EXPLAIN (ANALYZE, FORMAT JSON) `+work.ClaimSkipLockedSQL, "30000", "10000").Scan(&raw); err != nil {
-				t.Fatal(err)
-			}
-			type node struct {
-				Relation string  `json:"Relation Name"`
-				Loops    int     `json:"Actual Loops"`
-				Plans    []*node `json:"Plans"`
-			}
-			var plan []struct{ Plan node }
-			if err := json.Unmarshal(raw, &plan); err != nil || len(plan) != 1 {
-				t.Fatalf("plan %s: %v", raw, err)
-			}
 			probes := 0
-			var walk func(n *node)
-			walk = func(n *node) {
+			var walk func(n *planNode)
+			walk = func(n *planNode) {
 				if n.Relation == "work_fence" {
 					probes += n.Loops
 				}
@@ -385,9 +371,9 @@ func TestClaimProbesFencesOnlyForKeys(t *testing.T) {
 					walk(c)
 				}
 			}
-			walk(&plan[0].Plan)
+			walk(explain(t, tx, work.ClaimSkipLockedSQL, "30000", "10000"))
 			if (probes > 0) != tc.wantProbes {
-				t.Errorf("the claim probed work_fence %d times; want probes: %v\n%s", probes, tc.wantProbes, raw)
+				t.Errorf("the claim probed work_fence %d times; want probes: %v", probes, tc.wantProbes)
 			}
 		})
 	}

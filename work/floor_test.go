@@ -2,7 +2,6 @@ package work_test
 
 import (
 	"context"
-	"encoding/json"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -161,19 +160,7 @@ func TestClaimFloorSkipsClaimedEntries(t *testing.T) {
 		}
 		// PREPARE is not undone by a rollback.
 		defer func() { _, _ = tx.Exec(ctx, `DEALLOCATE claim`) }()
-		var raw []byte
-		if err := tx.QueryRow(ctx, `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE claim(`+args+`)`).Scan(&raw); err != nil {
-			t.Fatal(err)
-		}
-		var plan []struct {
-			Plan struct {
-				Hit int `json:"Shared Hit Blocks"`
-			}
-		}
-		if err := json.Unmarshal(raw, &plan); err != nil || len(plan) != 1 {
-			t.Fatalf("plan %s: %v", raw, err)
-		}
-		return plan[0].Plan.Hit
+		return explain(t, tx, `EXECUTE claim(`+args+`)`).Hit
 	}
 	blocks(nil, "auto") // marks the claimed entries dead, as the scans of a running queue do
 	for _, mode := range []string{"force_generic_plan", "force_custom_plan"} {

@@ -2,6 +2,7 @@ package work_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -198,4 +199,27 @@ func fastOpts(h map[string]work.Handler, obs work.Observer, t testing.TB, name s
 		Observer:        obs,
 		Logger:          testLogger(t, name),
 	}
+}
+
+// planNode is a node of EXPLAIN (FORMAT JSON)'s plan.
+type planNode struct {
+	Relation string      `json:"Relation Name"`
+	Loops    int         `json:"Actual Loops"`
+	Hit      int         `json:"Shared Hit Blocks"`
+	Plans    []*planNode `json:"Plans"`
+}
+
+// explain runs EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) of q in tx and
+// returns its plan.
+func explain(t testing.TB, tx pgx.Tx, q string, args ...any) *planNode {
+	t.Helper()
+	var raw []byte
+	if err := tx.QueryRow(context.Background(), `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) `+q, args...).Scan(&raw); err != nil {
+		t.Fatal(err)
+	}
+	var plan []struct{ Plan planNode }
+	if err := json.Unmarshal(raw, &plan); err != nil || len(plan) != 1 {
+		t.Fatalf("plan %s: %v", raw, err)
+	}
+	return &plan[0].Plan
 }
